@@ -1,0 +1,3 @@
+from ownlm.cli import main
+
+raise SystemExit(main())

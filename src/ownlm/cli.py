@@ -1,0 +1,125 @@
+"""The ``ownlm`` command: one table of subcommands.
+
+Each row names the words that select it, the stage module's config dataclass and its entry function.
+Only the chosen stage is imported, so ``ownlm --help`` is instant and torch loads only where needed.
+Every entry function takes the parsed config and returns an exit code (0 on success).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+
+from ownlm.errors import UserError
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    config: str  # "module:ConfigClass"
+    entry: str  # "module:function"
+    help: str
+
+
+COMMANDS: list[Command] = [
+    Command(("extract",), "ownlm.extract.stage:ExtractConfig", "ownlm.extract.stage:main",
+            "extract text from files, folders and zips (txt, md, html, pdf, epub, docx, json, csv, chats) to JSONL"),
+    Command(("corpus",), "ownlm.corpus:CorpusConfig", "ownlm.corpus:main",
+            "clean, normalise, deduplicate and split documents into corpus/{train,val}.jsonl"),
+    Command(("corpus", "stats"), "ownlm.corpus:StatsConfig", "ownlm.corpus:stats_main",
+            "print a corpus' sizes, documents, duplicates removed and a length histogram (PNG)"),
+    Command(("corpus", "python-docs"), "ownlm.pydocs:PythonDocsConfig", "ownlm.pydocs:main",
+            "write the embedded default corpus (Python's own documentation) as documents JSONL"),
+    Command(("tokenizer", "train"), "ownlm.tokenizer.cli:TrainConfig", "ownlm.tokenizer.cli:train_main",
+            "train a byte-level BPE tokenizer on text files, folders or documents JSONL"),
+    Command(("tokenizer", "encode"), "ownlm.tokenizer.cli:EncodeConfig", "ownlm.tokenizer.cli:encode_main",
+            "encode text to token ids with a trained tokenizer"),
+    Command(("tokenizer", "decode"), "ownlm.tokenizer.cli:DecodeConfig", "ownlm.tokenizer.cli:decode_main",
+            "decode token ids back to text"),
+    Command(("tokenizer", "inspect"), "ownlm.tokenizer.cli:InspectConfig", "ownlm.tokenizer.cli:inspect_main",
+            "show a tokenizer's size, pattern, special tokens and sample merges"),
+    Command(("tokenizer", "export"), "ownlm.tokenizer.cli:ExportConfig", "ownlm.tokenizer.cli:export_main",
+            "export a tokenizer to tiktoken (.tiktoken) or Hugging Face tokenizer.json"),
+    Command(("tokenizer", "compare"), "ownlm.tokenizer.cli:CompareConfig", "ownlm.tokenizer.cli:compare_main",
+            "character- vs word- vs BPE-level tokenization on your corpus: vocabulary against sequence length"),
+    Command(("encode",), "ownlm.data.encode:EncodeConfig", "ownlm.data.encode:main",
+            "encode a corpus' train/val splits into token shards on disk"),
+    Command(("pretrain",), "ownlm.train.pretrain:PretrainConfig", "ownlm.train.pretrain:main",
+            "pretrain a GPT on token shards, with validation, checkpoints and resume"),
+    Command(("eval",), "ownlm.train.evaluate:EvalConfig", "ownlm.train.evaluate:main",
+            "print a checkpoint's validation loss, perplexity and bits per byte"),
+    Command(("generate",), "ownlm.generate:GenerateConfig", "ownlm.generate:main",
+            "generate text from a checkpoint"),
+    Command(("import", "gpt2"), "ownlm.model.gpt2:ImportConfig", "ownlm.model.gpt2:main",
+            "import OpenAI GPT-2 weights (Hugging Face folder or model name) into an ownlm checkpoint"),
+    Command(("build",), "ownlm.pipeline:BuildConfig", "ownlm.pipeline:build_main",
+            "run the whole pipeline: extract -> corpus -> tokenizer -> encode -> pretrain -> samples"),
+    Command(("demo",), "ownlm.pipeline:DemoConfig", "ownlm.pipeline:demo_main",
+            "the whole pipeline on the embedded Python-documentation corpus (about 5 minutes on a laptop CPU)"),
+]
+
+
+def _load(ref: str):
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _usage() -> str:
+    lines = ["usage: ownlm COMMAND [flags]   (ownlm COMMAND --help for its flags)", "", "commands:"]
+    width = max(len(" ".join(c.words)) for c in COMMANDS)
+    for c in COMMANDS:
+        lines.append(f"  {' '.join(c.words):<{width}}  {c.help}")
+    return "\n".join(lines)
+
+
+def find_command(argv: list[str]) -> tuple[Command | None, list[str]]:
+    """The longest table row whose words start ``argv``, and the remaining arguments."""
+    best = None
+    for c in COMMANDS:
+        n = len(c.words)
+        if tuple(argv[:n]) == c.words and (best is None or n > len(best.words)):
+            best = c
+    if best is None:
+        return None, argv
+    return best, argv[len(best.words) :]
+
+
+def run(argv: list[str]) -> int:
+    from ownlm.config import parse_args
+
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from ownlm import __version__
+
+        print(f"ownlm {__version__}")
+        return 0
+    cmd, rest = find_command(argv)
+    if cmd is None:
+        group = [c for c in COMMANDS if c.words[0] == argv[0]]
+        if group:
+            names = ", ".join(" ".join(c.words) for c in group)
+            raise UserError(f"'ownlm {argv[0]}' needs a subcommand: {names}")
+        raise UserError(f"unknown command '{argv[0]}'\n{_usage()}")
+    prog = "ownlm " + " ".join(cmd.words)
+    cfg = parse_args(_load(cmd.config), rest, prog, description=cmd.help)
+    return int(_load(cmd.entry)(cfg) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except UserError as e:
+        print(f"ownlm: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ownlm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `ownlm ... | head`: the reader went away; exit quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

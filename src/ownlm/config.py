@@ -1,0 +1,230 @@
+"""Typed dataclass configs -> command-line flags, TOML config files and a resolved ``config.json``.
+
+Every stage declares one small dataclass; this module turns it into argparse flags (help text from
+each field's metadata), so the CLI, the config file and the code cannot disagree.
+
+    @dataclass
+    class TrainConfig:
+        data: str = opt(help="token folder written by `ownlm encode`", positional=True)
+        lr: float = opt(6e-4, help="peak learning rate")
+
+Precedence: dataclass defaults < ``--config file.toml`` < flags given on the command line.
+Field ``foo_bar`` becomes flag ``--foo-bar``; booleans get ``--foo/--no-foo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from ownlm.errors import UserError
+
+_MISSING = dataclasses.MISSING
+
+
+def opt(
+    default: Any = _MISSING,
+    *,
+    help: str,
+    positional: bool = False,
+    short: str | None = None,
+    choices: typing.Sequence[Any] | None = None,
+) -> Any:
+    """A dataclass field with CLI metadata. Lists get a fresh copy of ``default`` per instance."""
+    meta = {"help": help, "positional": positional, "short": short, "choices": choices}
+    if isinstance(default, list | dict):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _unwrap(tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> (X, True); anything else -> (tp, False)."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _has_default(f: dataclasses.Field) -> bool:
+    return f.default is not _MISSING or f.default_factory is not _MISSING  # type: ignore[misc]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not _MISSING:
+        return f.default
+    if f.default_factory is not _MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _converter(tp: Any):
+    if tp in (int, float, str):
+        return tp
+    if tp is Path:
+        return str
+    if get_origin(tp) is Literal:
+        return type(get_args(tp)[0])
+    return str
+
+
+def build_parser(cls, prog: str, description: str = "") -> argparse.ArgumentParser:
+    """An ``argparse`` parser whose flags are the fields of dataclass ``cls``."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description or (cls.__doc__ or "").strip(),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument(
+        "--config", metavar="FILE.toml", help="read flag values from a TOML file (flags given here win)"
+    )
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        tp, optional = _unwrap(hints[f.name])
+        help_text = meta.get("help", "")
+        if _has_default(f) and not meta.get("positional"):
+            help_text += f" (default: {_default(f)!r})"
+        kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
+        choices = meta.get("choices")
+        if get_origin(tp) is Literal:
+            choices = list(get_args(tp))
+        if choices:
+            kwargs["choices"] = choices
+        is_list = get_origin(tp) is list
+        if is_list:
+            (item,) = get_args(tp) or (str,)
+            kwargs["type"] = _converter(item)
+        elif tp is not bool:
+            kwargs["type"] = _converter(tp)
+        if meta.get("positional"):
+            kwargs["metavar"] = f.name.upper()
+            if is_list:
+                kwargs["nargs"] = "*"
+            else:
+                kwargs["nargs"] = "?"
+            parser.add_argument(f.name, **kwargs)
+            continue
+        names = ["--" + f.name.replace("_", "-")]
+        if meta.get("short"):
+            names.insert(0, meta["short"])
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif is_list:
+            kwargs["nargs"] = "*"
+            kwargs["metavar"] = f.name.upper()
+        else:
+            kwargs["metavar"] = "N" if tp in (int, float) else f.name.upper()
+        parser.add_argument(*names, dest=f.name, **kwargs)
+    return parser
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+
+
+def from_dict(cls, values: dict[str, Any], source: str = "config"):
+    """Build ``cls`` from a dict, checking names and types; missing required fields are a ``UserError``."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _field_types(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            known = ", ".join(sorted(n.replace("_", "-") for n in names))
+            raise UserError(f"{source}: unknown setting '{key}' (known: {known})")
+        kwargs[name] = _coerce(value, hints[name], f"{source}: '{key}'")
+    missing = [n for n, f in names.items() if not _has_default(f) and n not in kwargs]
+    if missing:
+        flags = ", ".join(
+            n.upper() if names[n].metadata.get("positional") else "--" + n.replace("_", "-") for n in missing
+        )
+        raise UserError(f"{source}: missing required {flags}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    tp, optional = _unwrap(tp)
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{where} must not be empty")
+    if get_origin(tp) is Literal:
+        if value not in get_args(tp):
+            raise UserError(f"{where} must be one of {list(get_args(tp))}, got {value!r}")
+        return value
+    if get_origin(tp) is list:
+        (item,) = get_args(tp) or (str,)
+        if not isinstance(value, list):
+            value = [value]
+        return [_coerce(v, item, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{where} must be true or false, got {value!r}")
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, Path) and isinstance(value, str | Path):
+        return str(value)
+    if tp is dict and isinstance(value, dict):
+        return value
+    if tp in (int, float):
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            pass
+    raise UserError(f"{where} must be of type {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def parse_args(cls, argv: list[str], prog: str, description: str = ""):
+    """Parse ``argv`` into an instance of ``cls`` (defaults < --config TOML < flags)."""
+    parser = build_parser(cls, prog, description)
+    ns = vars(parser.parse_args(argv))
+    values: dict[str, Any] = {}
+    config_path = ns.pop("config", None)
+    if config_path:
+        values.update(load_toml(config_path))
+    for key, value in ns.items():
+        if value == [] and key in values:
+            continue
+        values[key] = value
+    return from_dict(cls, values, source=prog)
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg, path: str | Path) -> None:
+    """Write the resolved config (every field, defaults included) as JSON next to an output."""
+    from ownlm.io import write_json
+
+    write_json(path, to_dict(cfg))
+
+
+def config_hash(cfg) -> str:
+    """A stable hash of a config, for ``ownlm build`` to tell whether a stage is up to date."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()

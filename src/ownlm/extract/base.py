@@ -1,0 +1,109 @@
+"""What every reader shares: the records it yields and the small interface it implements.
+
+A reader is one small class in one file. It says which files it takes (``sniff``: by extension and/or
+the first bytes) and turns one file's bytes into documents or conversations. The registry below lists
+the readers in the order they are asked; the first whose ``sniff`` says yes reads the file.
+Adding a format = one new file with one ``Reader`` subclass + one line in ``READERS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Source:
+    """One input file: ``name`` is its path as the user knows it (``export.zip/_chat.txt`` inside a zip)."""
+
+    name: str
+    data: bytes
+
+    @property
+    def suffix(self) -> str:
+        dot = self.name.rfind(".")
+        slash = self.name.rfind("/")
+        return self.name[dot:].lower() if dot > slash else ""
+
+    @property
+    def head(self) -> bytes:
+        return self.data[:4096]
+
+
+@dataclass
+class Document:
+    text: str
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Message:
+    name: str  # the sender exactly as the export spells it
+    time: str  # ISO 8601 local time as the export shows it, no time zone invented
+    text: str
+
+
+@dataclass
+class Conversation:
+    source: str
+    messages: list[Message]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExtractOptions:
+    """Reader options that come from the ``ownlm extract`` flags."""
+
+    text_field: str | None = None  # JSON/JSONL/CSV: which field holds the text (None: guess)
+    password: str | None = None  # PDF password
+    encoding_errors: str = "replace"  # how to treat undecodable bytes in text files
+    drop_system: bool = True  # chat exports: drop system lines (encryption notice, joined, ...)
+
+
+class ReaderError(Exception):
+    """A file this reader recognised but cannot read; the message says why (and what to do)."""
+
+
+class Reader:
+    """Base class. Subclasses set ``name`` and ``extensions`` and implement ``read``."""
+
+    name: str = "reader"
+    extensions: tuple[str, ...] = ()
+
+    def sniff(self, src: Source) -> bool:
+        """True if this reader should read ``src``. Default: by extension."""
+        return src.suffix in self.extensions
+
+    def read(self, src: Source, opts: ExtractOptions) -> Iterator[Document | Conversation]:
+        raise NotImplementedError
+
+
+# Asked in this order: specific formats (chat exports) before generic ones (plain text, JSON).
+READERS: list[str] = [
+    "ownlm.extract.whatsapp:WhatsAppReader",
+    "ownlm.extract.telegram:TelegramReader",
+    "ownlm.extract.pdf:PdfReader",
+    "ownlm.extract.epub:EpubReader",
+    "ownlm.extract.docx:DocxReader",
+    "ownlm.extract.html:HtmlReader",
+    "ownlm.extract.tabular:TabularReader",
+    "ownlm.extract.text:TextReader",
+]
+
+
+def load_readers() -> list[Reader]:
+    readers = []
+    for ref in READERS:
+        module, name = ref.split(":")
+        readers.append(getattr(importlib.import_module(module), name)())
+    return readers
+
+
+def pick_reader(src: Source, readers: list[Reader]) -> Reader | None:
+    for r in readers:
+        if r.sniff(src):
+            return r
+    return None
