@@ -159,3 +159,13 @@ def test_help_is_fast_and_imports_no_torch():
     assert out.returncode == 0, out.stderr
 
 
+
+
+def test_atomic_write_respects_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "f.txt") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644

@@ -54,6 +54,18 @@ class Conversation:
 
 
 @dataclass
+class Problem:
+    """Part of a file that could not be read (a broken line, a damaged member); the rest was kept.
+
+    Readers may yield these between records; ``ownlm extract`` lists them in its summary (``--strict``
+    makes them fatal). ``where`` names the place, e.g. ``notes.jsonl:17``.
+    """
+
+    where: str
+    reason: str
+
+
+@dataclass
 class ExtractOptions:
     """Reader options that come from the ``ownlm extract`` flags."""
 
@@ -77,7 +89,8 @@ class Reader:
         """True if this reader should read ``src``. Default: by extension."""
         return src.suffix in self.extensions
 
-    def read(self, src: Source, opts: ExtractOptions) -> Iterator[Document | Conversation]:
+    def read(self, src: Source, opts: ExtractOptions) -> Iterator[Document | Conversation | Problem]:
+        """Yield the file's records; raise ``ReaderError`` if the file cannot be read at all."""
         raise NotImplementedError
 
 
@@ -85,6 +98,7 @@ class Reader:
 READERS: list[str] = [
     "ownlm.extract.whatsapp:WhatsAppReader",
     "ownlm.extract.telegram:TelegramReader",
+    "ownlm.extract.instagram:InstagramReader",
     "ownlm.extract.pdf:PdfReader",
     "ownlm.extract.epub:EpubReader",
     "ownlm.extract.docx:DocxReader",

@@ -1,0 +1,289 @@
+"""``ownlm extract PATH... --out FILE.jsonl``: files, folders and zips -> documents and conversations.
+
+Each file goes to the first reader in ``base.READERS`` whose ``sniff`` takes it (chat exports before
+generic formats); a ``.zip`` that no reader claims is opened and its members read as
+``archive.zip/inner/path``. Records are written as JSONL (atomically), documents as
+``{"id", "text", "source", "meta"}`` and conversations as ``{"id", "source", "messages", "meta"}``;
+ids are stable (sha1 of source name and record index). One unreadable file never stops the run: it is
+reported in the summary printed at the end and written beside the output (``FILE.summary.json``);
+``--strict`` makes it fatal. The exit code is non-zero only when nothing usable came out.
+
+    ownlm extract notes/ books/ chats.zip --out docs.jsonl --redact
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sys
+import time
+import zipfile
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ownlm.config import opt
+from ownlm.errors import UserError
+from ownlm.extract.base import (
+    Conversation,
+    Document,
+    ExtractOptions,
+    Problem,
+    Reader,
+    ReaderError,
+    Source,
+    load_readers,
+    pick_reader,
+)
+from ownlm.extract.summary import Summary
+
+MAX_MEMBER_BYTES = 2 << 30  # a zip member claiming more than this is refused (zip bombs)
+MAX_ZIP_DEPTH = 3  # zips inside zips inside zips: deeper is refused
+
+
+@dataclass
+class ExtractConfig:
+    """Extract text from files, folders and .zip archives into one JSONL file of documents and conversations."""
+
+    out: str = opt(help="output JSONL file; a summary is written beside it as OUT.summary.json")
+    inputs: list[str] = opt([], positional=True, help="files, folders or .zip archives to read")
+    text_field: str | None = opt(
+        None, help="JSON/JSONL/CSV: the field that holds the text (default: guess text/content/body/...)"
+    )
+    password: str | None = opt(None, help="password for encrypted PDFs and encrypted zip archives")
+    redact: bool = opt(
+        False, help="replace phone numbers, e-mail addresses and URLs with <PHONE>, <EMAIL>, <URL>"
+    )
+    drop_system: bool = opt(
+        True, help="chat exports: drop system lines (encryption notice, joined, left, ...)"
+    )
+    min_chars: int = opt(1, help="drop documents and conversations with fewer characters than this")
+    strict: bool = opt(
+        False, help="stop at the first unreadable file or record instead of reporting it at the end"
+    )
+    errors: str = opt(
+        "replace",
+        choices=["replace", "ignore", "strict"],
+        help="invalid bytes in UTF-8 text files: replace (with U+FFFD), ignore (drop), strict (file is an error)",
+    )
+
+
+def summary_path(out: Path) -> Path:
+    """``docs.jsonl`` -> ``docs.summary.json`` (beside the output)."""
+    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+    return out.with_name(stem + ".summary.json")
+
+
+def record_id(source: str, index: int) -> str:
+    """Stable id of the ``index``-th record read from ``source``: the same inputs give the same ids.
+
+    >>> record_id("notes/a.txt", 0) == record_id("notes/a.txt", 0) != record_id("notes/a.txt", 1)
+    True
+    """
+    return hashlib.sha1(f"{source}\0{index}".encode()).hexdigest()[:16]
+
+
+def _hidden(relative_parts: tuple[str, ...]) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in relative_parts)
+
+
+def collect_files(inputs: list[str], exclude: set[Path] = frozenset()) -> list[tuple[Path, str, bool]]:
+    """``(path, name, named_by_user)`` for every file under ``inputs``, folders walked in sorted order.
+
+    Hidden files and folders are skipped; a missing path or a folder without files is a ``UserError``.
+    """
+    if not inputs:
+        raise UserError("no input given: name files, folders or .zip archives to extract")
+    files: list[tuple[Path, str, bool]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, named: bool) -> None:
+        key = path.resolve()
+        if key not in seen and key not in exclude:
+            seen.add(key)
+            files.append((path, path.as_posix(), named))
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_file():
+            add(p, True)
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and not _hidden(f.relative_to(p).parts))
+            if not found:
+                raise UserError(
+                    f"{p}: the folder is empty: nothing to extract (hidden files and folders are skipped)"
+                )
+            for f in found:
+                add(f, False)
+        else:
+            raise UserError(f"{p}: no such file or folder")
+    return files
+
+
+class Extraction:
+    """One run: reads sources, writes records to ``sink``, keeps the counts and problems for the summary."""
+
+    def __init__(self, cfg: ExtractConfig, readers: list[Reader], sink) -> None:
+        self.cfg = cfg
+        self.readers = readers
+        self.sink = sink
+        self.opts = ExtractOptions(
+            text_field=cfg.text_field,
+            password=cfg.password,
+            encoding_errors=cfg.errors,
+            drop_system=cfg.drop_system,
+        )
+        self.summary = Summary()
+
+    def fail(self, where: str, reason: str) -> None:
+        if self.cfg.strict:
+            raise UserError(
+                f"{where}: {reason}\n(--strict: stopped at the first problem; nothing was written)"
+            )
+        self.summary.error(where, reason)
+
+    def file(self, path: Path, name: str, named: bool) -> None:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            self.fail(name, f"cannot read the file: {e.strerror or e}")
+            return
+        self.source(Source(name, data), named, depth=0)
+
+    def source(self, src: Source, named: bool, depth: int) -> None:
+        reader = pick_reader(src, self.readers)
+        if reader is None and src.suffix == ".zip":
+            self.archive(src, depth)
+        elif reader is None and named:
+            what = src.suffix or "no extension"
+            self.fail(src.name, f"no reader for this kind of file ({what}); see `ownlm extract --help`")
+        elif reader is None:
+            self.summary.skip(src.name, src.suffix)
+        else:
+            self.read(reader, src)
+
+    def archive(self, src: Source, depth: int) -> None:
+        if depth >= MAX_ZIP_DEPTH:
+            self.fail(src.name, f"zip nested more than {MAX_ZIP_DEPTH} deep; unpack it first")
+            return
+        try:
+            zf = zipfile.ZipFile(io.BytesIO(src.data))
+        except (zipfile.BadZipFile, OSError) as e:
+            self.fail(src.name, f"broken or truncated zip archive ({e})")
+            return
+        if self.cfg.password:
+            zf.setpassword(self.cfg.password.encode())
+        with zf:
+            members = sorted(
+                (i for i in zf.infolist() if not i.is_dir() and not _hidden(tuple(i.filename.split("/")))),
+                key=lambda i: i.filename,
+            )
+            if not members:
+                self.summary.note(src.name, "empty zip archive")
+            for info in members:
+                name = f"{src.name}/{info.filename}"
+                if info.file_size > MAX_MEMBER_BYTES:
+                    self.fail(name, f"zip member too large ({info.file_size:,} bytes)")
+                    continue
+                try:
+                    data = zf.read(info)
+                except RuntimeError as e:  # zipfile says "encrypted, password required" this way
+                    hint = "wrong --password" if self.cfg.password else "give the password with --password"
+                    self.fail(name, f"encrypted zip member ({hint}): {e}")
+                    continue
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+                    self.fail(name, f"damaged zip member ({e})")
+                    continue
+                self.source(Source(name, data), named=False, depth=depth + 1)
+
+    def read(self, reader: Reader, src: Source) -> None:
+        index = 0
+        try:
+            for item in reader.read(src, self.opts):
+                if isinstance(item, Problem):
+                    self.fail(item.where, item.reason)
+                    continue
+                record = self.record(item, src.name, index)
+                index += 1
+                if record is None:
+                    self.summary.dropped(reader.name)
+                else:
+                    self.sink.write(json.dumps(record, ensure_ascii=False))
+                    self.sink.write("\n")
+                    self.summary.add(reader.name, src.name, item, record)
+        except ReaderError as e:
+            self.fail(src.name, str(e))
+            self.summary.file(reader.name, len(src.data), failed=True)
+            return
+        except UserError:
+            raise
+        except Exception as e:  # a reader's library choking on a malformed file must not stop the run
+            self.fail(src.name, f"{reader.name} reader failed: {type(e).__name__}: {e}")
+            self.summary.file(reader.name, len(src.data), failed=True)
+            return
+        self.summary.file(reader.name, len(src.data), failed=False)
+
+    def record(self, item: Document | Conversation, name: str, index: int) -> dict | None:
+        """The JSONL record for a reader's item, redacted and length-filtered; ``None`` when dropped."""
+        rid = record_id(name, index)
+        if isinstance(item, Document):
+            text = item.text
+            if self.cfg.redact:
+                from ownlm.extract.redact import redact
+
+                text = redact(text)
+            if len(text.strip()) < max(self.cfg.min_chars, 1):
+                return None
+            return {"id": rid, "text": text, "source": item.source, "meta": item.meta}
+        messages = [{"name": m.name, "time": m.time, "text": m.text} for m in item.messages]
+        if self.cfg.redact:
+            from ownlm.extract.redact import redact, redact_names
+
+            names = redact_names([m["name"] for m in messages])
+            for m in messages:
+                m["name"] = names.get(m["name"], m["name"])
+                m["text"] = redact(m["text"])
+        if not messages or sum(len(m["text"]) for m in messages) < self.cfg.min_chars:
+            return None
+        return {"id": rid, "source": item.source, "messages": messages, "meta": item.meta}
+
+
+def _public_config(cfg: ExtractConfig) -> dict:
+    values = asdict(cfg)
+    if values.get("password"):
+        values["password"] = "***"  # never write a password to disk
+    return values
+
+
+def main(cfg: ExtractConfig) -> int:
+    """Run ``ownlm extract``; returns 0, or raises ``UserError`` when nothing usable was produced."""
+    from tqdm import tqdm
+
+    from ownlm.io import atomic_write, write_json
+
+    if cfg.min_chars < 0:
+        raise UserError(f"--min-chars must be >= 0, got {cfg.min_chars}")
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a file name such as {out / 'docs.jsonl'}")
+    side = summary_path(out)
+    files = collect_files(cfg.inputs, exclude={out.resolve(), side.resolve()})
+    readers = load_readers()
+    start = time.perf_counter()
+    with atomic_write(out) as sink:
+        run = Extraction(cfg, readers, sink)
+        for path, name, named in tqdm(files, desc="extract", unit="file", disable=None, file=sys.stderr):
+            run.file(path, name, named)
+        if run.summary.records == 0:
+            raise UserError(run.summary.nothing_message(len(files)))  # leaves no output behind
+    summary = run.summary.to_dict(
+        output=str(out),
+        inputs=list(cfg.inputs),
+        files=len(files),
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    summary["config"] = _public_config(cfg)
+    write_json(side, summary)
+    print(run.summary.report(summary, side))
+    return 0
