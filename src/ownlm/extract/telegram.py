@@ -1,0 +1,153 @@
+"""Telegram Desktop JSON exports (``result.json``) -> one ``Conversation`` per chat.
+
+Two shapes: a single chat (``{"name", "type", "id", "messages": [...]}``) and the full account export
+(``{"about", "personal_information", ..., "chats": {"list": [...]}, "left_chats": {"list": [...]}}``).
+Per message: ``name`` = ``from`` (the sender as Telegram shows it; ``from_id`` when the account is
+deleted), ``time`` = ``date`` (local time, as the export writes it; exports that only carry
+``date_unixtime`` are given in UTC and say so in ``meta["time_zone"]``), ``text`` = ``text`` whether it
+is a string or a list of strings and entities (``{"type": "bold", "text": "..."}``), which are
+concatenated exactly as Telegram's own ``text_entities`` define it. A message with no text but a photo,
+file or sticker becomes ``<media>`` (as in the WhatsApp reader); service messages (``"type":
+"service"``: joined, pinned, calls, ...) are system lines, dropped with ``drop_system`` and kept in
+``meta["system"]`` otherwise.
+
+>>> from ownlm.extract.base import ExtractOptions, Source
+>>> data = b'{"name": "A", "type": "personal_chat", "messages": [{"type": "message", "date": "2024-01-15T10:30:00", "from": "Ann", "text": ["Hi ", {"type": "bold", "text": "you"}]}]}'
+>>> next(TelegramReader().read(Source("result.json", data), ExtractOptions())).messages
+[Message(name='Ann', time='2024-01-15T10:30:00', text='Hi you')]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
+
+# A Telegram export names its messages' fields in the first few hundred bytes of each chat; a full
+# export starts with "about" + "personal_information" (its chats may lie megabytes further on).
+_SINGLE = re.compile(r'"messages"\s*:\s*\[\s*(?:\]|\{[^{}]*"type"\s*:\s*"(?:message|service)")')
+_FIELDS = re.compile(r'"(?:date_unixtime|from_id|actor_id)"\s*:|"date"\s*:\s*"\d{4}-\d\d-\d\dT')
+_FULL = re.compile(r'^\s*\{\s*"about"\s*:\s*"[^"]*"\s*,\s*"(?:personal_information|chats)"\s*:')
+_MEDIA_KEYS = ("photo", "file", "media_type", "sticker_emoji", "location_information", "contact_information")
+
+
+def flatten_text(text: Any) -> str:
+    """Telegram's ``text``: a string, or a list of strings and ``{"type", "text"}`` entities.
+
+    >>> flatten_text(["See ", {"type": "link", "text": "https://t.me"}, "!"])
+    'See https://t.me!'
+    """
+    if isinstance(text, str):
+        return text
+    if isinstance(text, list):
+        return "".join(
+            part if isinstance(part, str) else str(part.get("text", "")) if isinstance(part, dict) else ""
+            for part in text
+        )
+    return ""
+
+
+def _time(msg: dict) -> tuple[str, bool]:
+    """(ISO time, whether it had to be taken from the UTC unix time); ``ValueError`` when there is none."""
+    if isinstance(msg.get("date"), str):
+        return msg["date"], False
+    utc = datetime.fromtimestamp(int(msg["date_unixtime"]), UTC).replace(tzinfo=None)
+    return utc.isoformat(), True
+
+
+def _service_text(msg: dict) -> str:
+    words = [str(msg.get("actor") or ""), str(msg.get("action") or "")]
+    members = msg.get("members")
+    if isinstance(members, list):
+        words.append(", ".join(str(m) for m in members))
+    if msg.get("title"):
+        words.append(str(msg["title"]))
+    return " ".join(w for w in words if w)
+
+
+def _conversation(chat: dict, src: Source, opts: ExtractOptions, problems: list[Problem]) -> Conversation:
+    messages, system = [], []
+    utc = False
+    for msg in chat.get("messages") or []:
+        if not isinstance(msg, dict):
+            continue
+        try:
+            time, from_unix = _time(msg)
+        except (KeyError, ValueError, TypeError, OverflowError, OSError):
+            where = f"{src.name}: chat {chat.get('name', '?')!r}, message {msg.get('id', '?')}"
+            problems.append(Problem(where, "no valid 'date' or 'date_unixtime'; message skipped"))
+            continue
+        utc |= from_unix
+        if msg.get("type") == "service":
+            system.append({"time": time, "text": _service_text(msg)})
+            continue
+        text = flatten_text(msg.get("text"))
+        if not text.strip():
+            if not any(k in msg for k in _MEDIA_KEYS):
+                continue  # polls, games, empty messages: nothing a person wrote
+            text = "<media>"
+        name = msg.get("from") if isinstance(msg.get("from"), str) else str(msg.get("from_id") or "")
+        messages.append(Message(name=name, time=time, text=text))
+    meta: dict[str, Any] = {"format": "telegram"}
+    for key in ("name", "type", "id"):
+        if key in chat:
+            meta["chat" if key == "name" else f"chat_{key}"] = chat[key]
+    if utc:
+        meta["time_zone"] = "UTC"  # only date_unixtime was there; Telegram's own "date" is local time
+    if opts.drop_system:
+        meta["system_dropped"] = len(system)
+    else:
+        meta["system"] = system
+    return Conversation(source=src.name, messages=messages, meta=meta)
+
+
+def _list(section: Any) -> list:
+    """``{"list": [...]}`` -> the list; anything else -> []."""
+    items = section.get("list") if isinstance(section, dict) else None
+    return items if isinstance(items, list) else []
+
+
+class TelegramReader(Reader):
+    """Reads Telegram Desktop ``result.json`` exports (single chat or full account export)."""
+
+    name = "telegram"
+    extensions = (".json",)
+
+    def sniff(self, src: Source) -> bool:
+        """Yes for a ``.json`` whose first 4 KB look like a Telegram export, not any JSON with messages."""
+        if src.suffix not in self.extensions:
+            return False
+        head = src.head.decode("utf-8-sig", errors="replace")
+        return bool(_FULL.match(head) or (_SINGLE.search(head) and _FIELDS.search(head)))
+
+    def read(self, src: Source, opts: ExtractOptions) -> Iterator[Conversation | Problem]:
+        try:
+            data = json.loads(src.data.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ReaderError(f"not valid JSON ({e}); re-export the chat from Telegram Desktop") from None
+        if not isinstance(data, dict):
+            raise ReaderError("expected a JSON object with 'messages' or 'chats' (a Telegram Desktop export)")
+        if isinstance(data.get("messages"), list):
+            chats = [data]
+        else:
+            chats = [
+                chat
+                for key in ("chats", "left_chats")
+                for chat in _list(data.get(key))
+                if isinstance(chat, dict)
+            ]
+            if not chats:
+                raise ReaderError(
+                    "no chats in this file; export them with Telegram Desktop "
+                    "(Settings > Advanced > Export Telegram data, tick the chats, format JSON)"
+                )
+        for chat in chats:
+            problems: list[Problem] = []
+            conv = _conversation(chat, src, opts, problems)
+            yield from problems
+            if conv.messages or conv.meta.get("system"):
+                yield conv
