@@ -181,7 +181,8 @@ class Tokenizer:
     ) -> Tokenizer:
         """Learn ``vocab_size - 256`` merges from ``inputs`` (special tokens come on top).
 
-        ``inputs``: str texts, or ``pathlib.Path``s of text files, folders of them, or documents JSONL. Special tokens given as names get the ids right after the
+        ``inputs``: paths (``pathlib.Path`` or str naming an existing file or folder) of text files,
+        folders of them or documents JSONL, or str texts. Special tokens given as names get the ids right after the
         last merge; a dict gives explicit ids. If the corpus runs out of pairs the tokenizer is smaller
         (a warning says so). ``trainer="reference"`` uses the slow, readable trainer (same merges).
 

@@ -22,6 +22,7 @@ import os
 import warnings
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import regex
 from tqdm.auto import tqdm
@@ -30,23 +31,20 @@ from ownlm.errors import UserError
 
 
 def iter_texts(inputs: Iterable[str | os.PathLike], errors: str = "strict") -> Iterator[str]:
-    """Texts from ``inputs``: a str is a text; a ``PathLike`` (``pathlib.Path``) is a text file, a folder of
-    them or documents JSONL, read by ``ownlm.textsource.iter_documents`` (``errors="replace"`` for bad UTF-8)."""
+    """Texts from ``inputs``: a ``pathlib.Path`` — or a str naming an existing file or folder — is read by
+    ``ownlm.textsource.iter_documents`` (text files, folders of them, documents JSONL; ``errors="replace"``
+    for bad UTF-8); any other str is a text."""
+    from ownlm.textsource import iter_documents
+
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     for item in inputs:
+        if isinstance(item, str) and 0 < len(item) < 4096 and "\n" not in item and os.path.exists(item):
+            item = Path(item)
         if isinstance(item, os.PathLike):
-            from ownlm.textsource import iter_documents
-
             for _source, text in iter_documents([item], errors=errors):
                 yield text
         elif isinstance(item, str):
-            if 0 < len(item) < 256 and "\n" not in item and os.path.exists(item):
-                warnings.warn(
-                    f"training on the text {item!r}, which is also a file name; "
-                    "pass pathlib.Path(...) to train on the file",
-                    stacklevel=4,
-                )
             yield item
         else:
             raise UserError(f"training input must be a str text or a pathlib.Path, got {type(item).__name__}")
