@@ -111,6 +111,8 @@ def test_paths_and_texts_give_the_same_tokenizer(tmp_path):
         ([], 300, "empty"),
         (["", ""], 300, "empty"),
         ([Path("/nonexistent/corpus.txt")], 300, "no such file"),
+        (["/nonexistent/corpus.txt"], 300, "no such file"),  # a typo, not a one-word text
+        (["my_books/"], 300, "no such file"),
         ([b"bytes"], 300, "must be a str"),
     ],
 )

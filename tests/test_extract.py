@@ -141,6 +141,7 @@ def test_nothing_usable_exits_2_and_writes_nothing(tmp_path: Path, capsys):
     assert extract(str(bad), "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert "nothing extracted" in err and "bad.zip" in err and "truncated" in err
+    assert err.startswith("ownlm: error: ") and err.count("\n") == 1  # one problem: one line
     assert not out.exists() and not summary_path(out).exists()
     assert list(tmp_path.iterdir()) == [bad]  # no temp files left behind
 
@@ -158,6 +159,17 @@ def test_empty_folder_and_missing_path(tmp_path: Path, capsys):
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_out_that_cannot_be_written_is_a_user_error(tmp_path: Path, capsys):
+    good = tmp_path / "good.txt"
+    good.write_text("good text")
+    assert extract(str(good), "--out", str(tmp_path)) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert extract(str(good), "--out", str(good / "o.jsonl")) == 2  # a file where a folder must be
+    err = capsys.readouterr().err
+    assert err.startswith("ownlm: error: ") and "is a file, not a folder" in err and err.count("\n") == 1
+    assert sorted(tmp_path.iterdir()) == [good] and good.read_text() == "good text"
+
+
 def test_named_unsupported_file_is_an_error(tmp_path: Path, capsys):
     (tmp_path / "a.txt").write_text("fine")
     (tmp_path / "b.xyz").write_bytes(b"\x00\x01")
@@ -171,7 +183,7 @@ def test_strict_stops_at_the_first_problem(mixed: Path, tmp_path: Path, capsys):
     out = tmp_path / "o.jsonl"
     assert extract(str(mixed), "--out", str(out), "--strict") == 2
     err = capsys.readouterr().err
-    assert "--strict" in err and "binary.txt" in err
+    assert "--strict" in err and "binary.txt" in err and err.count("\n") == 1
     assert not out.exists()
     (mixed / "binary.txt").unlink()
     assert extract(str(mixed), "--out", str(out), "--strict") == 2

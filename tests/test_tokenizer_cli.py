@@ -107,6 +107,31 @@ def test_export_tiktoken_and_hf(tok_dir, tmp_path, capsys):
     assert enc.encode(text, allowed_special="all") == ids == hf.encode(text, add_special_tokens=False).ids
 
 
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "{corpus}", "--vocab-size", "260", "--out", "{file}", "--no-progress"], "is a file"),
+        (
+            ["train", "{corpus}", "--vocab-size", "260", "--out", "{file}/sub", "--no-progress"],
+            "is a file, not a folder",
+        ),
+        (["export", "{tok}", "--to", "hf", "--out", "{file}"], "is a file"),
+        (["compare", "{corpus}", "--vocab-sizes", "256", "--out", "{file}", "--no-progress"], "is a file"),
+        (["encode", "{tok}", "hi", "--out", "{dir}"], "is a folder"),
+        (["decode", "{tok}", "104", "--out", "{file}/ids.txt"], "is a file, not a folder"),
+    ],
+)
+def test_out_of_the_wrong_kind_is_a_user_error(tok_dir, tmp_path, capsys, argv, fragment):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    (tmp_path / "d").mkdir()
+    names = {"corpus": corpus, "file": corpus, "dir": tmp_path / "d", "tok": tok_dir}
+    before = sorted(tmp_path.rglob("*"))
+    code, _, err = run(capsys, "tokenizer", *[a.format(**names) for a in argv])
+    assert_user_error(code, err, fragment)
+    assert sorted(tmp_path.rglob("*")) == before and corpus.read_text(encoding="utf-8") == TEXT
+
+
 def test_train_bytes_only_and_help(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("hello", encoding="utf-8")
     code, out, _ = run(capsys, "tokenizer", "train", str(tmp_path / "a.txt"), "--vocab-size", "256", "--out", str(tmp_path / "t"), "--no-progress")  # fmt: skip

@@ -156,3 +156,23 @@ def read_manifest(directory: str | os.PathLike, format: str, max_version: int) -
             f"(<= {max_version}); upgrade ownlm or re-run the stage"
         )
     return m
+
+
+def check_out(path: str | os.PathLike, folder: bool) -> None:
+    """Refuse an ``--out`` that cannot be written as asked (a file where a folder is wanted, or the other
+    way round, or a file standing where a parent folder must be), before any work is done.
+
+    >>> check_out("/tmp", folder=False)
+    Traceback (most recent call last):
+    ownlm.errors.UserError: --out /tmp: is a folder; give a file name
+    """
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise UserError(f"--out {p}: is a file; give a folder name")
+    if not folder and p.is_dir():
+        raise UserError(f"--out {p}: is a folder; give a file name")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {p}: {parent} is a file, not a folder")
+            break

@@ -44,7 +44,10 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
                 and f.suffix.lower() in TEXT_SUFFIXES | JSONL_SUFFIXES
             )
             if not found:
-                raise UserError(f"{p}: folder has no .txt, .md or .jsonl files")
+                raise UserError(
+                    f"{p}: folder has no text files (.txt, .md, .rst, .jsonl); "
+                    "for PDF, HTML, EPUB, DOCX or chat exports run `ownlm extract` first"
+                )
             files.extend(found)
         else:
             raise UserError(f"{p}: no such file or folder")

@@ -37,6 +37,7 @@ from ownlm.extract.base import (
     pick_reader,
 )
 from ownlm.extract.summary import Summary
+from ownlm.io import check_out
 
 MAX_MEMBER_BYTES = 2 << 30  # a zip member claiming more than this is refused (zip bombs)
 MAX_ZIP_DEPTH = 3  # zips inside zips inside zips: deeper is refused
@@ -138,9 +139,7 @@ class Extraction:
 
     def fail(self, where: str, reason: str) -> None:
         if self.cfg.strict:
-            raise UserError(
-                f"{where}: {reason}\n(--strict: stopped at the first problem; nothing was written)"
-            )
+            raise UserError(f"{where}: {reason}; --strict stopped at this first problem, nothing was written")
         self.summary.error(where, reason)
 
     def file(self, path: Path, name: str, named: bool) -> None:
@@ -267,6 +266,7 @@ def main(cfg: ExtractConfig) -> int:
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name such as {out / 'docs.jsonl'}")
+    check_out(out, folder=False)  # e.g. a file standing where a parent folder must be
     side = summary_path(out)
     files = collect_files(cfg.inputs, exclude={out.resolve(), side.resolve()})
     readers = load_readers()

@@ -115,13 +115,14 @@ class Summary:
 
     def _skipped_line(self) -> str:
         kinds = ", ".join(f"{ext} ({n})" for ext, n in self.skipped_ext.most_common())
-        return f"skipped {len(self.skipped)} files no reader takes: {kinds}"
+        return f"skipped {_count(len(self.skipped), 'file')} no reader takes: {kinds}"
 
     def report(self, d: dict, side: Path) -> str:
         """The terminal summary: totals, a table per reader, then problems, skips and notes."""
         lines = [
-            f"extracted {d['files']:,} files in {d['seconds']:.1f} s -> {d['output']}: {d['documents']:,} documents, "
-            f"{d['conversations']:,} conversations ({d['messages']:,} messages), {d['characters']:,} characters"
+            f"extracted {_count(d['files'], 'file')} in {d['seconds']:.1f} s -> {d['output']}: "
+            f"{_count(d['documents'], 'document')}, {_count(d['conversations'], 'conversation')} "
+            f"({_count(d['messages'], 'message')}), {_count(d['characters'], 'character')}"
         ]
         cols = ("files", "failed", "documents", "conversations", "messages", "characters")
         widths = [max(len(c), 9) + 2 for c in cols]
@@ -142,8 +143,11 @@ class Summary:
         return "\n".join(lines)
 
     def nothing_message(self, files: int) -> str:
-        """The error when no record came out: why, file by file (the first few)."""
-        lines = [f"nothing extracted from {files:,} file{'s' if files != 1 else ''}; no output written"]
+        """The error when no record came out: why, file by file (the first few); one line for one problem."""
+        if len(self.errors) == 1 and not self.skipped and not self.total("dropped"):
+            e = self.errors[0]
+            return f"{e['file']}: {e['reason']}; nothing extracted, no output written"
+        lines = [f"nothing extracted from {_count(files, 'file')}; no output written"]
         lines.extend(f"  {e['file']}: {e['reason']}" for e in self.errors[:SHOW])
         if len(self.errors) > SHOW:
             lines.append(f"  ... and {len(self.errors) - SHOW} more problems")
@@ -157,3 +161,8 @@ class Summary:
         if self.total("dropped"):
             lines.append(f"  {self.total('dropped')} records were shorter than --min-chars")
         return "\n".join(lines)
+
+
+def _count(n: int, word: str) -> str:
+    """``_count(1, "file")`` -> ``'1 file'``; ``_count(1200, "file")`` -> ``'1,200 files'``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

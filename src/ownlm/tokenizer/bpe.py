@@ -376,6 +376,8 @@ class Tokenizer:
         from ownlm.io import write_text
 
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise UserError(f"{directory}: is a file; save a tokenizer to a folder")
         write_text(directory / "vocab.txt", "\n".join(self.vocab_lines()) + "\n")
         # one field per line and one merge per line: diff-able, readable by eye, still plain JSON
         d = self.to_dict()

@@ -21,6 +21,7 @@ from typing import Literal
 
 from ownlm.config import opt
 from ownlm.errors import UserError
+from ownlm.io import check_out
 
 Errors = Literal["strict", "replace"]
 ERRORS_HELP = "what to do with bytes that are not UTF-8: strict (stop and say where) or replace (with U+FFFD)"
@@ -37,6 +38,7 @@ def _emit(text: str, out: str | None) -> None:
     if out:
         from ownlm.io import write_text
 
+        check_out(out, folder=False)
         write_text(out, text)
         print(f"wrote {out}", file=sys.stderr)
     else:
@@ -89,6 +91,7 @@ def train_main(cfg: TrainConfig) -> int:
     if bad or len(set(cfg.special_tokens)) != len(cfg.special_tokens):
         raise UserError(f"--special-tokens must be distinct non-empty strings, got {cfg.special_tokens}")
     files = expand_inputs(cfg.inputs)  # fails early, before any work, on a missing input
+    check_out(cfg.out, folder=True)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -271,10 +274,12 @@ def export_main(cfg: ExportConfig) -> int:
     tok = _load(cfg.tokenizer)
     if cfg.to == "tiktoken":
         out = Path(cfg.out)
+        check_out(out, folder=out.is_dir())
         paths = save_tiktoken(tok, out / "tokenizer.tiktoken" if out.is_dir() else out)
         print(f"wrote {paths[0]} and {paths[1]}")
         print(f"load with: ownlm.tokenizer.export.load_tiktoken_export({str(paths[0])!r})")
     else:
+        check_out(cfg.out, folder=Path(cfg.out).suffix.lower() != ".json")  # as save_hf reads it
         path = save_hf(tok, cfg.out)
         print(f"wrote {path}")
         print(f"load with: tokenizers.Tokenizer.from_file({str(path)!r})")
@@ -310,6 +315,8 @@ def compare_main(cfg: CompareConfig) -> int:
     if cfg.sample_mb <= 0:
         raise UserError(f"--sample-mb must be positive, got {cfg.sample_mb}")
     files = expand_inputs(cfg.inputs)
+    if cfg.out:
+        check_out(cfg.out, folder=True)
     total = sum(f.stat().st_size for f in files)
     result = compare_corpus(
         lambda: (text for _, text in iter_documents(cfg.inputs, errors=cfg.errors)),

@@ -150,6 +150,7 @@ def compare_corpus(
 
     from ownlm.tokenizer import Tokenizer, resolve_pattern
     from ownlm.tokenizer.bpe import clean_surrogates
+    from ownlm.tokenizer.train import text_batches
 
     def texts() -> Iterable[str]:  # JSON can carry lone surrogates ("\\ud800"): U+FFFD, as encode does
         return (clean_surrogates(t) for t in docs())
@@ -198,7 +199,7 @@ def compare_corpus(
     bar = tqdm(
         total=total_bytes, unit="B", unit_scale=True, desc="counting", disable=None if progress else True
     )
-    for batch in _batches(texts()):
+    for batch in text_batches(texts(), BATCH_BYTES):
         size = sum(len(t.encode("utf-8")) for t in batch)
         n_docs += len(batch)
         n_bytes += size
@@ -255,18 +256,6 @@ def split_sizes(merges: Sequence[tuple[int, int]], vocab_size: int) -> np.ndarra
         a, b = merges[i - 256]
         size[i] = size[a] + size[b]
     return size
-
-
-def _batches(docs: Iterable[str]) -> Iterable[list[str]]:
-    batch, size = [], 0
-    for text in docs:
-        batch.append(text)
-        size += len(text)
-        if size >= BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
 
 
 HEADERS = (

@@ -29,11 +29,15 @@ from tqdm.auto import tqdm
 
 from ownlm.errors import UserError
 
+# A str with no whitespace ending like a text file's name: meant as a path, not as training text.
+_LOOKS_LIKE_FILE = regex.compile(r"\S+(?:\.(?:txt|md|rst|jsonl|json|csv|tsv)|/)", regex.IGNORECASE)
+
 
 def iter_texts(inputs: Iterable[str | os.PathLike], errors: str = "strict") -> Iterator[str]:
     """Texts from ``inputs``: a ``pathlib.Path`` — or a str naming an existing file or folder — is read by
     ``ownlm.textsource.iter_documents`` (text files, folders of them, documents JSONL; ``errors="replace"``
-    for bad UTF-8); any other str is a text."""
+    for bad UTF-8); any other str is a text, except a missing file name such as ``"corpus.txt"``, which is
+    a ``UserError`` rather than a one-word training text."""
     from ownlm.textsource import iter_documents
 
     if isinstance(inputs, (str, os.PathLike)):
@@ -41,6 +45,11 @@ def iter_texts(inputs: Iterable[str | os.PathLike], errors: str = "strict") -> I
     for item in inputs:
         if isinstance(item, str) and 0 < len(item) < 4096 and "\n" not in item and os.path.exists(item):
             item = Path(item)
+        elif isinstance(item, str) and _LOOKS_LIKE_FILE.fullmatch(item):
+            # "corpus.txt" that does not exist is almost surely a typo, not a one-word training text
+            raise UserError(
+                f"{item}: no such file or folder (to train on this string as text, pass it inside a longer text)"
+            )
         if isinstance(item, os.PathLike):
             for _source, text in iter_documents([item], errors=errors):
                 yield text
@@ -82,7 +91,7 @@ def count_chunks(
     """
     workers = workers or os.cpu_count() or 1
     total: Counter = Counter()
-    batches = _batches(texts, batch_chars)
+    batches = text_batches(texts, batch_chars)
     first = next(batches, None)
     if first is None:
         return {}
@@ -114,7 +123,13 @@ def count_chunks(
     return {chunk.encode("utf-8"): n for chunk, n in total.items()}
 
 
-def _batches(texts: Iterable[str], batch_chars: int) -> Iterator[list[str]]:
+def text_batches(texts: Iterable[str], batch_chars: int) -> Iterator[list[str]]:
+    """Group texts into lists of about ``batch_chars`` characters (one unit of work for a process or a
+    tiktoken batch call); a text is never cut.
+
+    >>> list(text_batches(["ab", "cd", "e"], 3))
+    [['ab', 'cd'], ['e']]
+    """
     batch, size = [], 0
     for t in texts:
         batch.append(t)
