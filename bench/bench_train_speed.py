@@ -1,0 +1,167 @@
+"""Benchmark 2 — training speed: ownlm against transformers' GPT2LMHeadModel of identical shape.
+
+For each shape (GPT-2 124M at batch 4 x 256, and the tiny nanoGPT CPU shape at batch 12 x 64) and each
+setting, one full training step (forward, backward, clip, AdamW step) is timed in a fresh subprocess, so peak
+memory (max RSS on CPU, max allocated on CUDA) belongs to that setting alone:
+
+- transformers fp32 (its default: SDPA attention, foreach AdamW) — the baseline;
+- transformers with bf16 autocast (its best setting where bf16 helps);
+- ownlm fp32 (like for like) and ownlm at ``--dtype auto`` (what ``ownlm pretrain`` picks by measuring).
+
+MFU is against the measured bf16 matmul peak of the machine (``ownlm.train.device.peak_flops``).
+
+    python bench/bench_train_speed.py                  # 124M + tiny, a few steps each
+    python bench/bench_train_speed.py --steps 20 --threads 2 --shapes tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+SHAPES = {
+    "124M": dict(n_layer=12, n_head=12, n_embd=768, block=256, batch=4, vocab=50304),
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block=64, batch=12, vocab=320),
+}
+SETTINGS = ["hf-fp32", "hf-bf16", "ownlm-fp32", "ownlm-auto"]
+
+
+def one(shape: str, setting: str, steps: int, warmup: int, threads: int) -> dict:
+    """Time ``steps`` training steps of one (shape, setting); runs inside its own process."""
+    import resource
+
+    import torch
+
+    from ownlm.train.device import autocast, choose_dtype
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    s = SHAPES[shape]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting.startswith("hf"):
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        cfg = GPT2Config(vocab_size=s["vocab"], n_positions=s["block"], n_embd=s["n_embd"], n_layer=s["n_layer"],
+                         n_head=s["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                         bos_token_id=0, eos_token_id=0)  # fmt: skip
+        model = GPT2LMHeadModel(cfg).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+
+        def loss_of(x, y):
+            logits = model(input_ids=x).logits
+            return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    else:
+        from ownlm.model.gpt import GPT, GPTConfig
+        from ownlm.train.optim import make_optimizer
+
+        model = GPT(GPTConfig(vocab_size=s["vocab"], block_size=s["block"], n_layer=s["n_layer"],
+                              n_head=s["n_head"], n_embd=s["n_embd"])).to(device)  # fmt: skip
+        opt = make_optimizer(model, 1e-4, 0.1, device=device)
+
+        def loss_of(x, y):
+            return model(x, y)[1]
+
+    x = torch.randint(0, 256, (s["batch"], s["block"]), device=device)
+    y = torch.randint(0, 256, (s["batch"], s["block"]), device=device)
+    dtype = {"hf-fp32": "fp32", "ownlm-fp32": "fp32", "hf-bf16": "bf16"}.get(setting)
+    if dtype is None:
+
+        def probe(d):
+            with autocast(device, d):
+                loss_of(x, y).backward()
+            model.zero_grad(set_to_none=True)
+
+        dtype = choose_dtype("auto", device, probe, log=lambda m: None)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def step():
+        with autocast(device, dtype):
+            loss = loss_of(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    dt = (time.perf_counter() - t0) / steps
+    if device.type == "cuda":
+        mem = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+    n = sum(p.numel() for p in model.parameters())
+    return {"shape": shape, "setting": setting, "dtype": dtype, "tokens_per_s": s["batch"] * s["block"] / dt,
+            "step_ms": dt * 1e3, "peak_mem_mib": mem, "params": n, "device": str(device)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--settings", nargs="*", default=SETTINGS, choices=SETTINGS)
+    ap.add_argument("--steps", type=int, default=0, help="timed steps (0: 5 for 124M, 30 for tiny)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--one", nargs=2, metavar=("SHAPE", "SETTING"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.one:
+        steps = a.steps or (5 if a.one[0] == "124M" else 30)
+        print(json.dumps(one(a.one[0], a.one[1], steps, a.warmup, a.threads)))
+        return
+    import torch
+
+    from ownlm.model.gpt import GPT, GPTConfig
+    from ownlm.train.device import peak_flops
+
+    torch.set_num_threads(a.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    peak = peak_flops(device)
+    print(
+        f"device {device}, {a.threads} threads; measured matmul peak (bf16 where faster) {peak / 1e12:.2f} TFLOP/s"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+    rows = []
+    for shape in a.shapes:
+        s = SHAPES[shape]
+        with torch.device("meta"):
+            ref = GPT(GPTConfig(vocab_size=s["vocab"], block_size=s["block"], n_layer=s["n_layer"],
+                                n_head=s["n_head"], n_embd=s["n_embd"]))  # fmt: skip
+        fpt = ref.flops_per_token(s["block"])
+        base = None
+        for setting in a.settings:
+            cmd = [sys.executable, __file__, "--one", shape, setting, "--steps", str(a.steps),
+                   "--warmup", str(a.warmup), "--threads", str(a.threads)]  # fmt: skip
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"{shape} {setting}: failed\n{out.stderr[-2000:]}")
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r["mfu"] = fpt * r["tokens_per_s"] / peak
+            if setting == "hf-fp32":
+                base = r["tokens_per_s"]
+            r["vs_hf_fp32"] = r["tokens_per_s"] / base if base else None
+            rows.append(r)
+            ratio = f"{r['vs_hf_fp32']:.2f}x" if r["vs_hf_fp32"] else "-"
+            print(f"{shape:>5} {setting:<11} {r['dtype']:<5} {r['tokens_per_s']:>10,.0f} tok/s "
+                  f"{r['step_ms']:>9.1f} ms/step  peak mem {r['peak_mem_mib']:>7,.0f} MiB  "
+                  f"MFU {100 * r['mfu']:5.1f}%  vs transformers fp32 {ratio}")  # fmt: skip
+    for shape in a.shapes:
+        got = {r["setting"]: r for r in rows if r["shape"] == shape}
+        if "hf-fp32" in got and "ownlm-auto" in got:
+            best_hf = max(got[k]["tokens_per_s"] for k in ("hf-fp32", "hf-bf16") if k in got)
+            print(f"{shape}: ownlm (auto) / transformers default = "
+                  f"{got['ownlm-auto']['tokens_per_s'] / got['hf-fp32']['tokens_per_s']:.2f}x (target >= 2x); "
+                  f"ownlm best / transformers best = {got['ownlm-auto']['tokens_per_s'] / best_hf:.2f}x")  # fmt: skip
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

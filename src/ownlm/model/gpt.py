@@ -1,0 +1,388 @@
+"""A decoder-only transformer (GPT), built from named parts, with GPT-2's parameter names.
+
+    idx ─▶ wte (+ wpe) ─▶ drop ─▶ [ Block ] × n_layer ─▶ ln_f ─▶ lm_head ─▶ logits
+                                     │
+                  x + attn(ln_1(x)) ─┴─ x + mlp(ln_2(x))        (pre-norm residual blocks, GPT-2 style)
+
+The parameter names (``transformer.wte``, ``transformer.h.0.attn.c_attn``, ``lm_head`` ...) follow GPT-2 so an
+OpenAI/Hugging Face checkpoint maps onto this model with a key table and four transposes (see ``gpt2.py``).
+Options beyond GPT-2: RoPE or sinusoidal positions, RMSNorm, SwiGLU or ReLU² MLPs, grouped-query attention,
+bias off, untied embeddings. Shapes: B batch, T time, C channels (n_embd), nh heads, nkv key/value heads,
+hs head size.
+
+>>> cfg = config_from_preset("tiny", vocab_size=256)
+>>> model = GPT(cfg)
+>>> logits, loss = model(torch.zeros(1, 8, dtype=torch.long))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ownlm.errors import UserError
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50304  # GPT-2's 50,257 padded up to a multiple of 64 (faster matmuls)
+    block_size: int = 1024  # longest context the model is trained on
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    n_kv_head: int | None = None  # grouped-query attention: n_head // n_kv_head queries share a k/v head
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: yes)
+    pos: Literal["learned", "rope", "sinusoidal"] = "learned"
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    mlp: Literal["gelu", "swiglu", "relu2"] = "gelu"  # "gelu" is GPT-2's tanh approximation ("gelu_new")
+    tie_embeddings: bool = True  # lm_head shares its weight with wte (GPT-2: yes)
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    mlp_hidden: int | None = None  # None: 4 * n_embd, or 8/3 * n_embd rounded up to 64 for swiglu
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the shape fields fit together; a ``UserError`` names the field to change."""
+        kv = self.kv_heads
+        if min(self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd, kv) < 1:
+            raise UserError(f"model sizes must be positive: {self}")
+        if self.n_embd % self.n_head:
+            raise UserError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.n_head % kv:
+            raise UserError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({kv})")
+        if self.pos == "rope" and self.head_size % 2:
+            raise UserError(f"RoPE needs an even head size, got n_embd/n_head = {self.head_size}")
+        for name, allowed in (("pos", ("learned", "rope", "sinusoidal")), ("norm", ("layernorm", "rmsnorm")),
+                              ("mlp", ("gelu", "swiglu", "relu2"))):  # fmt: skip
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def hidden_size(self) -> int:
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        if self.mlp == "swiglu":  # same parameter count as a 4x MLP with two matrices (Shazeer 2020)
+            return 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        return 4 * self.n_embd
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"unknown model config keys {unknown} (known: {sorted(known)})")
+        return cls(**d)
+
+
+# Shapes only; vocab_size comes from the tokenizer unless the preset is a real GPT-2 size.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=256),  # nanoGPT's CPU shakespeare shape
+    "mini": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),  # nanoGPT's shakespeare-char shape
+    "small": dict(n_layer=8, n_head=8, n_embd=512, block_size=512),
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),  # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50257),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257),  # 1558M
+}
+
+
+def config_from_preset(name: str, **overrides) -> GPTConfig:
+    """A named size; ``overrides`` win. ``config_from_preset("gpt2").n_embd == 768``."""
+    if name not in PRESETS:
+        raise UserError(f"unknown model preset '{name}' (known: {', '.join(PRESETS)})")
+    return GPTConfig(**{**PRESETS[name], **overrides})
+
+
+def config_from_depth(depth: int, **overrides) -> GPTConfig:
+    """The one size dial (after nanochat): width = 64 * depth, one 64-wide head per 64 channels.
+
+    depth 12 is GPT-2 small's shape; ``config_from_depth(4).n_embd == 256``.
+    """
+    if depth < 1:
+        raise UserError(f"depth must be >= 1, got {depth}")
+    n_embd = 64 * depth
+    return GPTConfig(**{"n_layer": depth, "n_embd": n_embd, "n_head": n_embd // 64, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------- parts
+
+
+class TokenEmbedding(nn.Embedding):
+    """Token id -> vector (``transformer.wte``); with tied embeddings also the output head's weight."""
+
+
+class LearnedPositions(nn.Embedding):
+    """A trained vector per position (GPT-2's ``transformer.wpe``), added to the token embedding."""
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        return super().forward(pos)
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sin/cos position vectors ("Attention Is All You Need" §3.5); no parameters."""
+
+    def __init__(self, block_size: int, n_embd: int):
+        super().__init__()
+        self.block_size, self.n_embd = block_size, n_embd
+        self.register_buffer("table", self._table(), persistent=False)
+
+    def _table(self) -> torch.Tensor:
+        pos = torch.arange(self.block_size, dtype=torch.float32)[:, None]  # (T, 1)
+        freq = torch.exp(torch.arange(0, self.n_embd, 2) * (-math.log(10000.0) / self.n_embd))  # (C/2,)
+        table = torch.zeros(self.block_size, self.n_embd)
+        table[:, 0::2] = torch.sin(pos * freq)
+        table[:, 1::2] = torch.cos(pos * freq[: self.n_embd // 2])
+        return table  # (T, C)
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        return self.table[pos]
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (Su et al. 2021, RoFormer): rotates q and k by a position-dependent angle,
+    so attention scores depend on relative offsets. Rotate-half layout, as in GPT-NeoX/Llama."""
+
+    def __init__(self, block_size: int, head_size: int, theta: float):
+        super().__init__()
+        self.block_size, self.head_size, self.theta = block_size, head_size, theta
+        cos, sin = self._tables()
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = torch.arange(0, self.head_size, 2, dtype=torch.float32) / self.head_size
+        inv_freq = 1.0 / (self.theta**dims)  # (hs/2,)
+        angles = torch.outer(torch.arange(self.block_size, dtype=torch.float32), inv_freq)  # (T, hs/2)
+        return angles.cos(), angles.sin()
+
+    def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[pos], self.sin[pos]  # each (T, hs/2)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, heads, T, hs); cos/sin: (T, hs/2)."""
+    x1, x2 = x.chunk(2, dim=-1)  # each (B, heads, T, hs/2)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def make_norm(cfg: GPTConfig) -> nn.Module:
+    """LayerNorm (GPT-2) or RMSNorm (Zhang & Sennrich 2019: no mean, no bias; cheaper)."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head (or grouped-query) causal self-attention through PyTorch's fused SDPA kernel."""
+
+    def __init__(self, cfg: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_size = cfg.n_head, cfg.kv_heads, cfg.head_size
+        # one fused projection for q, k and v: a single matmul instead of three
+        qkv_size = (self.n_head + 2 * self.n_kv_head) * self.head_size
+        self.c_attn = nn.Linear(cfg.n_embd, qkv_size, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_proj.residual_scale = True  # see GPT.init_weights
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope=None, kv_cache=None) -> torch.Tensor:
+        B, T, C = x.shape
+        hs, nh, nkv = self.head_size, self.n_head, self.n_kv_head
+        q, k, v = self.c_attn(x).split([nh * hs, nkv * hs, nkv * hs], dim=2)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, L, hs), L = cached + T
+        L = k.size(2)
+        mask, causal = None, True
+        if L != T:  # queries are the last T of L positions: causal alignment is bottom-right
+            causal = False
+            if T > 1:
+                mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(diagonal=L - T)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, **({"enable_gqa": True} if nkv != nh else {}),
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # fmt: skip
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, nh*hs): heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: GELU (GPT-2), SwiGLU (Shazeer 2020, gate and up fused in c_fc) or ReLU²
+    (So et al. 2021, Primer)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.kind, hidden = cfg.mlp, cfg.hidden_size
+        self.c_fc = nn.Linear(cfg.n_embd, 2 * hidden if self.kind == "swiglu" else hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+        self.c_proj.residual_scale = True
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)
+        if self.kind == "swiglu":
+            gate, up = h.chunk(2, dim=-1)  # each (B, T, hidden)
+            h = F.silu(gate) * up
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+    """One transformer layer: pre-norm attention and MLP, each added back onto the residual stream."""
+
+    def __init__(self, cfg: GPTConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = make_norm(cfg)
+        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.ln_2 = make_norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, rope=None, kv_cache=None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, kv_cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+class GPT(nn.Module):
+    """The language model. ``forward(idx, targets=None, kv_cache=None, loss_mask=None) -> (logits, loss)``."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        parts = dict(wte=TokenEmbedding(cfg.vocab_size, cfg.n_embd))
+        if cfg.pos == "learned":
+            parts["wpe"] = LearnedPositions(cfg.block_size, cfg.n_embd)
+        elif cfg.pos == "sinusoidal":
+            parts["wpe"] = SinusoidalPositions(cfg.block_size, cfg.n_embd)
+        parts.update(
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer)),
+            ln_f=make_norm(cfg),
+        )
+        self.transformer = nn.ModuleDict(parts)
+        self.rope = Rotary(cfg.block_size, cfg.head_size, cfg.rope_theta) if cfg.pos == "rope" else None
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+        if not any(p.is_meta for p in self.parameters()):
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """GPT-2 initialisation: N(0, 0.02) weights, zero biases, and residual projections scaled by
+        1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth (GPT-2 paper §2.3)."""
+        std = 0.02
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                s = std / math.sqrt(2 * self.config.n_layer) if getattr(m, "residual_scale", False) else std
+                nn.init.normal_(m.weight, mean=0.0, std=s)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, mean=0.0, std=std)
+            elif isinstance(m, nn.LayerNorm | nn.RMSNorm):
+                m.reset_parameters()
+
+    @property
+    def _wpe(self) -> nn.Module | None:
+        return self.transformer["wpe"] if "wpe" in self.transformer else None
+
+    def reset_buffers(self) -> None:
+        """Recompute the fixed position tables (after ``to_empty`` or a block-size change)."""
+        wpe = self._wpe
+        device = self.transformer.wte.weight.device
+        if isinstance(wpe, SinusoidalPositions):
+            wpe.table = wpe._table().to(device, wpe.table.dtype)  # keep the dtype the model was cast to
+        if self.rope is not None:
+            self.rope.cos, self.rope.sin = (t.to(device, self.rope.cos.dtype) for t in self.rope._tables())
+
+    def forward(
+        self, idx: torch.Tensor, targets=None, kv_cache=None, loss_mask=None, last_only: bool = False
+    ):
+        """idx (B, T) token ids -> logits (B, T, vocab); loss = mean cross-entropy over targets != -100
+        (and loss_mask != 0 when given). With a ``KVCache`` the T tokens continue the cached ones.
+        ``last_only`` computes logits for the last position only, (B, 1, vocab): generation needs no more, and
+        the output head is the largest matmul for a long prompt."""
+        B, T = idx.shape
+        start = kv_cache.pos if kv_cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"{start + T} positions exceed the model's block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B
+        rope = self.rope(pos) if self.rope is not None else None
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, rope, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        if last_only and targets is None:
+            x = x[:, -1:, :]  # (B, 1, C)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            if loss_mask is not None:
+                targets = targets.masked_fill(loss_mask == 0, -100)
+            loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-100)
+        return logits, loss
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count (tied weights once). ``non_embedding`` leaves out position embeddings (as nanoGPT
+        does; the token embedding stays in because it is also the output head when tied)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and isinstance(self._wpe, nn.Embedding):
+            n -= self._wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6N for the matmuls (forward + backward) plus the attention scores,
+        12 * n_layer * n_head * head_size * T (PaLM paper, appendix B)."""
+        cfg = self.config
+        T = seq_len or cfg.block_size
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * T
+
+    def crop_block_size(self, block_size: int) -> None:
+        """Shrink the context (e.g. to fine-tune a GPT-2 import on short sequences)."""
+        if block_size > self.config.block_size:
+            raise ValueError(f"block_size can only shrink ({self.config.block_size} -> {block_size})")
+        self.config.block_size = block_size
+        wpe = self._wpe
+        if isinstance(wpe, LearnedPositions):
+            wpe.weight = nn.Parameter(wpe.weight[:block_size].detach().clone())
+            wpe.num_embeddings = block_size
+        elif isinstance(wpe, SinusoidalPositions):
+            wpe.block_size = block_size
+        if self.rope is not None:
+            self.rope.block_size = block_size
+        self.reset_buffers()

@@ -1,0 +1,434 @@
+"""``ownlm build`` and ``ownlm demo``: every stage chained, skipping what is already up to date.
+
+    ownlm build ~/notes ~/chats/whatsapp.zip --out runs/mine     # your files -> a model you trained
+    ownlm demo                                                   # the same on Python's own documentation
+
+The stages run in this order, each through its ``ownlm`` command's config and entry function (the same code
+as running it by hand), each writing into a folder of ``--out``::
+
+    extract     SOURCES (raw files, folders, zips)      -> docs.jsonl        (documents JSONL sources skip it)
+    corpus      docs.jsonl                              -> corpus/
+    tokenizer   corpus/                                 -> tokenizer/
+    compare     corpus/ (optional)                      -> compare/          the vocabulary-size table
+    encode      corpus/ + tokenizer/                    -> tokens/
+    pretrain    tokens/                                 -> run/              resumed when interrupted
+    samples     run/                                    -> samples.md
+    report                                              -> report.md         always rewritten
+
+A stage is skipped when its *key* — the hash of its resolved config and of its inputs (the upstream stage's
+output fingerprint, or the sources' sizes and modification times) — equals the key recorded in
+``OUT/pipeline.json`` when it last finished, and its output is still there unchanged. Change one setting and
+only the stages downstream of it run again. A pretraining run that was interrupted (Ctrl-C, kill, power cut)
+with the same key resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ownlm.config import from_dict, opt, to_dict
+from ownlm.errors import UserError
+
+STATE_FORMAT, STATE_VERSION = "ownlm-pipeline", 1
+# BuildConfig fields handed to `ownlm pretrain` under the same names.
+TRAIN_FIELDS = (
+    "preset", "depth", "n_layer", "n_head", "n_embd", "block_size", "dropout", "batch_size", "lr", "max_iters",
+    "max_minutes", "warmup_iters", "eval_interval", "eval_iters", "device", "dtype", "seed",
+)  # fmt: skip
+
+
+@dataclass
+class BuildConfig:
+    """Run the whole pipeline on your files: extract -> corpus -> tokenizer -> encode -> pretrain -> samples."""
+
+    out: str = opt(
+        help="output folder for every stage (docs.jsonl, corpus/, tokenizer/, tokens/, run/, report.md)"
+    )
+    sources: list[str] = opt([], positional=True, help="files, folders, .zip archives, or documents JSONL")
+    # data
+    redact: bool = opt(
+        False, help="extract: replace phone numbers, e-mail addresses and URLs with placeholders"
+    )
+    min_chars: int = opt(1, help="corpus: drop documents shorter than this")
+    val_fraction: float = opt(0.1, help="corpus: share of documents for validation")
+    near_dup: bool = opt(True, help="corpus: remove near-duplicate documents")
+    # tokenizer
+    vocab_size: int = opt(4096, help="tokenizer: vocabulary size (bytes + merges; 256 = bytes only)")
+    pattern: str = opt("gpt4", help="tokenizer: pre-tokenization regex (gpt4, gpt2, or your own)")
+    compare: bool = opt(False, help="also write the tokenizer comparison table (characters vs words vs BPE)")
+    compare_sizes: list[int] = opt([256, 1024, 4096, 16384], help="compare: BPE vocabulary sizes")
+    # model and training (see `ownlm pretrain --help` for the rest)
+    preset: str | None = opt(None, help="model size preset: tiny, mini, small, gpt2, ...")
+    depth: int | None = opt(None, help="one size dial: layers = depth, width = 64 x depth")
+    n_layer: int | None = opt(None, help="transformer blocks")
+    n_head: int | None = opt(None, help="attention heads")
+    n_embd: int | None = opt(None, help="width of the residual stream")
+    block_size: int | None = opt(None, help="context length in tokens")
+    dropout: float = opt(0.0, help="dropout probability")
+    batch_size: int = opt(32, help="sequences per batch")
+    lr: float = opt(2e-3, help="peak learning rate")
+    max_iters: int = opt(0, help="optimiser steps (0: until --max-minutes)")
+    max_minutes: float = opt(10.0, help="pretraining time budget in minutes (0: until --max-iters)")
+    warmup_iters: int = opt(100, help="linear learning-rate warm-up steps")
+    eval_interval: int = opt(100, help="evaluate (and checkpoint) every N steps")
+    eval_iters: int = opt(20, help="validation batches per evaluation")
+    device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to train")
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", help="training precision")
+    seed: int = opt(1337, help="random seed for training and samples")
+    # samples
+    prompts: list[str] = opt([], help="prompts for the final samples (default: 3 samples from scratch)")
+    sample_tokens: int = opt(120, help="tokens per final sample")
+    temperature: float = opt(0.8, help="sampling temperature for the final samples")
+    force: bool = opt(False, help="run every stage even if it is up to date")
+
+
+@dataclass
+class DemoConfig:
+    """The whole pipeline on the embedded corpus (Python's own documentation): about 5 minutes on a laptop CPU."""
+
+    out: str = opt("runs/demo", help="output folder (report.md, samples, model, tokenizer, ...)")
+    minutes: float = opt(
+        3.5, help="pretraining time budget in minutes; the other stages take well under a minute more"
+    )
+    vocab_size: int = opt(2048, help="tokenizer vocabulary size")
+    compare: bool = opt(True, help="write the tokenizer comparison table")
+    force: bool = opt(False, help="run every stage even if it is up to date")
+
+
+# ----------------------------------------------------------------------------- stages and fingerprints
+
+
+def stage(*words: str):
+    """(ConfigClass, entry function) of an ``ownlm`` command, looked up in the CLI table."""
+    import importlib
+
+    from ownlm.cli import find_command
+
+    cmd, rest = find_command(list(words))
+    assert cmd is not None and not rest, words
+    load = lambda ref: getattr(importlib.import_module(ref.split(":")[0]), ref.split(":")[1])  # noqa: E731
+    return load(cmd.config), load(cmd.entry)
+
+
+def _sha(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def files_fingerprint(paths: list[str]) -> str:
+    """Sizes and modification times of every file under ``paths`` (like make: cheap, no reading)."""
+    entries = []
+    for p in map(Path, paths):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            st = f.stat() if f.exists() else None
+            entries.append((str(f), st.st_size if st else None, st.st_mtime_ns if st else None))
+    return _sha(entries)
+
+
+def output_fingerprint(path: Path) -> str | None:
+    """What a stage left behind: the sha256 of its defining file, or None when it is missing."""
+    from ownlm.io import sha256_file
+
+    if path.is_dir() and (path / "latest").is_file():  # a training run: its latest checkpoint
+        step = (path / "latest").read_text().strip()
+        return files_fingerprint([str(path / step)]) if (path / step).is_dir() else None
+    for name in ("manifest.json", "tokenizer.json", "compare.json"):
+        if (path / name).is_file():
+            return sha256_file(path / name)
+    return sha256_file(path) if path.is_file() else None
+
+
+class State:
+    """``OUT/pipeline.json``: per stage, the key it finished with, its output fingerprint and timing."""
+
+    def __init__(self, out: Path):
+        from ownlm.io import read_json
+
+        self.path = out / "pipeline.json"
+        data = read_json(self.path, "pipeline state") if self.path.is_file() else {}
+        if data and data.get("format") != STATE_FORMAT:
+            raise UserError(f"{self.path}: not an ownlm pipeline state file; choose another --out")
+        self.stages: dict[str, dict] = data.get("stages", {})
+        self.last_run: dict[str, str] = {}
+
+    def save(self) -> None:
+        from ownlm.io import write_json
+
+        data = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "stages": self.stages,
+            "last_run": self.last_run,
+        }
+        write_json(self.path, data)
+
+
+class StageStopped(Exception):
+    """A stage returned a non-zero exit code (130: pretraining was interrupted and saved a checkpoint)."""
+
+    def __init__(self, name: str, code: int):
+        super().__init__(f"{name} stopped with exit code {code}")
+        self.name, self.code = name, code
+
+
+class Pipeline:
+    """Runs stages in order, skipping each one whose key and output are unchanged."""
+
+    def __init__(self, out: Path, force: bool = False, total: int = 0):
+        self.out, self.force, self.total, self.n = out, force, total, 0
+        out.mkdir(parents=True, exist_ok=True)
+        self.state = State(out)
+
+    def run(
+        self, name: str, words: tuple[str, ...], values: dict, inputs: str, output: Path, what: str
+    ) -> str:
+        """Run ``ownlm WORDS`` with config ``values`` unless up to date; return the output fingerprint."""
+        cls, entry = stage(*words)
+        cfg = from_dict(cls, values, source=f"ownlm build ({name})")
+        key = _sha(name, to_dict(cfg), inputs)
+        self.n += 1
+        head = f"[{self.n}/{self.total}] {name}"
+        old = self.state.stages.get(name, {})
+        current = output_fingerprint(output)
+        if (
+            not self.force
+            and old.get("key") == key
+            and old.get("status") == "done"
+            and old.get("output") == current
+        ):
+            print(f"==> {head}: up to date, skipped ({what})", flush=True)
+            self.state.last_run[name] = "skipped"
+            self.state.save()
+            return current
+        resume = name == "pretrain" and old.get("key") == key and old.get("status") == "running"
+        if name == "pretrain":
+            cfg.resume = resume and (output / "latest").is_file()
+            if not cfg.resume and output.exists():  # another run's checkpoints: keep them beside, not inside
+                shutil.rmtree(output.with_name(output.name + ".old"), ignore_errors=True)
+                output.rename(output.with_name(output.name + ".old"))
+                print(f"    (the previous run was moved to {output.name}.old)")
+        print(f"==> {head}: {what}{' (resuming)' if name == 'pretrain' and cfg.resume else ''}", flush=True)
+        self.state.stages[name] = {
+            "key": key,
+            "status": "running",
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        self.state.save()
+        t0 = time.perf_counter()
+        code = entry(cfg)
+        if code:
+            raise StageStopped(name, code)  # the state still says "running": the next build resumes
+        fingerprint = output_fingerprint(output)
+        self.state.stages[name].update(
+            status="done", output=fingerprint, seconds=round(time.perf_counter() - t0, 1)
+        )
+        self.state.last_run[name] = "ran"
+        self.state.save()
+        return fingerprint
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+def _is_documents_jsonl(src: str) -> bool:
+    return Path(src).is_file() and Path(src).suffix.lower() in (".jsonl", ".ndjson")
+
+
+def build(cfg: BuildConfig, prelude=None) -> Path:
+    """Run every stage for ``cfg``; ``prelude(pipeline)`` may add stages first and return extra sources."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    for s in cfg.sources:
+        if not Path(s).exists():
+            raise UserError(f"{s}: no such file or folder")
+    if not cfg.sources and prelude is None:
+        raise UserError(
+            "no sources given: name files, folders, .zip archives or documents JSONL to learn from"
+        )
+    stages = 5 + bool(cfg.compare) + (prelude is not None)
+    sources = list(cfg.sources)
+    raw = [s for s in sources if not _is_documents_jsonl(s)]
+    stages += bool(raw)
+    p = Pipeline(out, cfg.force, stages)
+    if prelude is not None:
+        sources += prelude(p)
+        raw = [s for s in sources if not _is_documents_jsonl(s)]
+    docs = [s for s in sources if _is_documents_jsonl(s)]
+    inputs = files_fingerprint(docs)
+    if raw:
+        fp = p.run("extract", ("extract",), {"inputs": raw, "out": str(out / "docs.jsonl"), "redact": cfg.redact},
+                   files_fingerprint(raw), out / "docs.jsonl", f"reading {len(raw)} source(s)")  # fmt: skip
+        docs, inputs = [str(out / "docs.jsonl"), *docs], _sha(fp, inputs)
+    corpus = out / "corpus"
+    fp = p.run("corpus", ("corpus",), {"inputs": docs, "out": str(corpus), "min_chars": cfg.min_chars,
+               "val_fraction": cfg.val_fraction, "near_dup": cfg.near_dup}, inputs, corpus,
+               "cleaning, deduplicating and splitting the documents")  # fmt: skip
+    tok = out / "tokenizer"
+    tok_fp = p.run("tokenizer", ("tokenizer", "train"), {"inputs": [str(corpus)], "out": str(tok),
+                   "vocab_size": cfg.vocab_size, "pattern": cfg.pattern}, fp, tok,
+                   f"training a {cfg.vocab_size:,}-token byte-level BPE on corpus/train.jsonl")  # fmt: skip
+    if cfg.compare:
+        p.run("compare", ("tokenizer", "compare"), {"inputs": [str(corpus)], "out": str(out / "compare"),
+              "vocab_sizes": cfg.compare_sizes, "pattern": cfg.pattern}, fp, out / "compare",
+              "characters vs words vs BPE on this corpus")  # fmt: skip
+    tokens = out / "tokens"
+    tokens_fp = p.run("encode", ("encode",), {"corpus": [str(corpus)], "tokenizer": str(tok), "out": str(tokens)},
+                      _sha(fp, tok_fp), tokens, "encoding train and val into token shards")  # fmt: skip
+    train = {k: getattr(cfg, k) for k in TRAIN_FIELDS}
+    run = out / "run"
+    budget = f"{cfg.max_minutes:g} minutes" if cfg.max_minutes else f"{cfg.max_iters:,} steps"
+    run_fp = p.run("pretrain", ("pretrain",), {**train, "data": str(tokens), "out": str(run)}, tokens_fp, run,
+                   f"training the model ({budget})")  # fmt: skip
+    _samples(p, cfg, run, run_fp)
+    from ownlm.report import write_report
+
+    report = write_report(out, p.state, samples_path=out / "samples.md")
+    print(f"==> report: {report}")
+    return report
+
+
+# Weights' dtype for the final samples: what training used, and fp32 for "auto" (small models sample faster in
+# fp32 on CPUs, and a few short samples gain nothing from half precision on GPUs).
+SAMPLE_DTYPE = {"auto": "float32", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _samples(p: Pipeline, cfg: BuildConfig, run: Path, run_fp: str | None) -> str | None:
+    """The last stage: a few texts from the trained model, written to ``OUT/samples.md``."""
+    prompts = cfg.prompts or ["", "", ""]
+    settings = {
+        "prompts": prompts,
+        "tokens": cfg.sample_tokens,
+        "temperature": cfg.temperature,
+        "seed": cfg.seed,
+    }
+    key = _sha("samples", settings, run_fp)
+    path = p.out / "samples.md"
+    p.n += 1
+    old = p.state.stages.get("samples", {})
+    if (
+        not p.force
+        and old.get("key") == key
+        and path.is_file()
+        and old.get("output") == output_fingerprint(path)
+    ):
+        print(f"==> [{p.n}/{p.total}] samples: up to date, skipped")
+        p.state.last_run["samples"] = "skipped"
+        p.state.save()
+        return old["output"]
+    print(f"==> [{p.n}/{p.total}] samples: {len(prompts)} texts from the trained model", flush=True)
+    cls, entry = stage("generate")
+    t0 = time.perf_counter()
+    texts = []
+    for i, prompt in enumerate(prompts):
+        gen = from_dict(cls, {"run": str(run), "prompt": prompt, "max_new_tokens": cfg.sample_tokens,
+                              "temperature": cfg.temperature, "seed": cfg.seed + i, "stream": False,
+                              "dtype": SAMPLE_DTYPE[cfg.dtype]})  # fmt: skip
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            entry(gen)
+        texts.append((prompt, buf.getvalue().rstrip("\n")))
+    from ownlm.io import write_text
+
+    lines = [
+        "# Samples\n",
+        f"From `{run}`, {cfg.sample_tokens} tokens each, temperature {cfg.temperature}.\n",
+    ]
+    for i, (prompt, text) in enumerate(texts, 1):
+        label = f"prompt `{prompt.strip()[:60]}`" if prompt else "no prompt (from <|endoftext|>)"
+        lines += [f"## Sample {i}: {label}\n", "```text", text, "```\n"]
+    write_text(path, "\n".join(lines))
+    for _, text in texts:
+        print("    " + "-" * 60)
+        print("    " + text.replace("\n", "\n    "))
+    fp = output_fingerprint(path)
+    p.state.stages["samples"] = {
+        "key": key,
+        "status": "done",
+        "output": fp,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    p.state.last_run["samples"] = "ran"
+    p.state.save()
+    return fp
+
+
+def _stopped(e: StageStopped, out: str) -> int:
+    if e.code == 130:
+        print(f"\nownlm: {e.name} was interrupted; run the same command again to continue where it stopped")
+    else:
+        print(f"\nownlm: {e.name} stopped (exit code {e.code}); {out}/pipeline.json records what finished")
+    return e.code
+
+
+def build_main(cfg: BuildConfig) -> int:
+    try:
+        build(cfg)
+    except StageStopped as e:
+        return _stopped(e, cfg.out)
+    return 0
+
+
+# ----------------------------------------------------------------------------- the demo
+
+DEMO_PROMPTS = ['The "for" statement', "def ", "Return a new list"]
+
+
+def demo_config(cfg: DemoConfig) -> BuildConfig:
+    """The demo's settings, sized for a few minutes of a 2-core CPU on ~0.55 M training tokens.
+
+    With so little compute the budget, not the data, is the limit (Hoffmann et al. 2022: the best model for a
+    budget C has roughly N = sqrt(C / 120) parameters), so the model is small — 4 layers x 192 wide, 2.2 M
+    parameters — and batches are small, so that the run takes hundreds of optimiser steps rather than dozens.
+    """
+    return BuildConfig(
+        out=cfg.out,
+        vocab_size=cfg.vocab_size,
+        compare=cfg.compare,
+        n_layer=4,
+        n_head=4,
+        n_embd=192,
+        block_size=128,
+        batch_size=16,
+        lr=2e-3,
+        max_minutes=cfg.minutes,
+        warmup_iters=30,  # a few hundred steps in all: warm up quickly, then spend the budget learning
+        eval_interval=50,
+        eval_iters=20,  # 20 batches of 16 x 128 cover most of the ~70 k validation tokens
+        prompts=DEMO_PROMPTS,
+        sample_tokens=100,
+        force=cfg.force,
+    )
+
+
+def demo_main(cfg: DemoConfig) -> int:
+    out = Path(cfg.out)
+
+    def python_docs(p: Pipeline) -> list[str]:
+        folder = out / "python-docs"
+        p.run("python-docs", ("corpus", "python-docs"), {"out": str(folder)}, sys.version, folder,
+              "collecting the documentation that ships with Python (no download)")  # fmt: skip
+        return [str(folder / "docs.jsonl")]
+
+    t0 = time.perf_counter()
+    try:
+        report = build(demo_config(cfg), prelude=python_docs)
+    except StageStopped as e:
+        return _stopped(e, cfg.out)
+    from ownlm.report import compare_table
+
+    table = compare_table(out, example_tokens=6)
+    if table:
+        print("\nCharacters, words or BPE on this corpus (compare/compare.md has the full table):\n")
+        print("\n".join(table))
+    print(f"\nDone in {(time.perf_counter() - t0) / 60:.1f} minutes. Open {report} to see what was made.")
+    return 0

@@ -1,0 +1,52 @@
+"""DDP under torchrun on CPU (gloo): two processes with half the batch each follow one process' loss curve."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ownlm.cli import main
+from ownlm.data.encode import EncodeConfig, encode_corpus
+from ownlm.tokenizer import Tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+ARGS = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--threads", "1",
+        "--dtype", "fp32", "--no-progress", "--samples", "0", "--eval-iters", "4", "--max-iters", "30",
+        "--eval-interval", "10", "--warmup-iters", "5", "--device", "cpu"]  # fmt: skip
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    pytest.importorskip("torch.distributed")
+    if not torch.distributed.is_gloo_available():
+        pytest.skip("this PyTorch has no gloo backend")
+    Tokenizer(special_tokens={"<|endoftext|>": 256}).save(tmp_path / "tok")
+    (tmp_path / "t.txt").write_text(" ".join(["the cat sat on the mat and ran far away home ."] * 600))
+    tokens = tmp_path / "tokens"
+    encode_corpus(EncodeConfig(corpus=[str(tmp_path / "t.txt")], tokenizer=str(tmp_path / "tok"), out=str(tokens),
+                               progress=False))  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["pretrain", "--data", str(tokens), "--out", str(one), "--batch-size", "4", *ARGS]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ownlm",
+           "pretrain", "--data", str(tokens), "--out", str(two), "--batch-size", "2", *ARGS]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def curve(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    a, b = curve(one), curve(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [10, 20, 30]
+    assert a[-1]["tokens"] == b[-1]["tokens"]  # the same global batch
+    for ra, rb in zip(a, b):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
+    wa = load_file(one / "step_000030" / "model.safetensors")
+    wb = load_file(two / "step_000030" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,182 @@
+"""ownlm build / demo: the stages chained end to end, skipped when up to date, re-run only downstream of a change."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from ownlm.cli import main as cli
+from ownlm.config import from_dict
+from ownlm.pipeline import TRAIN_FIELDS, BuildConfig, DemoConfig, build, demo_config, stage
+
+TINY = dict(
+    n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4, max_iters=4, max_minutes=0.0, eval_interval=4,
+    vocab_size=280, sample_tokens=6, prompts=["The"], device="cpu", dtype="fp32",
+)  # fmt: skip
+
+
+def _flags(values: dict) -> list[str]:
+    argv = []
+    for k, v in values.items():
+        flag = "--" + k.replace("_", "-")
+        argv += [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)]
+    return argv
+
+
+@pytest.fixture
+def texts(tmp_path) -> Path:
+    """A small folder of text files: a few paragraphs each, different words in each file."""
+    rng = random.Random(0)
+    words = "the cat sat on a mat while dogs ran far away from home and back again".split()
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(4):
+        paras = [" ".join(rng.choice(words) for _ in range(60)).capitalize() + "." for _ in range(8)]
+        (folder / f"note{i}.txt").write_text("\n\n".join(paras) + "\n", encoding="utf-8")
+    return folder
+
+
+def _state(out: Path) -> dict:
+    return json.loads((out / "pipeline.json").read_text())
+
+
+def _build(texts: Path, out: Path, **changes) -> dict:
+    build(BuildConfig(out=str(out), sources=[str(texts)], **{**TINY, **changes}))
+    return _state(out)["last_run"]
+
+
+def test_build_end_to_end_then_skip_then_rerun_only_what_changed(texts, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(["build", str(texts), "--out", str(out), *_flags(TINY)]) == 0
+    state = _state(out)
+    stages = ["extract", "corpus", "tokenizer", "encode", "pretrain", "samples"]
+    assert state["last_run"] == dict.fromkeys(stages, "ran")
+    latest = (out / "run" / "latest").read_text().strip()
+    assert (out / "run" / latest / "model.safetensors").is_file()
+    samples = (out / "samples.md").read_text(encoding="utf-8")
+    assert "```text\nThe" in samples  # the prompt, continued
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Samples" in report and "parameters" in report
+    capsys.readouterr()
+
+    # Nothing changed: every stage is skipped, the outputs are untouched.
+    weights = (out / "run" / latest / "model.safetensors").stat().st_mtime_ns
+    assert _build(texts, out) == dict.fromkeys(stages, "skipped")
+    assert (out / "run" / latest / "model.safetensors").stat().st_mtime_ns == weights
+    assert "up to date" in capsys.readouterr().out
+
+    # A training setting: only training and what follows it.
+    assert _build(texts, out, max_iters=6) == {
+        **dict.fromkeys(["extract", "corpus", "tokenizer", "encode"], "skipped"),
+        **dict.fromkeys(["pretrain", "samples"], "ran"),
+    }
+    assert (out / "run" / "latest").read_text().strip() == "step_000006"
+    assert (out / "run.old").is_dir()  # the previous run is kept aside, not overwritten
+
+    # A tokenizer setting: the tokenizer and everything downstream of it.
+    assert _build(texts, out, max_iters=6, vocab_size=290) == {
+        **dict.fromkeys(["extract", "corpus"], "skipped"),
+        **dict.fromkeys(["tokenizer", "encode", "pretrain", "samples"], "ran"),
+    }
+
+    # A changed source file: everything.
+    (texts / "note0.txt").write_text("Something new entirely. " * 50, encoding="utf-8")
+    assert set(_build(texts, out, max_iters=6, vocab_size=290).values()) == {"ran"}
+
+    # A deleted output is noticed and re-made, and what it feeds runs again.
+    (out / "tokens" / "manifest.json").unlink()
+    last = _build(texts, out, max_iters=6, vocab_size=290)
+    assert last["tokenizer"] == "skipped" and last["encode"] == "ran"
+
+
+def test_interrupted_pretraining_resumes(texts, tmp_path, capsys):
+    out = tmp_path / "out"
+    _build(texts, out)
+    # Pretend the run was cut off: the state still says "running" with the same key.
+    state = _state(out)
+    state["stages"]["pretrain"]["status"] = "running"
+    (out / "pipeline.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    last = _build(texts, out)
+    assert last["pretrain"] == "ran" and last["corpus"] == "skipped"
+    assert "(resuming)" in capsys.readouterr().out
+    assert not (out / "run.old").exists()  # continued in place, not restarted
+
+
+def test_a_stopped_stage_stops_the_build_with_its_exit_code(texts, tmp_path, capsys, monkeypatch):
+    import ownlm.pipeline as pipeline
+
+    real = pipeline.stage
+
+    def interrupted_pretrain(*words):
+        cls, entry = real(*words)
+        return (cls, lambda cfg: 130) if words == ("pretrain",) else (cls, entry)
+
+    monkeypatch.setattr(pipeline, "stage", interrupted_pretrain)
+    out = tmp_path / "out"
+    assert cli(["build", str(texts), "--out", str(out), *_flags(TINY)]) == 130
+    assert "interrupted" in capsys.readouterr().out
+    state = _state(out)
+    assert state["stages"]["pretrain"]["status"] == "running" and "samples" not in state["stages"]
+    assert not (out / "report.md").exists()
+
+
+def test_documents_jsonl_sources_skip_extraction(tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    rng = random.Random(1)
+    with open(docs, "w", encoding="utf-8") as f:
+        for i in range(12):
+            text = " ".join(f"w{rng.randrange(500)}" for _ in range(80))
+            f.write(json.dumps({"id": f"d{i}", "text": text}) + "\n")
+    last = _build(docs, tmp_path / "out")
+    assert "extract" not in last and last["corpus"] == "ran"
+
+
+def test_bad_sources_are_clear_errors(tmp_path, capsys):
+    assert cli(["build", "--out", str(tmp_path / "o")]) == 2
+    assert cli(["build", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    (tmp_path / "file").write_text("x")
+    assert cli(["build", str(tmp_path / "file"), "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert "no sources" in err and "missing" in err and "Traceback" not in err
+
+
+def test_demo_settings_are_valid_for_every_stage():
+    cfg = demo_config(DemoConfig())
+    assert cfg.max_minutes > 0 and cfg.compare and cfg.prompts
+    cls, _ = stage("pretrain")
+    values = {k: getattr(cfg, k) for k in TRAIN_FIELDS}
+    from_dict(cls, {**values, "data": "t", "out": "r"})  # raises if a setting is unknown or mistyped
+    tcls, _ = stage("tokenizer", "train")
+    from_dict(tcls, {"inputs": ["c"], "out": "t", "vocab_size": cfg.vocab_size})
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli(["demo", "--out", str(out), "--minutes", "0.3"]) == 0
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Samples" in report and "Characters, words or BPE?" in report and "run/loss.png" in report
+    assert (out / "run" / "loss.png").is_file() and (out / "compare" / "compare.png").is_file()
+    assert "Open" in capsys.readouterr().out
+    assert cli(["demo", "--out", str(out), "--minutes", "0.3"]) == 0
+    assert set(_state(out)["last_run"].values()) == {"skipped"}
+
+
+def test_report_counts_parameters_from_the_safetensors_header(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ownlm.report import count_parameters
+
+    tensors = {
+        "a": np.zeros((3, 4), np.float32),
+        "b": np.zeros(7, np.float16),
+        "c": np.zeros((2, 2, 2), np.int64),
+    }
+    save_file(tensors, str(tmp_path / "m.safetensors"))
+    assert count_parameters(tmp_path / "m.safetensors") == 12 + 7 + 8
+    assert count_parameters(tmp_path / "missing.safetensors") == 0
