@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -115,7 +114,7 @@ def test_textsource_reads_files_folders_and_jsonl(tmp_path):
 
 def test_textsource_bad_bytes_say_where_and_what_to_do(tmp_path):
     p = tmp_path / "latin1.txt"
-    p.write_bytes("caf".encode() + b"\xe9 ok")
+    p.write_bytes(b"caf" + b"\xe9 ok")
     with pytest.raises(UserError, match=r"offset 3.*--errors replace"):
         read_text_file(p)
     assert read_text_file(p, errors="replace") == "caf\ufffd ok"
@@ -157,8 +156,6 @@ def test_help_is_fast_and_imports_no_torch():
     code = "import sys; from ownlm.cli import main; main(['--help']); assert 'torch' not in sys.modules"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-
-
 
 
 def test_atomic_write_respects_umask(tmp_path):
