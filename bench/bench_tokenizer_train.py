@@ -8,6 +8,7 @@ size (PSS, so pages shared by forked workers count once) of the child's whole pr
 
     python bench/bench_tokenizer_train.py                      # all of ../shared/data/gutenberg, 16k and 32k
     python bench/bench_tokenizer_train.py --mb 8 --vocab 16384 # a quick run on the first 8 MB
+    python bench/bench_tokenizer_train.py --hf-native          # GPT-2 pattern; HF's own built-in ByteLevel regex
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ def load_texts(data: Path, mb: float | None) -> list[str]:
     return texts
 
 
-def hf_tokenizer(pattern: str):
+def hf_tokenizer(pattern: str, native: bool = False):
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    if native:  # HF at its fastest: ByteLevel's built-in regex, which is GPT-2's pattern
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        return tok
 
     # Oniguruma reads "{1,3}+" as "({1,3})+" (any number of digits), not as possessive: drop the "+",
     # which means the same here because nothing follows it in that alternative.
@@ -58,9 +64,11 @@ def hf_tokenizer(pattern: str):
     return tok
 
 
-def child(which: str, vocab: int, mb: float | None, workers: int) -> None:
+def child(which: str, vocab: int, mb: float | None, workers: int, native: bool) -> None:
     """Runs in the subprocess: train once, print a JSON line with the timings."""
     from ownlm.tokenizer.bpe import PATTERNS
+
+    pattern = "gpt2" if native else "gpt4"
 
     texts = load_texts(DATA, mb)
     out: dict = {"which": which, "vocab": vocab, "bytes": sum(len(t.encode("utf-8")) for t in texts)}
@@ -74,7 +82,7 @@ def child(which: str, vocab: int, mb: float | None, workers: int) -> None:
         out["jit_warmup_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         tok = Tokenizer.train(
-            texts, vocab, pattern="gpt4", special_tokens=[EOT], workers=workers, progress=False
+            texts, vocab, pattern=pattern, special_tokens=[EOT], workers=workers, progress=False
         )
         out["train_s"] = time.perf_counter() - t0
         out["merges"] = [list(m) for m in tok.merges[:200]]
@@ -82,7 +90,7 @@ def child(which: str, vocab: int, mb: float | None, workers: int) -> None:
     else:
         from tokenizers import pre_tokenizers, trainers
 
-        tok = hf_tokenizer(PATTERNS["gpt4"])
+        tok = hf_tokenizer(PATTERNS[pattern], native)
         trainer = trainers.BpeTrainer(
             vocab_size=vocab + 1,  # + the special token: the same number of merges as ours
             show_progress=False,
@@ -119,9 +127,11 @@ def _tree_pss_kb(pid: int) -> int:
     return total
 
 
-def run_child(which: str, vocab: int, mb: float | None, workers: int) -> dict:
+def run_child(which: str, vocab: int, mb: float | None, workers: int, native: bool) -> dict:
     env = dict(os.environ, RAYON_NUM_THREADS=str(workers), OMP_NUM_THREADS="1")
     cmd = [sys.executable, __file__, "--child", which, "--vocab", str(vocab), "--workers", str(workers)]
+    if native:
+        cmd.append("--hf-native")
     if mb:
         cmd += ["--mb", str(mb)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -154,18 +164,19 @@ def bytes_to_unicode() -> dict[int, str]:
     return {**{b: chr(b) for b in keep}, **{b: chr(256 + k) for k, b in enumerate(extra)}}
 
 
-def check_same_split(texts: list[str], chars: int = 400_000) -> int:
+def check_same_split(texts: list[str], native: bool, chars: int = 400_000) -> int:
     """HF's pre-tokenizer and our regex must cut the same chunks; returns how many chunks were compared."""
     import regex
 
     from ownlm.tokenizer.bpe import PATTERNS
 
-    hf = hf_tokenizer(PATTERNS["gpt4"]).pre_tokenizer
+    pattern = PATTERNS["gpt2" if native else "gpt4"]
+    hf = hf_tokenizer(pattern, native).pre_tokenizer
     table = bytes_to_unicode()
     n = 0
     for text in texts:
         sample = text[:chars]
-        ours = ["".join(table[b] for b in c.encode("utf-8")) for c in regex.findall(PATTERNS["gpt4"], sample)]
+        ours = ["".join(table[b] for b in c.encode("utf-8")) for c in regex.findall(pattern, sample)]
         theirs = [piece for piece, _ in hf.pre_tokenize_str(sample)]
         if ours != theirs:
             k = next(i for i, (a, b) in enumerate(zip(ours + [None], theirs + [None])) if a != b)
@@ -181,16 +192,21 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=None, help="use only the first MB megabytes (default: all)")
     ap.add_argument("--vocab", type=int, nargs="+", default=[16384, 32768], help="vocabulary sizes")
     ap.add_argument("--workers", type=int, default=2, help="processes (ours) / threads (HF)")
+    ap.add_argument(
+        "--hf-native",
+        action="store_true",
+        help="GPT-2 pattern for both; HF uses its built-in ByteLevel regex (its fastest pre-tokenizer)",
+    )
     ap.add_argument("--child", choices=["ownlm", "hf"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"benchmark data not found at {DATA}")
     if args.child:
-        child(args.child, args.vocab[0], args.mb, args.workers)
+        child(args.child, args.vocab[0], args.mb, args.workers, args.hf_native)
         return
     texts = load_texts(DATA, args.mb)
     size = sum(len(t.encode("utf-8")) for t in texts)
-    n = check_same_split(texts[:6])
+    n = check_same_split(texts[:6], args.hf_native)
     print(f"pre-tokenization: ours and HF cut the same {n:,} chunks on a sample")
     print(
         f"corpus: {len(texts)} books, {size / 1e6:.1f} MB; {args.workers} workers; "
@@ -200,7 +216,7 @@ def main() -> None:
         f"{'vocab':>6} {'trainer':>7} {'train s':>8} {'process s':>9} {'CPU s':>7} {'peak MB':>8} {'merges':>7}"
     )
     for vocab in args.vocab:
-        r = {w: run_child(w, vocab, args.mb, args.workers) for w in ("ownlm", "hf")}
+        r = {w: run_child(w, vocab, args.mb, args.workers, args.hf_native) for w in ("ownlm", "hf")}
         for w, x in r.items():
             print(
                 f"{vocab:>6} {w:>7} {x['train_s']:>8.2f} {x['process_wall_s']:>9.2f} {x['cpu_s']:>7.1f} "

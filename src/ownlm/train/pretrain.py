@@ -22,6 +22,10 @@ from ownlm.errors import UserError
 
 # Without --preset/--depth/--n-*: a model that learns a lot in minutes on a laptop CPU.
 DEFAULT_MODEL = dict(n_layer=4, n_head=4, n_embd=128, block_size=128)
+# Without --preset (whose shapes are GPT-2's, so its weights fit): the modern block — rotary positions (RoFormer),
+# RMSNorm and a SwiGLU MLP (as in Llama). On tinyshakespeare in a 2.4-minute CPU budget this reached val loss
+# 1.65 against 1.90 for GPT-2's learned positions + LayerNorm + GELU (docs/benchmarks.md).
+MODERN_BLOCK = dict(pos="rope", norm="rmsnorm", mlp="swiglu")
 
 
 @dataclass(kw_only=True)
@@ -41,9 +45,15 @@ class PretrainConfig:
     block_size: int | None = opt(None, help="context length in tokens")
     dropout: float = opt(0.0, help="dropout probability (0 for short runs on plenty of data)")
     bias: bool | None = opt(None, help="biases in linear layers and norms")
-    pos: Literal["learned", "rope", "sinusoidal"] | None = opt(None, help="position encoding")
-    norm: Literal["layernorm", "rmsnorm"] | None = opt(None, help="normalisation")
-    mlp: Literal["gelu", "swiglu", "relu2"] | None = opt(None, help="MLP type")
+    pos: Literal["learned", "rope", "sinusoidal"] | None = opt(
+        None, help="position encoding (default: the preset's, else rope)"
+    )
+    norm: Literal["layernorm", "rmsnorm"] | None = opt(
+        None, help="normalisation (default: the preset's, else rmsnorm)"
+    )
+    mlp: Literal["gelu", "swiglu", "relu2"] | None = opt(
+        None, help="MLP type (default: the preset's, else swiglu)"
+    )
     tie_embeddings: bool | None = opt(None, help="share the token embedding with the output head")
     # batches
     batch_size: int = opt(16, help="sequences per micro-batch per process")
@@ -96,9 +106,13 @@ def model_config(cfg: PretrainConfig, vocab_size: int):
     if cfg.preset:
         base = config_from_preset(cfg.preset).to_dict()
     elif cfg.depth:
-        base = {**config_from_depth(cfg.depth).to_dict(), "block_size": DEFAULT_MODEL["block_size"]}
+        base = {
+            **config_from_depth(cfg.depth).to_dict(),
+            "block_size": DEFAULT_MODEL["block_size"],
+            **MODERN_BLOCK,
+        }
     else:
-        base = {**GPTConfig().to_dict(), **DEFAULT_MODEL}
+        base = {**GPTConfig().to_dict(), **DEFAULT_MODEL, **MODERN_BLOCK}
     merged = {**base, **overrides}
     # The tokenizer's vocabulary padded to a multiple of 64 (faster matmuls); the extra ids never occur.
     merged["vocab_size"] = 64 * math.ceil(vocab_size / 64)
