@@ -31,6 +31,11 @@ class Source:
     def head(self) -> bytes:
         return self.data[:4096]
 
+    @property
+    def head_text(self) -> str:
+        """The first 4 KB as text (BOM dropped, bad bytes replaced): what content sniffing looks at."""
+        return self.head.decode("utf-8-sig", errors="replace")
+
 
 @dataclass
 class Document:

@@ -61,9 +61,9 @@ class InstagramReader(Reader):
 
     def sniff(self, src: Source) -> bool:
         """Yes for a ``.json`` whose messages carry Meta's ``sender_name`` field."""
-        if src.suffix not in self.extensions:
+        if not super().sniff(src):  # the extension first
             return False
-        head = src.head.decode("utf-8-sig", errors="replace")
+        head = src.head_text
         return bool(_HEAD.search(head)) and "timestamp_ms" in head
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Conversation | Problem]:

@@ -119,9 +119,9 @@ class TelegramReader(Reader):
 
     def sniff(self, src: Source) -> bool:
         """Yes for a ``.json`` whose first 4 KB look like a Telegram export, not any JSON with messages."""
-        if src.suffix not in self.extensions:
+        if not super().sniff(src):  # the extension first
             return False
-        head = src.head.decode("utf-8-sig", errors="replace")
+        head = src.head_text
         return bool(_FULL.match(head) or (_SINGLE.search(head) and _FIELDS.search(head)))
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Conversation | Problem]:

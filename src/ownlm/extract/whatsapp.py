@@ -299,9 +299,9 @@ class WhatsAppReader(Reader):
 
     def sniff(self, src: Source) -> bool:
         """Yes when a ``.txt`` starts with a WhatsApp message line and its first 4 KB hold a "sender: text"."""
-        if src.suffix not in self.extensions:
+        if not super().sniff(src):  # the extension first
             return False
-        head = src.head.decode("utf-8-sig", errors="replace").split("\n")
+        head = src.head_text.split("\n")
         first = True
         for line in head[:-1] if len(src.data) > len(src.head) else head:
             line = line.rstrip("\r")
