@@ -10,7 +10,8 @@ import pytest
 
 from ownlm.cli import main as cli
 from ownlm.config import from_dict
-from ownlm.pipeline import TRAIN_FIELDS, BuildConfig, DemoConfig, build, demo_config, stage
+from ownlm.config import to_dict
+from ownlm.pipeline import BuildConfig, DemoConfig, build, demo_config, stage
 
 TINY = dict(
     n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4, max_iters=4, max_minutes=0.0, eval_interval=4,
@@ -44,7 +45,7 @@ def _state(out: Path) -> dict:
 
 
 def _build(texts: Path, out: Path, **changes) -> dict:
-    build(BuildConfig(out=str(out), sources=[str(texts)], **{**TINY, **changes}))
+    build(from_dict(BuildConfig, {"out": str(out), "sources": [str(texts)], **TINY, **changes}))
     return _state(out)["last_run"]
 
 
@@ -146,9 +147,9 @@ def test_bad_sources_are_clear_errors(tmp_path, capsys):
 
 def test_demo_settings_are_valid_for_every_stage():
     cfg = demo_config(DemoConfig())
-    assert cfg.max_minutes > 0 and cfg.compare and cfg.prompts
+    assert cfg.train.max_minutes > 0 and cfg.compare and cfg.prompts
     cls, _ = stage("pretrain")
-    values = {k: getattr(cfg, k) for k in TRAIN_FIELDS}
+    values = {"model": to_dict(cfg.model), "train": to_dict(cfg.train)}
     from_dict(cls, {**values, "data": "t", "out": "r"})  # raises if a setting is unknown or mistyped
     tcls, _ = stage("tokenizer", "train")
     from_dict(tcls, {"inputs": ["c"], "out": "t", "vocab_size": cfg.vocab_size})

@@ -22,9 +22,10 @@ from ownlm.model.gpt import GPT, GPTConfig
 from ownlm.tokenizer import Tokenizer
 from ownlm.train.device import choose_dtype
 from ownlm.train.evaluate import bits_per_byte, evaluate_split
-from ownlm.train.loop import TrainData, train
+from ownlm.train.config import TrainingConfig
 from ownlm.train.optim import lr_at, make_optimizer, param_groups
-from ownlm.train.pretrain import PretrainConfig, _RunSettings
+from ownlm.train.pretrain import PretrainTask
+from ownlm.train.trainer import Trainer
 
 TINY = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
         "--threads", "1", "--dtype", "fp32", "--no-progress", "--samples", "0", "--eval-iters", "2"]  # fmt: skip
@@ -93,20 +94,32 @@ def test_resume_after_kill_9_gives_the_same_weights(tokens, straight_run, tmp_pa
     assert killed_at < "step_000200", "the run finished before it could be killed"
     assert main(["pretrain", "--data", str(tokens), "--out", str(out), *RESUME_RUN, "--resume"]) == 0
     _assert_same_weights(straight_run, out)
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [50, 100, 150, 200]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [50, 100, 150, 200]
+    straight = [json.loads(line) for line in (straight_run / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(records, straight):  # the loss columns too, not only the weights
+        for key in ("train_loss", "val_loss", "lr", "tokens"):
+            assert a[key] == b[key], (a["step"], key)
 
 
-def _tiny_model(vocab=320):
+def _tiny_model(vocab=320, dropout=0.0):
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=vocab, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    return GPT(GPTConfig(vocab_size=vocab, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=dropout))
 
 
 def _settings(**kw):
-    cfg = PretrainConfig(
-        data="-", out="-", threads=1, dtype="fp32", progress=False, samples=0, eval_iters=2, **kw
-    )
-    return _RunSettings(cfg, cfg.grad_accum)
+    return TrainingConfig(threads=1, dtype="fp32", progress=False, eval_iters=2, **kw)
+
+
+class _LossTask(PretrainTask):
+    """A pretraining task whose loss goes through ``loss_fn(model, x, y)`` (to inject faults)."""
+
+    def __init__(self, sampler, loss_fn):
+        super().__init__(sampler)
+        self.loss_fn = loss_fn
+
+    def loss(self, model, batch):
+        return self.loss_fn(model, batch["input_ids"], batch["labels"])
 
 
 def test_ctrl_c_saves_and_resume_gives_the_same_weights(tokens, tmp_path):
@@ -116,9 +129,9 @@ def test_ctrl_c_saves_and_resume_gives_the_same_weights(tokens, tmp_path):
 
     def run(out, sample_fn=None, resume=None):
         sampler = WindowSampler(open_split(tokens, "train"), 16, 4, seed=5)
-        cfg = _settings(max_iters=40, eval_interval=10, dropout=0.1, warmup_iters=5)
-        model = load_model(resume[0])[0].train() if resume else _tiny_model()
-        return train(model, cfg, TrainData(sampler), out, resume=resume, sample_fn=sample_fn)
+        cfg = _settings(max_iters=40, eval_interval=10, warmup_iters=5)
+        model = load_model(resume[0])[0].train() if resume else _tiny_model(dropout=0.1)
+        return Trainer(model, cfg, PretrainTask(sampler, sample_fn=sample_fn), out, resume=resume).fit()
 
     def press_ctrl_c(model, step):  # called at each evaluation: the user presses Ctrl-C during step 10's
         if step == 10:
@@ -139,14 +152,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tokens, tmp_path):
 
     def loss_fn(model, x, y):
         calls["n"] += 1
-        loss = model(x, y)[1]
+        loss = model(x, y, reduction="sum")[1]
         return loss * float("nan") if calls["n"] > 12 else loss
 
     sampler = WindowSampler(open_split(tokens, "train"), 16, 4)
     run = tmp_path / "run"
     cfg = _settings(max_iters=50, eval_interval=5)
     with pytest.raises(UserError, match=r"loss became nan at step 13.*last good checkpoint is .*step_000010"):
-        train(_tiny_model(), cfg, TrainData(sampler), run, loss_fn=loss_fn)
+        Trainer(_tiny_model(), cfg, _LossTask(sampler, loss_fn), run).fit()
     assert (run / "latest").read_text().strip() == "step_000010"
     assert not (run / "step_000015").exists()
 
@@ -159,7 +172,7 @@ def test_out_of_memory_names_the_setting_to_lower(tokens, tmp_path):
 
     sampler = WindowSampler(open_split(tokens, "train"), 16, 4)
     with pytest.raises(UserError, match="out of memory.*--batch-size"):
-        train(_tiny_model(), _settings(max_iters=5), TrainData(sampler), tmp_path / "run", loss_fn=loss_fn)
+        Trainer(_tiny_model(), _settings(max_iters=5), _LossTask(sampler, loss_fn), tmp_path / "run").fit()
 
 
 def test_time_budget_ends_the_run_with_a_decayed_lr(tokens, tmp_path):

@@ -10,6 +10,11 @@ each field's metadata), so the CLI, the config file and the code cannot disagree
 
 Precedence: dataclass defaults < ``--config file.toml`` < flags given on the command line.
 Field ``foo_bar`` becomes flag ``--foo-bar``; booleans get ``--foo/--no-foo``.
+
+A field whose type is itself a config dataclass is a *section*: its fields become flags of their own (flat:
+``--max-iters``, not ``--train-max-iters``), shown as one group in ``--help``, written nested in
+``config.json``, and given in TOML either as a table (``[train]``) or as flat keys. So several commands share one
+section (``pretrain``, ``finetune`` and ``build`` all take ``TrainingConfig``) without copying its fields.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import tomllib
 import types
 import typing
@@ -38,6 +44,9 @@ def opt(
 ) -> Any:
     """A dataclass field with CLI metadata. Lists get a fresh copy of ``default`` per instance."""
     meta = {"help": help, "positional": positional, "short": short, "choices": choices}
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):  # a section: a fresh copy each time
+        section = default
+        return dataclasses.field(default_factory=lambda: dataclasses.replace(section), metadata=meta)
     if isinstance(default, list | dict):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
@@ -79,8 +88,18 @@ def _converter(tp: Any):
     return str
 
 
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def sections(cls) -> dict[str, type]:
+    """``{field name: section dataclass}`` of ``cls``."""
+    hints = _field_types(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if _is_section(hints[f.name])}
+
+
 def build_parser(cls, prog: str, description: str = "") -> argparse.ArgumentParser:
-    """An ``argparse`` parser whose flags are the fields of dataclass ``cls``."""
+    """An ``argparse`` parser whose flags are the fields of dataclass ``cls`` (sections flattened, grouped)."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description or (cls.__doc__ or "").strip(),
@@ -90,45 +109,87 @@ def build_parser(cls, prog: str, description: str = "") -> argparse.ArgumentPars
     parser.add_argument(
         "--config", metavar="FILE.toml", help="read flag values from a TOML file (flags given here win)"
     )
+    _add_fields(parser, cls, None, "")
+    return parser
+
+
+def _add_fields(parser, cls, instance, prefix: str) -> None:
+    """Add a flag for every field of ``cls``; a section's flags go into an argument group, with ``dest``
+    ``"section.field"`` and the section instance's values as defaults."""
     hints = _field_types(cls)
     for f in dataclasses.fields(cls):
-        meta = f.metadata
-        tp, optional = _unwrap(hints[f.name])
-        help_text = meta.get("help", "")
-        if _has_default(f) and not meta.get("positional"):
-            help_text += f" (default: {_default(f)!r})"
-        kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
-        choices = meta.get("choices")
-        if get_origin(tp) is Literal:
-            choices = list(get_args(tp))
-        if choices:
-            kwargs["choices"] = choices
-        is_list = get_origin(tp) is list
-        if is_list:
-            (item,) = get_args(tp) or (str,)
-            kwargs["type"] = _converter(item)
-        elif tp is not bool:
-            kwargs["type"] = _converter(tp)
-        if meta.get("positional"):
-            kwargs["metavar"] = f.name.upper()
-            if is_list:
-                kwargs["nargs"] = "*"
-            else:
-                kwargs["nargs"] = "?"
-            parser.add_argument(f.name, **kwargs)
+        if _is_section(hints[f.name]):
+            section = _default(f) if instance is None else getattr(instance, f.name)
+            title = (hints[f.name].__doc__ or f.name).strip().splitlines()[0]
+            _add_fields(parser.add_argument_group(title), hints[f.name], section, f"{prefix}{f.name}.")
             continue
-        names = ["--" + f.name.replace("_", "-")]
-        if meta.get("short"):
-            names.insert(0, meta["short"])
-        if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif is_list:
-            kwargs["nargs"] = "*"
-            kwargs["metavar"] = f.name.upper()
-        else:
-            kwargs["metavar"] = "N" if tp in (int, float) else f.name.upper()
-        parser.add_argument(*names, dest=f.name, **kwargs)
-    return parser
+        default = _default(f) if instance is None else getattr(instance, f.name)
+        _add_field(parser, f, hints[f.name], _has_default(f), default, prefix + f.name)
+
+
+def _add_field(parser, f: dataclasses.Field, hint: Any, has_default: bool, default: Any, dest: str) -> None:
+    meta = f.metadata
+    tp, optional = _unwrap(hint)
+    choices = meta.get("choices")
+    if get_origin(tp) is Literal:
+        choices = list(get_args(tp))
+    help_text = flag_help(meta.get("help", ""), choices, has_default and not meta.get("positional"), default)
+    kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
+    if choices:
+        kwargs["choices"] = choices
+    is_list = get_origin(tp) is list
+    if is_list:
+        (item,) = get_args(tp) or (str,)
+        kwargs["type"] = _converter(item)
+    elif tp is not bool:
+        kwargs["type"] = _converter(tp)
+    if meta.get("positional"):
+        kwargs["metavar"] = f.name.upper()
+        kwargs["nargs"] = "*" if is_list else "?"
+        parser.add_argument(dest, **kwargs)
+        return
+    names = ["--" + f.name.replace("_", "-")]
+    if meta.get("short"):
+        names.insert(0, meta["short"])
+    if tp is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif is_list:
+        kwargs["nargs"] = "*"
+        kwargs["metavar"] = f.name.upper()
+    else:
+        kwargs["metavar"] = {int: "INT", float: "FLOAT"}.get(tp, f.name.upper())
+    parser.add_argument(*names, dest=dest, **kwargs)
+
+
+def _show(value: Any) -> str:
+    """A default as a user would type it: on/off, none, plain strings, lists space-separated."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    if isinstance(value, str):
+        return value if value and value.strip() == value else repr(value)
+    return str(value)
+
+
+def flag_help(text: str, choices: typing.Sequence[Any] | None, show_default: bool, default: Any) -> str:
+    """A flag's help: its text, then its choices (unless the text names them all) and its default (unless the
+    text already says it), so every flag shows both, once.
+
+    >>> flag_help("decay after warm-up", ["cosine", "wsd"], True, "cosine")
+    'decay after warm-up (choices: cosine, wsd; default: cosine)'
+    >>> flag_help("heads (default: n_head)", None, True, None)
+    'heads (default: n_head)'
+    """
+    extra = []
+    words = set(re.findall(r"[\w.+-]+", text))
+    if choices and not all(str(c) in words for c in choices):
+        extra.append("choices: " + ", ".join(map(str, choices)))
+    if show_default and "default" not in text.lower():
+        extra.append(f"default: {_show(default)}")
+    return f"{text} ({'; '.join(extra)})" if extra else text
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -146,9 +207,18 @@ def from_dict(cls, values: dict[str, Any], source: str = "config"):
     """Build ``cls`` from a dict, checking names and types; missing required fields are a ``UserError``."""
     names = {f.name: f for f in dataclasses.fields(cls)}
     hints = _field_types(cls)
+    values = _route_sections(cls, values)
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
+        if name in names and _is_section(hints[name]):
+            base = _default(names[name]) or hints[name]()
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = dataclasses.asdict(value)
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: '{key}' must be a table of settings, got {value!r}")
+            kwargs[name] = from_dict(hints[name], {**dataclasses.asdict(base), **value}, source)
+            continue
         if name not in names:
             known = ", ".join(sorted(n.replace("_", "-") for n in names))
             raise UserError(f"{source}: unknown setting '{key}' (known: {known})")
@@ -160,6 +230,31 @@ def from_dict(cls, values: dict[str, Any], source: str = "config"):
         )
         raise UserError(f"{source}: missing required {flags}")
     return cls(**kwargs)
+
+
+def _route_sections(cls, values: dict[str, Any]) -> dict[str, Any]:
+    """Flat keys (``max_iters``) and dotted keys (``train.max_iters``) of a section's fields, gathered under
+    the section's name; a table given for the section (``{"train": {...}}``) is kept and merged."""
+    secs = sections(cls)
+    if not secs:
+        return values
+    owner = {}
+    for sec, tp in secs.items():
+        for f in dataclasses.fields(tp):
+            owner.setdefault(f.name, sec)
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        sec, _, sub = name.partition(".")
+        if sub and sec in secs:
+            out.setdefault(sec, {})[sub] = value
+        elif name in owner and name not in {f.name for f in dataclasses.fields(cls)}:
+            out.setdefault(owner[name], {})[name] = value
+        elif name in secs and isinstance(value, dict):
+            out.setdefault(name, {}).update(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

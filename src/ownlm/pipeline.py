@@ -33,17 +33,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ownlm.config import from_dict, opt, to_dict
 from ownlm.errors import UserError
+from ownlm.train.config import ModelShape, TrainingConfig
 
 STATE_FORMAT, STATE_VERSION = "ownlm-pipeline", 1
-# BuildConfig fields handed to `ownlm pretrain` under the same names.
-TRAIN_FIELDS = (
-    "preset", "depth", "n_layer", "n_head", "n_embd", "block_size", "dropout", "batch_size", "lr", "max_iters",
-    "max_minutes", "warmup_iters", "eval_interval", "eval_iters", "device", "dtype", "seed",
-)  # fmt: skip
 
 
 @dataclass
@@ -54,10 +49,14 @@ class BuildConfig:
         help="output folder for every stage (docs.jsonl, corpus/, tokenizer/, tokens/, run/, report.md)"
     )
     sources: list[str] = opt([], positional=True, help="files, folders, .zip archives, or documents JSONL")
-    # data
+    # extract
     redact: bool = opt(
         False, help="extract: replace phone numbers, e-mail addresses and URLs with placeholders"
     )
+    password: str | None = opt(None, help="extract: password for encrypted PDFs and zip archives")
+    text_field: str | None = opt(None, help="extract: the JSON/CSV field holding the text (default: guessed)")
+    drop_system: bool = opt(True, help="extract: drop chat system lines (joins, leaves, encryption notices)")
+    # corpus
     min_chars: int = opt(1, help="corpus: drop documents shorter than this")
     val_fraction: float = opt(0.1, help="corpus: share of documents for validation")
     near_dup: bool = opt(True, help="corpus: remove near-duplicate documents")
@@ -66,29 +65,16 @@ class BuildConfig:
     pattern: str = opt("gpt4", help="tokenizer: pre-tokenization regex (gpt4, gpt2, or your own)")
     compare: bool = opt(False, help="also write the tokenizer comparison table (characters vs words vs BPE)")
     compare_sizes: list[int] = opt([256, 1024, 4096, 16384], help="compare: BPE vocabulary sizes")
-    # model and training (see `ownlm pretrain --help` for the rest)
-    preset: str | None = opt(None, help="model size preset: tiny, mini, small, gpt2, ...")
-    depth: int | None = opt(None, help="one size dial: layers = depth, width = 64 x depth")
-    n_layer: int | None = opt(None, help="transformer blocks")
-    n_head: int | None = opt(None, help="attention heads")
-    n_embd: int | None = opt(None, help="width of the residual stream")
-    block_size: int | None = opt(None, help="context length in tokens")
-    dropout: float = opt(0.0, help="dropout probability")
-    batch_size: int = opt(32, help="sequences per batch")
-    lr: float = opt(2e-3, help="peak learning rate")
-    max_iters: int = opt(0, help="optimiser steps (0: until --max-minutes)")
-    max_minutes: float = opt(10.0, help="pretraining time budget in minutes (0: until --max-iters)")
-    warmup_iters: int = opt(100, help="linear learning-rate warm-up steps")
-    eval_interval: int = opt(100, help="evaluate (and checkpoint) every N steps")
-    eval_iters: int = opt(20, help="validation batches per evaluation")
-    device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to train")
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = opt("auto", help="training precision")
-    seed: int = opt(1337, help="random seed for training and samples")
     # samples
     prompts: list[str] = opt([], help="prompts for the final samples (default: 3 samples from scratch)")
     sample_tokens: int = opt(120, help="tokens per final sample")
     temperature: float = opt(0.8, help="sampling temperature for the final samples")
     force: bool = opt(False, help="run every stage even if it is up to date")
+    # model and pretraining: the same sections as `ownlm pretrain`
+    model: ModelShape = opt(ModelShape(), help="the model's size and block")
+    train: TrainingConfig = opt(
+        TrainingConfig(max_minutes=10.0, batch_size=32), help="pretraining budget, schedule, machine"
+    )
 
 
 @dataclass
@@ -266,8 +252,10 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
     docs = [s for s in sources if _is_documents_jsonl(s)]
     inputs = files_fingerprint(docs)
     if raw:
-        fp = p.run("extract", ("extract",), {"inputs": raw, "out": str(out / "docs.jsonl"), "redact": cfg.redact},
-                   files_fingerprint(raw), out / "docs.jsonl", f"reading {len(raw)} source(s)")  # fmt: skip
+        values = {"inputs": raw, "out": str(out / "docs.jsonl"), "redact": cfg.redact, "password": cfg.password,
+                  "text_field": cfg.text_field, "drop_system": cfg.drop_system}  # fmt: skip
+        fp = p.run("extract", ("extract",), values, files_fingerprint(raw), out / "docs.jsonl",
+                   f"reading {len(raw)} source(s)")  # fmt: skip
         docs, inputs = [str(out / "docs.jsonl"), *docs], _sha(fp, inputs)
     corpus = out / "corpus"
     fp = p.run("corpus", ("corpus",), {"inputs": docs, "out": str(corpus), "min_chars": cfg.min_chars,
@@ -284,17 +272,28 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
     tokens = out / "tokens"
     tokens_fp = p.run("encode", ("encode",), {"corpus": [str(corpus)], "tokenizer": str(tok), "out": str(tokens)},
                       _sha(fp, tok_fp), tokens, "encoding train and val into token shards")  # fmt: skip
-    train = {k: getattr(cfg, k) for k in TRAIN_FIELDS}
     run = out / "run"
-    budget = f"{cfg.max_minutes:g} minutes" if cfg.max_minutes else f"{cfg.max_iters:,} steps"
-    run_fp = p.run("pretrain", ("pretrain",), {**train, "data": str(tokens), "out": str(run)}, tokens_fp, run,
-                   f"training the model ({budget})")  # fmt: skip
+    run_fp = p.run("pretrain", ("pretrain",), {"model": to_dict(cfg.model), "train": to_dict(cfg.train),
+                   "data": str(tokens), "out": str(run)}, tokens_fp, run,
+                   f"training the model ({budget_text(cfg.train)})")  # fmt: skip
     _samples(p, cfg, run, run_fp)
     from ownlm.report import write_report
 
     report = write_report(out, p.state, samples_path=out / "samples.md")
     print(f"==> report: {report}")
     return report
+
+
+def budget_text(tc: TrainingConfig) -> str:
+    """ "10 minutes", "2,000 steps", "1,000,000 tokens" — the budget a run was given, in words."""
+    parts = []
+    if tc.max_minutes:
+        parts.append(f"{tc.max_minutes:g} minute{'s' if tc.max_minutes != 1 else ''}")
+    if tc.max_iters:
+        parts.append(f"{tc.max_iters:,} step{'s' if tc.max_iters != 1 else ''}")
+    if tc.max_tokens:
+        parts.append(f"{tc.max_tokens:,} tokens")
+    return " or ".join(parts) or "2,000 steps"
 
 
 # Weights' dtype for the final samples: what training used, and fp32 for "auto" (small models sample faster in
@@ -309,7 +308,7 @@ def _samples(p: Pipeline, cfg: BuildConfig, run: Path, run_fp: str | None) -> st
         "prompts": prompts,
         "tokens": cfg.sample_tokens,
         "temperature": cfg.temperature,
-        "seed": cfg.seed,
+        "seed": cfg.train.seed,
     }
     key = _sha("samples", settings, run_fp)
     path = p.out / "samples.md"
@@ -331,8 +330,8 @@ def _samples(p: Pipeline, cfg: BuildConfig, run: Path, run_fp: str | None) -> st
     texts = []
     for i, prompt in enumerate(prompts):
         gen = from_dict(cls, {"run": str(run), "prompt": prompt, "max_new_tokens": cfg.sample_tokens,
-                              "temperature": cfg.temperature, "seed": cfg.seed + i, "stream": False,
-                              "dtype": SAMPLE_DTYPE[cfg.dtype]})  # fmt: skip
+                              "temperature": cfg.temperature, "seed": cfg.train.seed + i, "stream": False,
+                              "dtype": SAMPLE_DTYPE[cfg.train.dtype]})  # fmt: skip
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             entry(gen)
@@ -394,16 +393,13 @@ def demo_config(cfg: DemoConfig) -> BuildConfig:
         out=cfg.out,
         vocab_size=cfg.vocab_size,
         compare=cfg.compare,
-        n_layer=4,
-        n_head=4,
-        n_embd=192,
-        block_size=128,
-        batch_size=16,
-        lr=2e-3,
-        max_minutes=cfg.minutes,
-        warmup_iters=30,  # a few hundred steps in all: warm up quickly, then spend the budget learning
-        eval_interval=50,
-        eval_iters=20,  # 20 batches of 16 x 128 cover most of the ~70 k validation tokens
+        model=ModelShape(n_layer=4, n_head=4, n_embd=192, block_size=128),
+        train=TrainingConfig(
+            batch_size=16,
+            lr=2e-3,
+            max_minutes=cfg.minutes,
+            eval_iters=20,  # 20 batches of 16 x 128 cover most of the ~70 k validation tokens
+        ),
         prompts=DEMO_PROMPTS,
         sample_tokens=100,
         force=cfg.force,

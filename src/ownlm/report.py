@@ -91,6 +91,45 @@ def _headline(out: Path) -> str:
     )
 
 
+# What a validation score in bits per byte of text means for the samples, from the best score down. The
+# wording is deliberately modest: bits per byte measures prediction, and a reader judges the samples.
+BPB_WORDS = (
+    (1.3, "The validation score says it predicts the text well: expect correctly spelled words and local grammar, "
+          "with meaning that wanders over longer stretches."),
+    (2.0, "The validation score says it has learned the spelling of frequent words and the layout of the text, "
+          "but not yet meaning: expect real words in plausible order and made-up ones among them."),
+    (3.0, "The validation score says it has learned which letters, short words and symbols are common and little "
+          "more: expect word-like strings and the text's punctuation, not sentences."),
+    (float("inf"), "The validation score is close to where training started: the model has learned little beyond "
+                   "which characters are frequent, and the samples will look like noise."),
+)  # fmt: skip
+
+
+def verdict(metrics: list[dict], tokens_manifest: dict) -> str:
+    """What the samples can be expected to show, from the measured validation bits per byte, with a warning when
+    training was too short for the data or the loss did not go down."""
+    scored = [m for m in metrics if _number(m.get("val_bpb"))]
+    if not scored:
+        return "There is no validation score for this run (no validation split), so judge the samples alone."
+    last, first = scored[-1], scored[0]
+    text = next(words for limit, words in BPB_WORDS if last["val_bpb"] < limit)
+    notes = []
+    if len(scored) > 1 and last["val_bpb"] >= first["val_bpb"] - 0.01:
+        notes.append(
+            "the validation loss did not go down during training — lower the learning rate or check the data"
+        )
+    train_tokens = (tokens_manifest.get("splits", {}).get("train") or {}).get("tokens", 0)
+    seen = last.get("tokens") or 0
+    if train_tokens and seen < train_tokens:
+        notes.append(f"training was too short for this data: the model read {seen / train_tokens:.0%} of the training "
+                     "text once; a longer budget (`--max-minutes`) will help more than anything else")  # fmt: skip
+    elif train_tokens:
+        notes.append(f"the model read the training text {seen / train_tokens:.1f} times")
+    if notes:
+        text += " Note: " + "; ".join(notes) + "."
+    return text
+
+
 def _number(x) -> bool:
     return isinstance(x, int | float)
 
@@ -219,9 +258,7 @@ def write_report(out: Path, state, samples_path: Path | None = None) -> Path:
     samples = samples_path.read_text(encoding="utf-8") if samples_path and samples_path.is_file() else ""
     body = samples.split("\n", 1)[1].strip() if samples.startswith("# ") else samples.strip()
     lines += [
-        "What the model writes after a few minutes of training: it has learned spelling, frequent words and the "
-        "layout of the text, not yet meaning. More training (`--max-minutes`), more text, or a bigger model "
-        "make it better; the validation loss below says by how much.",
+        verdict(_jsonl(out / "run" / "metrics.jsonl"), _json(out / "tokens" / "manifest.json")),
         "",
         body.replace("\n## ", "\n### ") if body else "No samples yet.",
         "",

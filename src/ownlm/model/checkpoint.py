@@ -3,8 +3,15 @@ when there is one, the tokenizer (``tokenizer.json``). No pickle anywhere.
 
     step_000500/
       model.safetensors   raw module weights; a tied output head is stored once (as transformer.wte.weight)
-      config.json         {"format": "ownlm-model", "version": 1, "model": {...GPTConfig...}, "extra": {...}}
+      config.json         {"format": "ownlm-model", "version": 1, "kind": "lm", "model": {...GPTConfig...},
+                           "extra": {...}}
       tokenizer.json
+      adapter.safetensors + adapter.json   LoRA adapters, alone (kind "lm+lora"; model.safetensors is the base)
+      chat_template.json  the template a chat fine-tune was trained with (see ``ownlm.tokenizer.chat``)
+
+``kind`` says what the folder holds: ``lm`` (a language model), ``lm+lora`` (a base language model plus LoRA
+adapters, merged on loading unless asked not to), ``classifier`` (a language model with a classification head).
+Folders written before kinds existed are ``lm``.
 
 A run folder holds step folders and a ``latest`` text file naming the newest one; ``resolve_checkpoint``
 accepts either.
@@ -38,14 +45,29 @@ def unwrap(model):
         model = inner
 
 
-def save_model(directory, model, tokenizer=None, extra: dict | None = None) -> Path:
-    """Write the model (and tokenizer) to ``directory``, each file atomically; return the folder."""
+KINDS = ("lm", "lm+lora", "classifier")
+BUILD_RUNS = ("sft", "run")  # run folders inside an `ownlm build` folder, the one to use first
+
+
+def has_lora(model) -> bool:
+    return any("lora_" in name for name, _ in model.named_parameters())
+
+
+def save_model(directory, model, tokenizer=None, extra: dict | None = None, kind: str = "lm") -> Path:
+    """Write the model (and tokenizer) to ``directory``, each file atomically; return the folder.
+    A model with LoRA adapters is written as its base weights plus ``adapter.safetensors`` (kind lm+lora)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = unwrap(model)
     state = model.state_dict()
+    if has_lora(model):
+        from ownlm.finetune.lora import base_state_dict, save_adapter
+
+        save_adapter(directory, model, model.lora_config)
+        state = base_state_dict(model)
+        kind = "lm+lora" if kind == "lm" else kind
     if model.config.tie_embeddings:
         state.pop("lm_head.weight", None)  # the same tensor as transformer.wte.weight
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
@@ -60,8 +82,8 @@ def save_model(directory, model, tokenizer=None, extra: dict | None = None) -> P
         raise
     if tokenizer is not None:
         tokenizer.save(directory)
-    write_json(directory / CONFIG, {"format": FORMAT, "version": VERSION, "model": model.config.to_dict(),
-                                    "extra": extra or {}})  # fmt: skip
+    write_json(directory / CONFIG, {"format": FORMAT, "version": VERSION, "kind": kind,
+                                    "model": model.config.to_dict(), "extra": extra or {}})  # fmt: skip
     return directory
 
 
@@ -74,6 +96,10 @@ def resolve_checkpoint(path) -> Path:
         raise UserError(f"{path}: expected a run folder or a checkpoint folder, found a file")
     if (path / WEIGHTS).is_file():
         return path
+    if (path / "pipeline.json").is_file():  # an `ownlm build` folder: its newest model (fine-tuned, else pretrained)
+        for name in BUILD_RUNS:
+            if (path / name / "latest").is_file():
+                return resolve_checkpoint(path / name)
     latest = path / "latest"
     if latest.is_file():
         name = latest.read_text(encoding="utf-8").strip()
@@ -98,8 +124,11 @@ def read_checkpoint_config(path) -> dict:
     return meta
 
 
-def load_model(path, device="cpu", dtype=None):
-    """``(model, tokenizer or None, GPTConfig)`` from a checkpoint or run folder, in eval mode."""
+def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("lm", "lm+lora")):
+    """``(model, tokenizer or None, GPTConfig)`` from a checkpoint or run folder, in eval mode.
+
+    LoRA adapters are merged into the weights (``merge_lora=False`` keeps them separate, to train on).
+    ``kinds``: what the caller can use; another kind is a ``UserError`` naming what the folder holds."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -108,7 +137,13 @@ def load_model(path, device="cpu", dtype=None):
 
     folder = resolve_checkpoint(path)
     meta = read_checkpoint_config(folder)
-    cfg = GPTConfig.from_dict(meta["model"])
+    kind = meta.get("kind", "lm")
+    if kind not in kinds:
+        raise UserError(f"{folder}: holds a model of kind '{kind}', but this command needs {' or '.join(kinds)}")
+    try:
+        cfg = GPTConfig.from_dict(meta["model"])
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{folder / CONFIG}: the model config is damaged ({e})") from None
     try:
         state = load_file(folder / WEIGHTS, device=str(device))
     except (SafetensorError, OSError) as e:
@@ -126,6 +161,14 @@ def load_model(path, device="cpu", dtype=None):
         raise UserError(f"{folder / WEIGHTS}: weights do not match config.json "
                         f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})")  # fmt: skip
     model.reset_buffers()
+    if (folder / "adapter.json").is_file():
+        from ownlm.finetune.lora import load_adapter
+        from ownlm.finetune.lora import merge_lora as merge
+
+        model.lora_config = load_adapter(folder, model)
+        if merge_lora:
+            merge(model)
+            del model.lora_config
     if dtype is not None:
         model.to(dtype=dtype)
     model.eval()

@@ -179,8 +179,10 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, heads, T, hs); cos/sin: (T, hs/2)."""
+    """x: (B, heads, T, hs); cos/sin: (T, hs/2), or (B, T, hs/2) when each row has its own positions."""
     x1, x2 = x.chunk(2, dim=-1)  # each (B, heads, T, hs/2)
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs/2): broadcast over heads
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
@@ -207,7 +209,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope=None, kv_cache=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope=None, kv_cache=None, attn_mask=None) -> torch.Tensor:
         B, T, C = x.shape
         hs, nh, nkv = self.head_size, self.n_head, self.n_kv_head
         q, k, v = self.c_attn(x).split([nh * hs, nkv * hs, nkv * hs], dim=2)
@@ -220,7 +222,9 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, L, hs), L = cached + T
         L = k.size(2)
         mask, causal = None, True
-        if L != T:  # queries are the last T of L positions: causal alignment is bottom-right
+        if attn_mask is not None:  # (B, 1, T, T): packed examples, causal within each
+            mask, causal = attn_mask, False
+        elif L != T:  # queries are the last T of L positions: causal alignment is bottom-right
             causal = False
             if T > 1:
                 mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(diagonal=L - T)
@@ -266,9 +270,26 @@ class Block(nn.Module):
         self.ln_2 = make_norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, rope=None, kv_cache=None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, kv_cache)
+    def forward(self, x: torch.Tensor, rope=None, kv_cache=None, attn_mask=None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, kv_cache, attn_mask)
         return x + self.mlp(self.ln_2(x))
+
+
+def segment_positions(segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For packed rows: each token's position within its segment (B, T) and the attention mask (B, 1, T, T),
+    True where a query may attend: an earlier-or-same position of the same segment.
+
+    >>> segment_positions(torch.tensor([[0, 0, 1, 1, 1]]))[0].tolist()
+    [[0, 1, 0, 1, 2]]
+    """
+    B, T = segments.shape
+    ar = torch.arange(T, device=segments.device).expand(B, T)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    first = torch.cummax(torch.where(starts, ar, torch.zeros_like(ar)), dim=1).values  # segment start of each
+    same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=segments.device).tril()
+    return ar - first, (same & causal)[:, None]
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -327,24 +348,31 @@ class GPT(nn.Module):
             self.rope.cos, self.rope.sin = (t.to(device, self.rope.cos.dtype) for t in self.rope._tables())
 
     def forward(
-        self, idx: torch.Tensor, targets=None, kv_cache=None, loss_mask=None, last_only: bool = False
-    ):
-        """idx (B, T) token ids -> logits (B, T, vocab); loss = mean cross-entropy over targets != -100
-        (and loss_mask != 0 when given). With a ``KVCache`` the T tokens continue the cached ones.
-        ``last_only`` computes logits for the last position only, (B, 1, vocab): generation needs no more, and
-        the output head is the largest matmul for a long prompt."""
+        self, idx: torch.Tensor, targets=None, kv_cache=None, loss_mask=None, last_only: bool = False,
+        segments=None, reduction: str = "mean",
+    ):  # fmt: skip
+        """idx (B, T) token ids -> logits (B, T, vocab); loss = cross-entropy over targets != -100 (and
+        loss_mask != 0 when given), the mean or (``reduction="sum"``) the sum. With a ``KVCache`` the T tokens
+        continue the cached ones. ``last_only`` computes logits for the last position only, (B, 1, vocab):
+        generation needs no more, and the output head is the largest matmul for a long prompt.
+        ``segments`` (B, T): several examples packed in one row — a token attends only to earlier tokens of its
+        own segment, and positions restart at 0 where a segment starts."""
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"{start + T} positions exceed the model's block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        attn_mask = None
+        if segments is not None:
+            pos, attn_mask = segment_positions(segments)  # (B, T), (B, 1, T, T)
+        else:
+            pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
-            x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B
+            x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B, or (B, T, C)
         rope = self.rope(pos) if self.rope is not None else None
         x = self.transformer.drop(x)
         for block in self.transformer.h:
-            x = block(x, rope, kv_cache)
+            x = block(x, rope, kv_cache, attn_mask)
         if kv_cache is not None:
             kv_cache.advance(T)
         if last_only and targets is None:
@@ -354,7 +382,8 @@ class GPT(nn.Module):
         if targets is not None:
             if loss_mask is not None:
                 targets = targets.masked_fill(loss_mask == 0, -100)
-            loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-100)
+            loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-100,
+                                   reduction=reduction)  # fmt: skip
         return logits, loss
 
     def num_params(self, non_embedding: bool = True) -> int:

@@ -82,10 +82,13 @@ def set_rng_state(states: dict) -> None:
 
 
 def save_checkpoint(
-    run_dir, step: int, model, optimizer, state: dict, tokenizer=None, scaler=None, keep: int = 2
+    run_dir, step: int, model, optimizer, state: dict, tokenizer=None, scaler=None, keep: int = 2,
+    kind: str = "lm", extra_files=None,
 ) -> Path:
     """Write ``run_dir/step_NNNNNN`` and then ``run_dir/latest``; keep the newest ``keep`` step folders
-    (0 keeps all). Returns the step folder."""
+    (0 keeps all). ``kind`` says what the model is (see ``ownlm.model.checkpoint``); ``extra_files(folder)``
+    adds a task's own files (chat template, labels) before the folder is renamed into place. Returns the
+    step folder."""
     from safetensors.torch import save_file
 
     from ownlm.model.checkpoint import save_model
@@ -95,7 +98,9 @@ def save_checkpoint(
     tmp = run_dir / f".{step_name(step)}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_model(tmp, model, tokenizer=tokenizer, extra={"step": step})
+        save_model(tmp, model, tokenizer=tokenizer, extra={"step": step}, kind=kind)
+        if extra_files is not None:
+            extra_files(tmp)
         tensors, meta = _optimizer_files(optimizer)
         if scaler is not None and scaler.is_enabled():
             meta["scaler"] = scaler.state_dict()

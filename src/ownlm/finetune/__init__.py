@@ -1,0 +1,1 @@
+"""Fine-tuning: instruction/chat SFT, LoRA adapters, partial fine-tuning."""
