@@ -2,6 +2,13 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis: no example database (it would write .hypothesis/ into the tree); in CI (the CI variable set, as
+# every CI service does) examples are derandomised, so a run is the same on every machine and every retry.
+settings.register_profile("dev", database=None)
+settings.register_profile("ci", database=None, derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -146,20 +146,23 @@ def test_sha256_follows_content(tok):
         ('{"format": "ownlm-bpe", "version": 2, "pattern": "x", "merges": []}', "version 2"),
         ('{"format": "ownlm-bpe", "version": "1", "pattern": "x", "merges": []}', "version"),
         ('{"format": "ownlm-bpe", "version": 1, "merges": []}', "damaged"),
-        ('{"format": "ownlm-bpe", "version": 1, "pattern": "a", "merges": [[1]]}', "damaged"),
-        ('{"format": "ownlm-bpe", "version": 1, "pattern": "a", "merges": [[1, 300]]}', "does not exist"),
+        ('{"format": "ownlm-bpe", "version": 1, "pattern": "(?s).", "merges": [[1]]}', "damaged"),
+        ('{"format": "ownlm-bpe", "version": 1, "pattern": "(?s).", "merges": [[1, 300]]}', "does not exist"),
         ('{"format": "ownlm-bpe", "version": 1, "pattern": "(", "merges": []}', "not a valid regex"),
-        ('{"format": "ownlm-bpe", "version": 1, "pattern": "a", "merges": [[97, 98], [97, 98]]}', "repeats"),
         (
-            '{"format": "ownlm-bpe", "version": 1, "pattern": "a", "merges": [[97, 98], [256, 99], [98, 99], [97, 258]]}',
+            '{"format": "ownlm-bpe", "version": 1, "pattern": "(?s).", "merges": [[97, 98], [97, 98]]}',
+            "repeats",
+        ),
+        (
+            '{"format": "ownlm-bpe", "version": 1, "pattern": "(?s).", "merges": [[97, 98], [256, 99], [98, 99], [97, 258]]}',
             "same bytes",
         ),
         (
-            '{"format": "ownlm-bpe", "version": 1, "pattern": "a", "merges": [], "special_tokens": {"x": 3}}',
+            '{"format": "ownlm-bpe", "version": 1, "pattern": "(?s).", "merges": [], "special_tokens": {"x": 3}}',
             "collides",
         ),
         (
-            '{"format": "ownlm-bpe", "version": 1, "pattern": "a", "merges": [], "byte_order": [1, 2]}',
+            '{"format": "ownlm-bpe", "version": 1, "pattern": "(?s).", "merges": [], "byte_order": [1, 2]}',
             "permutation",
         ),
     ],
@@ -187,7 +190,7 @@ def test_saved_file_is_plain_versioned_json(tmp_path, tok):
 
 def test_named_patterns():
     assert Tokenizer(pattern="cl100k").pattern == PATTERNS["gpt4"]
-    assert Tokenizer(pattern=r"\w+|\s+").encode("ab cd") == [97, 98, 32, 99, 100]
+    assert Tokenizer(pattern=r"\w+|\s+|.").encode("ab cd") == [97, 98, 32, 99, 100]
 
 
 def test_custom_pattern_tiktoken_reads_differently():

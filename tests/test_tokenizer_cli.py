@@ -216,7 +216,6 @@ def test_train_bad_inputs(tmp_path, capsys, content, flags, fragments):
 @pytest.mark.parametrize(
     "argv, fragments",
     [
-        (["encode", "a<|endoftext|>"], ["<|endoftext|>", "--allowed-special"]),
         (["encode", "hello", "--allowed-special", "<|nope|>"], ["unknown special token", "<|nope|>"]),
         (["encode"], ["either as an argument or with --input"]),
         (["encode", "--input", "/nonexistent/file.txt"], ["no such file"]),

@@ -34,6 +34,7 @@ from ownlm.corpus_stats import StatsConfig, stats_main  # noqa: F401  (`ownlm co
 from ownlm.errors import UserError
 
 FORMAT, VERSION = "ownlm-corpus", 1
+MAX_PROBLEMS = 100  # problems listed by name in manifest.json (all are counted)
 
 # C0/C1 control characters except \t and \n (\r is turned into \n first), lone surrogates (cannot be written
 # as UTF-8), the byte-order mark and the Unicode non-characters U+FFFE/U+FFFF.
@@ -92,6 +93,7 @@ class CorpusConfig:
     shingle_chars: int = opt(7, help="characters per shingle for near-duplicate detection")
     num_perm: int = opt(128, help="MinHash signature length (more = more exact, slower)")
     text_field: str = opt("text", help="JSON field holding a document's text")
+    force: bool = opt(False, help="replace an --out folder that ownlm made for another kind of output")
 
 
 @dataclass
@@ -214,10 +216,7 @@ def _settle_tiny_corpus(train, val, first_val, lowest_train, val_fraction: float
 
 def build_corpus(cfg: CorpusConfig) -> dict:
     """Run the corpus stage; return the manifest it wrote. See the module docstring for the steps."""
-    from tqdm import tqdm
-
-    from ownlm.io import atomic_write, sha256_file, write_manifest
-    from ownlm.minhash import NearDupIndex
+    from ownlm.io import RunLock, prepare_output
     from ownlm.textsource import expand_inputs
 
     if not 0.0 <= cfg.val_fraction < 1.0:
@@ -227,14 +226,23 @@ def build_corpus(cfg: CorpusConfig) -> dict:
     if cfg.shingle_chars < 1 or cfg.num_perm < 1:
         raise UserError("--shingle-chars and --num-perm must be at least 1")
     files = expand_inputs(cfg.inputs)
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; --out names a folder")
+    out = prepare_output(cfg.out, kind=FORMAT, folder=True, force=cfg.force, inputs=files)
+    with RunLock(out):  # a failed run leaves no folder behind that it created
+        return _build_into(cfg, files, out)
+
+
+def _build_into(cfg: CorpusConfig, files: list[Path], out: Path) -> dict:
+    from tqdm import tqdm
+
+    from ownlm.io import atomic_write, mark_output, sha256_file, write_manifest
+    from ownlm.minhash import NearDupIndex
+
     removed = {"too_short": 0, "too_long": 0, "exact_duplicates": 0, "near_duplicates": 0}
     seen: dict[bytes, str] = {}  # dedup key -> where the kept copy came from
     kept_where: list[str] = []  # near-dup index position -> where that document came from
     near = NearDupIndex(cfg.near_dup_threshold, cfg.num_perm, cfg.shingle_chars) if cfg.near_dup else None
     read = 0
+    problems: list[str] = []  # inputs (files or file:line) that held no text
     first_val, lowest_train = None, None  # see _settle_tiny_corpus
     with contextlib.ExitStack() as stack:
         train = _SplitWriter(stack, out / "train.jsonl")
@@ -245,6 +253,8 @@ def build_corpus(cfg: CorpusConfig) -> dict:
             read += 1
             bar.update(1)
             text = r.text()
+            if not text.strip() or (r.is_conversation and not r.rec["messages"]):
+                problems.append(r.where)  # an empty file or record: say so, it may be a failed extraction
             if len(text) < max(cfg.min_chars, 1) or (r.is_conversation and not r.rec["messages"]):
                 removed["too_short"] += 1
                 continue
@@ -295,12 +305,15 @@ def build_corpus(cfg: CorpusConfig) -> dict:
             )
     splits = {name: {**w.counts, "sha256": w.h.hexdigest()} for name, w in (("train", train), ("val", val))}
     save_config(cfg, out / "config.json")
+    mark_output(out, FORMAT)
     manifest = dict(
         records_read=read,
         removed=removed,
         kept=read - sum(removed.values()),
         splits=splits,
         val_fallback=moved_to_val,
+        problems=[{"where": w, "reason": "no text"} for w in problems[:MAX_PROBLEMS]],
+        problems_total=len(problems),
         inputs=[{"path": str(f), "sha256": sha256_file(f)} for f in files],
         config=to_dict(cfg),
         config_sha256=config_hash(cfg),
@@ -323,6 +336,10 @@ def main(cfg: CorpusConfig) -> int:
             f"  {name + '.jsonl':<11} {c['documents']:>7,} documents {c['conversations']:>6,} conversations "
             f"{c['chars']:>13,} characters"
         )
+    if m.get("problems_total"):
+        shown = ", ".join(p["where"] for p in m["problems"][:5])
+        more = f" and {m['problems_total'] - 5:,} more" if m["problems_total"] > 5 else ""
+        print(f"  problems: {m['problems_total']:,} input(s) held no text: {shown}{more} (see manifest.json)")
     if m["val_fallback"]:
         print("  (no document hashed into val: the corpus is tiny, so one document was moved there)")
     return 0

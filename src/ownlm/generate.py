@@ -25,6 +25,10 @@ from ownlm.errors import UserError
 class GenerateConfig:
     run: str = opt(help="a run folder (uses its latest checkpoint) or a checkpoint folder", positional=True)
     prompt: str = opt("", help="text to continue (empty: start from <|endoftext|>, i.e. unconditioned)")
+    allow_special: bool = opt(
+        False,
+        help="read special-token strings in --prompt (<|endoftext|>, ...) as special tokens, not as text",
+    )
     max_new_tokens: int = opt(200, help="how many tokens to generate per sample (at most)")
     temperature: float = opt(0.8, help="sampling temperature; lower is more conservative, 0 is greedy")
     top_k: int = opt(200, help="sample only among the k most likely tokens (0: no limit)")
@@ -259,13 +263,73 @@ def _unescape(s: str) -> str:
     return s.replace("\\n", "\n").replace("\\t", "\t")
 
 
-def main(cfg: GenerateConfig) -> int:
-    from ownlm.model.checkpoint import load_model
+def check_sampling(cfg: GenerateConfig) -> None:
+    """Refuse sampling settings that are out of range or not finite (``nan`` and ``inf`` parse as floats).
+
+    >>> check_sampling(GenerateConfig(run="r", temperature=float("nan")))
+    Traceback (most recent call last):
+    ownlm.errors.UserError: --temperature must be a finite number >= 0 (0 is greedy), got nan
+    """
+    import math
 
     if cfg.max_new_tokens < 1 or cfg.num_samples < 1:
         raise UserError("--max-new-tokens and --num-samples must be at least 1")
-    if cfg.temperature < 0 or not 0 < cfg.top_p <= 1 or cfg.top_k < 0 or cfg.repetition_penalty <= 0:
-        raise UserError("need --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --repetition-penalty > 0")
+    checks = [
+        ("--temperature", cfg.temperature, lambda v: v >= 0, ">= 0 (0 is greedy)"),
+        ("--top-p", cfg.top_p, lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("--repetition-penalty", cfg.repetition_penalty, lambda v: v > 0, "> 0 (1 is none)"),
+    ]
+    for flag, value, ok, want in checks:
+        if not math.isfinite(value) or not ok(value):
+            raise UserError(f"{flag} must be a finite number {want}, got {value}")
+    if cfg.top_k < 0:
+        raise UserError(f"--top-k must be >= 0 (0: no limit), got {cfg.top_k}")
+
+
+def encode_prompt(tok, prompt: str, allow_special: bool) -> list[int]:
+    """The one rule for text from users (``generate --prompt``, ``tokenizer encode``): special-token strings
+    are ordinary text, unless ``allow_special`` reads them as the special tokens.
+
+    >>> from ownlm.tokenizer import Tokenizer
+    >>> tok = Tokenizer(special_tokens={"<|endoftext|>": 256})
+    >>> len(encode_prompt(tok, "<|endoftext|>", False)), encode_prompt(tok, "<|endoftext|>", True)
+    (13, [256])
+    """
+    if allow_special:
+        return tok.encode(prompt, allowed_special="all")
+    found = [s for s in tok.special_tokens if s in prompt]
+    if found:
+        print(
+            f"ownlm: note: {', '.join(found)} in the prompt is read as ordinary text; "
+            "--allow-special reads it as the special token",
+            file=sys.stderr,
+        )
+    return tok.encode(prompt, disallowed_special=())
+
+
+def check_first_logits(model, ids: list[int], where: str) -> None:
+    """One forward pass on the prompt: NaN or infinite logits (damaged weights) are a ``UserError`` naming
+    the checkpoint, instead of garbage text with exit code 0."""
+    import torch
+
+    from ownlm.model.checkpoint import unwrap
+
+    raw = unwrap(model)
+    window = ids[-raw.config.block_size :]
+    x = torch.tensor([window], dtype=torch.long, device=raw.transformer.wte.weight.device)
+    with torch.inference_mode():
+        logits = raw(x, last_only=True)[0][:, -1, :]  # (1, V)
+    if not torch.isfinite(logits.float()).all():
+        raise UserError(
+            f"{where}: the model gives NaN or infinite scores for the first token: its weights are damaged "
+            "(a diverged run?); use an earlier checkpoint"
+        )
+
+
+def main(cfg: GenerateConfig) -> int:
+    from ownlm.model.checkpoint import load_model
+
+    check_sampling(cfg)
     device = pick_device(cfg.device)
     model, tok, mcfg = load_model(cfg.run, device=device, dtype=pick_dtype(cfg.dtype, device))
     if cfg.quantize == "int8":
@@ -277,11 +341,12 @@ def main(cfg: GenerateConfig) -> int:
     if tok is None:
         raise UserError(f"{cfg.run}: the checkpoint has no tokenizer.json, so text cannot be encoded")
     if cfg.prompt:
-        ids = tok.encode(cfg.prompt, allowed_special="all")
+        ids = encode_prompt(tok, cfg.prompt, cfg.allow_special)
     elif tok.eot_id is not None:
         ids = [tok.eot_id]
     else:
         raise UserError("this tokenizer has no <|endoftext|> token to start from: give --prompt TEXT")
+    check_first_logits(model, ids, cfg.run)
     seed = cfg.seed if cfg.seed is not None else random.randrange(2**31)
     stops = [_unescape(s) for s in cfg.stop]
     stream_one = cfg.stream and cfg.num_samples == 1

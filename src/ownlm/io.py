@@ -10,7 +10,13 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
+import socket
+import stat
+import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +32,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     ...     f.write("hello")
     """
     path = Path(path)
+    refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the pid in the name lets clean_stale_temps() tell a dead writer's leftover from a live one's file
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600; give the file the permissions an ordinary open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
@@ -36,11 +44,34 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             yield f
             f.flush()
             os.fsync(f.fileno())
+        refuse_special(path)  # something may have appeared there meanwhile
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def refuse_special(path: str | os.PathLike) -> None:
+    """Refuse to write where something other than a regular file, a folder or a symlink stands (a device
+    such as ``/dev/full``, a pipe, a socket): renaming a file over it would replace it.
+
+    >>> refuse_special("/dev/null")
+    Traceback (most recent call last):
+    ownlm.errors.UserError: /dev/null: is a character device, not a regular file; ownlm writes only regular files (give another --out)
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        return
+    kinds = [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe"),
+             (stat.S_ISSOCK, "a socket")]  # fmt: skip
+    what = next((name for test, name in kinds if test(mode)), "a special file")
+    raise UserError(
+        f"{path}: is {what}, not a regular file; ownlm writes only regular files (give another --out)"
+    )
 
 
 def _umask() -> int:
@@ -65,18 +96,66 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
         f.write("\n")
 
 
+# Deeper JSON is refused: no format of ours nests past a dozen levels, and Python's parser (and every
+# recursive walk of its result) would hit the interpreter's recursion limit near 1,000.
+MAX_JSON_DEPTH = 256
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # a string (skipped) or a bracket
+
+
+def _too_deep_at(text: str, limit: int) -> int | None:
+    """The offset where ``text`` first nests deeper than ``limit`` levels, or None. Cheap when it cannot."""
+    if text.count("[") + text.count("{") <= limit:
+        return None
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                return m.start()
+        elif c in "]}":
+            depth -= 1
+    return None
+
+
+def load_json_text(text: str, where: str, what: str = "not valid JSON", first_line: int = 1) -> Any:
+    """Parse JSON ``text`` read from ``where`` (a file name); any problem is a one-line ``UserError`` naming
+    ``where:line`` (``first_line`` is the line ``text`` starts on: a JSONL record's line number).
+
+    Refused: broken JSON, nesting deeper than ``MAX_JSON_DEPTH`` levels, numbers Python will not read.
+
+    >>> load_json_text('{"a": [1, 2]}', "x.json")
+    {'a': [1, 2]}
+    >>> load_json_text("[" * 300 + "]" * 300, "x.json")
+    Traceback (most recent call last):
+    ownlm.errors.UserError: x.json:1: not valid JSON: nested deeper than 256 levels (column 257)
+    """
+    pos = _too_deep_at(text, MAX_JSON_DEPTH)
+    if pos is not None:
+        line = first_line + text.count("\n", 0, pos)
+        col = pos - text.rfind("\n", 0, pos)
+        raise UserError(f"{where}:{line}: {what}: nested deeper than {MAX_JSON_DEPTH} levels (column {col})")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}:{first_line + e.lineno - 1}: {what}: {e.msg} (column {e.colno})") from None
+    except RecursionError:  # a stack already deep when parsing started
+        raise UserError(f"{where}:{first_line}: {what}: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise UserError(f"{where}:{first_line}: {what}: {e}") from None
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """Read a JSON file, turning a missing or broken file into a clear ``UserError``."""
+    """Read a JSON file, turning a missing, broken or too deeply nested file into a clear ``UserError``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            text = f.read()
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: {what} is not UTF-8 text (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: {what} is not valid JSON: {e.msg}") from None
+    return load_json_text(text, str(path), what=f"{what} is not valid JSON")
 
 
 def iter_jsonl(path: str | os.PathLike, errors: str = "raise") -> Iterator[tuple[int, Any]]:
@@ -105,12 +184,13 @@ def iter_jsonl(path: str | os.PathLike, errors: str = "raise") -> Iterator[tuple
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                err = UserError(f"{path}:{lineno}: broken JSON line: {e.msg} (column {e.colno})")
+                obj = load_json_text(line.rstrip("\r\n"), str(path), "broken JSON line", first_line=lineno)
+            except UserError as err:
                 if errors == "raise":
-                    raise err from None
+                    raise
                 yield lineno, err
+                continue
+            yield lineno, obj
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
@@ -167,6 +247,7 @@ def check_out(path: str | os.PathLike, folder: bool) -> None:
     ownlm.errors.UserError: --out /tmp: is a folder; give a file name
     """
     p = Path(path)
+    refuse_special(p)
     if folder and p.exists() and not p.is_dir():
         raise UserError(f"--out {p}: is a file; give a folder name")
     if not folder and p.is_dir():
@@ -176,3 +257,272 @@ def check_out(path: str | os.PathLike, folder: bool) -> None:
             if not parent.is_dir():
                 raise UserError(f"--out {p}: {parent} is a file, not a folder")
             break
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+OUTPUT_MARKER = ".ownlm-output.json"  # in every output folder: which kind of output ownlm made there
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def _made_by_ownlm(folder: Path) -> str | None:
+    """The kind of output ownlm wrote in ``folder`` (its marker, else its manifest's format), or None."""
+    for name, key in ((OUTPUT_MARKER, "kind"), ("manifest.json", "format"), ("tokenizer.json", "format")):
+        try:
+            d = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            continue
+        if isinstance(d, dict) and isinstance(d.get(key), str) and d[key].startswith("ownlm"):
+            return d[key]
+    return None
+
+
+def prepare_output(path: str | os.PathLike, *, kind: str, folder: bool, force: bool = False,
+                   inputs: Iterable[str | os.PathLike] = ()) -> Path:  # fmt: skip
+    """Check an ``--out`` before any work, by the one rule every command follows:
+
+    - write into a fresh folder, an empty one, or one this kind of command made before (recognised by its
+      ``.ownlm-output.json`` marker or its ``manifest.json`` format, ``kind``: e.g. ``"ownlm-tokens"``);
+    - refuse a folder holding other files; ``force=True`` empties a folder ownlm made for another kind of
+      output (never a folder ownlm did not make);
+    - never write over an input (``inputs``), inside a folder holding one, nor onto a device, pipe or socket;
+    - a file output (``folder=False``) that exists as a regular file is replaced whole, as ``cp`` would.
+
+    Returns the path. Call ``mark_output(folder, kind)`` once the folder is written.
+
+    >>> prepare_output("/dev/null", kind="ownlm-docs", folder=False)
+    Traceback (most recent call last):
+    ownlm.errors.UserError: /dev/null: is a character device, not a regular file; ownlm writes only regular files (give another --out)
+    """
+    out = Path(path)
+    check_out(out, folder=folder)
+    target = out.resolve()
+    for item in inputs:
+        src = Path(item).resolve()
+        if _inside(src, target) if folder else src == target:
+            raise UserError(
+                f"--out {out}: would write over the input {item}; give another output "
+                f"{'folder' if folder else 'file'}"
+            )
+    if not folder or not out.is_dir():
+        return out
+    try:
+        entries = [e.name for e in os.scandir(out)]
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot read the folder ({e.strerror})") from None
+    entries = [e for e in entries if e != LOCK_FILE]
+    if not entries:
+        return out
+    made = _made_by_ownlm(out)
+    if made == kind:
+        return out
+    if made is None:
+        raise UserError(
+            f"--out {out}: the folder holds other files ({', '.join(sorted(entries)[:3])}"
+            f"{', ...' if len(entries) > 3 else ''}) and ownlm did not make it; give a new or empty folder "
+            "(nothing was changed)"
+        )
+    if not force:
+        raise UserError(
+            f"--out {out}: holds another ownlm output ({made}, not {kind}); give another folder, or --force "
+            "to replace it"
+        )
+    for name in entries:
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return out
+
+
+def mark_output(folder: str | os.PathLike, kind: str) -> None:
+    """Record in ``folder`` that ownlm wrote an output of ``kind`` there (see ``prepare_output``)."""
+    from ownlm import __version__
+
+    write_json(Path(folder) / OUTPUT_MARKER, {"kind": kind, "ownlm": __version__})
+
+
+# ---------------------------------------------------------------------------------------------- run lock
+
+LOCK_FILE = ".ownlm-lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+class RunLock:
+    """An advisory lock on an output folder, so two commands never write the same run at once.
+
+    ``FOLDER/.ownlm-lock`` holds the owner's pid, host and start time, and is ``flock``-ed while held (the
+    kernel lets go when the process dies, even by kill -9). A lock left by a dead process is taken over
+    with a note on stderr; a live one is a ``UserError`` naming its pid and host. The folder is created if
+    needed and removed again on release if the run left it empty.
+
+    >>> with RunLock("runs/mine"):  # doctest: +SKIP
+    ...     train()
+    """
+
+    def __init__(self, folder: str | os.PathLike, note=None):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.note = note or (lambda msg: print(f"ownlm: note: {msg}", file=sys.stderr))
+        self._fd: int | None = None
+        self._created = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        refuse_special(self.folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UserError(f"{self.folder}: is a file; give a folder name")
+        self._created = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not self._try_flock(fd):
+                owner = self._read_owner(fd)
+                os.close(fd)
+                self._busy(owner or (0, "?", 0.0))
+            try:  # the file we locked is still the lock (not one a releasing owner just unlinked)?
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        else:
+            raise UserError(f"{self.path}: could not take the lock (it keeps changing); try again")
+        previous = self._read_owner(fd)
+        if previous is not None:
+            pid, host, _ = previous
+            if not _flock_available() and (host != socket.gethostname() or _pid_alive(pid)):
+                os.close(fd)  # without flock only a dead pid on this host proves the lock stale
+                self._busy(previous)
+            self.note(
+                f"{self.folder}: taking over the lock of a run that ended without releasing it (pid {pid} on {host})"
+            )
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # unlink before unlocking: a waiter then re-checks the inode and retries
+        os.close(self._fd)
+        self._fd = None
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only succeeds when the run left the folder empty
+
+    @staticmethod
+    def _try_flock(fd: int) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # Windows: the pid check alone
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    @staticmethod
+    def _read_owner(fd: int) -> tuple[int, str, float] | None:
+        try:
+            d = json.loads(os.pread(fd, 4096, 0) or b"null")
+            return int(d["pid"]), str(d["host"]), float(d.get("started", 0))
+        except (ValueError, TypeError, KeyError, OSError):
+            return None
+
+    def _busy(self, owner: tuple[int, str, float]) -> None:
+        pid, host, started = owner
+        since = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if isinstance(started, float) else "?"
+        )
+        raise UserError(
+            f"{self.folder}: another ownlm run is writing here (pid {pid} on {host}, since {since}); "
+            f"wait for it to finish or give another --out (if it is gone, delete {self.path})"
+        )
+
+
+def _flock_available() -> bool:
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- temp files
+
+# Hidden leftovers of an interrupted writer, with its pid: checkpoint folders (.step_000500.tmp-1234), atomic
+# writes (.config.json.1234.k3j2.tmp), encode's folders (.tokens.encoding-1234, .tokens.old-1234).
+_STALE = [
+    re.compile(r"\..+\.tmp-(\d+)"),
+    re.compile(r"\..+\.(\d+)\.\w+\.tmp"),
+    re.compile(r"\..+\.(?:encoding|old)-(\d+)"),
+]
+_NO_PID = re.compile(r"\..+\.tmp")  # older names without a pid: removed once they are this old
+NO_PID_MAX_AGE_S = 3600.0
+
+
+def clean_stale_temps(
+    folder: str | os.PathLike, max_age_s: float = NO_PID_MAX_AGE_S, prefix: str = "."
+) -> list[Path]:
+    """Delete hidden temp files and folders in ``folder`` left by writers that are gone (their pid is dead;
+    names without a pid once older than ``max_age_s``); return what was deleted. Only names starting with
+    ``prefix`` are looked at. Call it holding the folder's ``RunLock``, so no live writer is mid-write there.
+
+    >>> clean_stale_temps("runs/mine")  # doctest: +SKIP
+    [PosixPath('runs/mine/.step_000500.tmp-41234')]
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for e in entries:
+        if not e.name.startswith(prefix) or not e.name.startswith("."):
+            continue
+        m = next((m for rx in _STALE if (m := rx.fullmatch(e.name))), None)
+        if m is not None:
+            stale = int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1)))
+        else:
+            stale = (
+                bool(_NO_PID.fullmatch(e.name)) and now - e.stat(follow_symlinks=False).st_mtime > max_age_s
+            )
+        if not stale:
+            continue
+        p = Path(e.path)
+        with contextlib.suppress(FileNotFoundError):
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        removed.append(p)
+    return removed

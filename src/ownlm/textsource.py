@@ -54,8 +54,39 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
+# Reading a text file whole holds its bytes and its str at once (a str of ASCII is 1 byte a character, of
+# other scripts 2-4), and callers then copy it once or twice: about 4x the file at peak.
+READ_WHOLE_FACTOR = 4
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(path: Path, size: int, available: int | None = None) -> None:
+    """Refuse, before reading, a file too large to hold in memory, with the figures.
+
+    >>> check_fits(Path("huge.log"), 3 << 30, available=8 << 30)
+    Traceback (most recent call last):
+    ownlm.errors.UserError: huge.log: 3.0 GiB; reading it needs about 12.0 GiB of memory, more than the 8.0 GiB here; split it into smaller files (e.g. `split -C 500M huge.log part-`)
+    """
+    available = memory_bytes() if available is None else available
+    need = size * READ_WHOLE_FACTOR
+    if available and need > available:
+        raise UserError(
+            f"{path}: {size / 2**30:.1f} GiB; reading it needs about {need / 2**30:.1f} GiB of memory, more than "
+            f"the {available / 2**30:.1f} GiB here; split it into smaller files (e.g. `split -C 500M {path} part-`)"
+        )
+
+
 def read_text_file(path: Path, errors: str = "strict") -> str:
-    """A whole text file as str. Binary or non-UTF-8 content is a ``UserError`` naming the byte offset."""
+    """A whole text file as str. Binary or non-UTF-8 content is a ``UserError`` naming the byte offset;
+    a file too large for this machine's memory is refused up front (``check_fits``)."""
+    check_fits(path, path.stat().st_size)
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]

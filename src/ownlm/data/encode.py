@@ -58,6 +58,7 @@ class EncodeConfig:
     )
     text_field: str = opt("text", help="the JSON field holding a document's text in JSONL inputs")
     progress: bool = opt(True, help="show a progress bar")
+    force: bool = opt(False, help="replace an --out folder that ownlm made for another kind of output")
 
 
 def split_points(text: str, piece_chars: int = PIECE_CHARS) -> list[int]:
@@ -141,11 +142,8 @@ def _input_bytes(inputs: list[str]) -> int:
 
 def encode_corpus(cfg: EncodeConfig) -> dict:
     """Encode the inputs of ``cfg`` into ``cfg.out``; return the manifest written."""
-    import numpy as np
-    from tqdm import tqdm
-
-    from ownlm.data.shards import FORMAT, VERSION, ShardWriter, dtype_for_vocab
-    from ownlm.io import write_bytes, write_manifest
+    from ownlm.data.shards import FORMAT, dtype_for_vocab
+    from ownlm.io import RunLock, clean_stale_temps, prepare_output
     from ownlm.tokenizer import Tokenizer
 
     tok = Tokenizer.load(cfg.tokenizer)
@@ -157,10 +155,21 @@ def encode_corpus(cfg: EncodeConfig) -> dict:
     tok_file = Path(cfg.tokenizer)
     tok_file = tok_file / "tokenizer.json" if tok_file.is_dir() else tok_file
     dtype = dtype_for_vocab(tok.n_vocab)
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = prepare_output(
+        cfg.out, kind=FORMAT, folder=True, force=cfg.force, inputs=[*cfg.corpus, cfg.tokenizer]
+    )
+    with RunLock(out):
+        clean_stale_temps(out.parent, prefix=f".{out.name}.")  # left by killed encode runs
+        return _encode_into(cfg, tok, tok_file, dtype, out)
+
+
+def _encode_into(cfg: EncodeConfig, tok, tok_file: Path, dtype, out: Path) -> dict:
+    import numpy as np
+    from tqdm import tqdm
+
+    from ownlm.data.shards import FORMAT, VERSION, ShardWriter
+    from ownlm.io import mark_output, write_bytes, write_manifest
+
     tmp = out.parent / f".{out.name}.encoding-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     writers = {s: ShardWriter(tmp, s, dtype, cfg.shard_tokens) for s in ("train", "val")}
@@ -208,6 +217,7 @@ def encode_corpus(cfg: EncodeConfig) -> dict:
             raise UserError(f"no text found in {', '.join(cfg.corpus)}: nothing to encode")
         write_bytes(tmp / "tokenizer.json", tok_file.read_bytes())
         save_config(cfg, tmp / "config.json")
+        mark_output(tmp, FORMAT)
         fields = {
             "dtype": dtype.name,
             "vocab_size": tok.n_vocab,
@@ -228,7 +238,8 @@ def encode_corpus(cfg: EncodeConfig) -> dict:
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``, replacing an older output there (rename, then delete the old one)."""
+    """Move ``new`` to ``target``, replacing an older output there (rename, then delete the old one).
+    ``prepare_output`` has checked that ``target`` is empty or an output ownlm made."""
     old = None
     if target.exists():
         old = target.parent / f".{target.name}.old-{os.getpid()}"

@@ -12,7 +12,7 @@ A shard is written to a hidden temp file and renamed when complete; the manifest
 without a manifest (an interrupted run) is never mistaken for a finished one.
 
 >>> tokens = open_split("tokens", "train")  # doctest: +SKIP
->>> tokens[:8]                                # a numpy array of ids
+>>> tokens[:8]                                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ownlm.errors import UserError
-from ownlm.io import read_manifest
+from ownlm.io import read_manifest, sha256_file
 
 FORMAT = "ownlm-tokens"
 VERSION = 1
@@ -177,8 +177,14 @@ class TokenArray:
         return arr.astype(dtype) if dtype is not None else arr
 
 
-def open_split(tokens_dir: str | os.PathLike, split: str, manifest: dict | None = None):
+def open_split(
+    tokens_dir: str | os.PathLike, split: str, manifest: dict | None = None, verify: bool | str = True
+):
     """The ids of one split as a read-only 1-D array (a memmap, or a :class:`TokenArray` over several shards).
+
+    ``verify``: each shard's size must match the manifest (always); ``True`` also checks every id is below
+    the manifest's vocabulary size (a streaming max, about a second per GB); ``"full"`` also checks each
+    shard's sha256. A damaged shard is a ``UserError`` naming it, never an ``IndexError`` mid-training.
 
     >>> val = open_split("tokens", "val")  # doctest: +SKIP
     >>> len(val), val[100:164].shape        # doctest: +SKIP
@@ -191,6 +197,11 @@ def open_split(tokens_dir: str | os.PathLike, split: str, manifest: dict | None 
             f"{tokens_dir}: no '{split}' split in manifest.json (splits: {', '.join(m['splits'])})"
         )
     dtype = np.dtype("<u2" if m["dtype"] == "uint16" else "<u4")
+    vocab = m.get("vocab_size")
+    if verify and isinstance(vocab, int) and vocab > np.iinfo(dtype).max + 1:
+        raise UserError(
+            f"{tokens_dir / 'manifest.json'}: vocab_size {vocab:,} does not fit in {m['dtype']}; re-run `ownlm encode`"
+        )
     parts = []
     for shard in info["shards"]:
         path = tokens_dir / shard["file"]
@@ -202,13 +213,39 @@ def open_split(tokens_dir: str | os.PathLike, split: str, manifest: dict | None 
                 f"{path}: {size} bytes, but manifest.json says {shard['tokens']} {m['dtype']} tokens "
                 f"({shard['tokens'] * dtype.itemsize} bytes); the folder is damaged — re-run `ownlm encode`"
             )
+        if verify == "full" and shard.get("sha256") and sha256_file(path) != shard["sha256"]:
+            raise UserError(
+                f"{path}: contents differ from the sha256 in manifest.json; the shard is damaged — re-run `ownlm encode`"
+            )
         if shard["tokens"]:
-            parts.append(np.memmap(path, dtype=dtype, mode="r"))
+            arr = np.memmap(path, dtype=dtype, mode="r")
+            if verify and isinstance(vocab, int):
+                check_ids(arr, vocab, path)
+            parts.append(arr)
     if not parts:
         return np.empty(0, dtype=dtype)
     if len(parts) == 1:
         return parts[0]
     return TokenArray(parts, dtype)
+
+
+def check_ids(ids: np.ndarray, vocab_size: int, where: str | os.PathLike, chunk: int = 1 << 24) -> None:
+    """Raise a ``UserError`` naming ``where`` if an id is ``>= vocab_size``; reads ``ids`` in chunks, so a
+    memmap is streamed, never loaded whole.
+
+    >>> check_ids(np.array([1, 2, 9], np.uint16), 5, "x.bin")
+    Traceback (most recent call last):
+    ownlm.errors.UserError: x.bin: token id 9 at position 2 is not below the vocabulary size 5; the shard is damaged — re-run `ownlm encode`
+    """
+    for start in range(0, len(ids), chunk):
+        part = np.asarray(ids[start : start + chunk])
+        top = int(part.max())
+        if top >= vocab_size:
+            pos = start + int(np.argmax(part >= vocab_size))
+            raise UserError(
+                f"{where}: token id {int(part[pos - start])} at position {pos:,} is not below the vocabulary size "
+                f"{vocab_size:,}; the shard is damaged — re-run `ownlm encode`"
+            )
 
 
 def check_tokenizer(manifest: dict, tokenizer_sha256: str | None, where: str, tokens_dir: str | os.PathLike):

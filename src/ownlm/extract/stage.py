@@ -36,10 +36,10 @@ from ownlm.extract.base import (
     load_readers,
     pick_reader,
 )
+from ownlm.extract.limits import LimitExceeded, Limits
 from ownlm.extract.summary import Summary
-from ownlm.io import check_out
+from ownlm.io import prepare_output
 
-MAX_MEMBER_BYTES = 2 << 30  # a zip member claiming more than this is refused (zip bombs)
 MAX_ZIP_DEPTH = 3  # zips inside zips inside zips: deeper is refused
 
 
@@ -58,6 +58,16 @@ class ExtractConfig:
     )
     drop_system: bool = opt(
         True, help="chat exports: drop system lines (encryption notice, joined, left, ...)"
+    )
+    keep_system: bool = opt(
+        False,
+        help="chat exports: keep deleted messages and system lines in meta['system'], each with its kind "
+        "(the same as --no-drop-system)",
+    )
+    date_order: str = opt(
+        "auto",
+        choices=["auto", "day-first", "month-first", "year-first", "year-day-month"],
+        help="WhatsApp: the date order when the file leaves it ambiguous (auto: read it from the whole file)",
     )
     min_chars: int = opt(1, help="drop documents and conversations with fewer characters than this")
     strict: bool = opt(
@@ -133,9 +143,11 @@ class Extraction:
             text_field=cfg.text_field,
             password=cfg.password,
             encoding_errors=cfg.errors,
-            drop_system=cfg.drop_system,
+            drop_system=cfg.drop_system and not cfg.keep_system,
+            date_order=None if cfg.date_order == "auto" else cfg.date_order,
         )
         self.summary = Summary()
+        self.limits = Limits.from_env()  # bounded reads: see ownlm.extract.limits
 
     def fail(self, where: str, reason: str) -> None:
         if self.cfg.strict:
@@ -144,7 +156,12 @@ class Extraction:
 
     def file(self, path: Path, name: str, named: bool) -> None:
         try:
-            data = path.read_bytes()
+            zipped = name.lower().endswith(".zip")
+            data = self.limits.read_file(path, self.limits.max_archive_bytes if zipped else None)
+            self.limits.start_archive()
+        except LimitExceeded as e:
+            self.fail(name, str(e))
+            return
         except OSError as e:
             self.fail(name, f"cannot read the file: {e.strerror or e}")
             return
@@ -180,13 +197,19 @@ class Extraction:
             )
             if not members:
                 self.summary.note(src.name, "empty zip archive")
+            members = self.slack_members(src.name, zf, members)
             for info in members:
                 name = f"{src.name}/{info.filename}"
-                if info.file_size > MAX_MEMBER_BYTES:
-                    self.fail(name, f"zip member too large ({info.file_size:,} bytes)")
-                    continue
                 try:
-                    data = zf.read(info)
+                    self.limits.check_size(info.file_size)  # what the header claims; counted again below
+                    with zf.open(info) as f:
+                        data = self.limits.read(f)
+                    self.limits.take(len(data))
+                except LimitExceeded as e:
+                    self.fail(name, str(e))
+                    if self.limits.archive_full():
+                        return
+                    continue
                 except RuntimeError as e:  # zipfile says "encrypted, password required" this way
                     hint = "wrong --password" if self.cfg.password else "give the password with --password"
                     self.fail(name, f"encrypted zip member ({hint}): {e}")
@@ -196,32 +219,74 @@ class Extraction:
                     continue
                 self.source(Source(name, data), named=False, depth=depth + 1)
 
+    def slack_members(self, name: str, zf: zipfile.ZipFile, members: list) -> list:
+        """Read the Slack exports inside a zip as bundles; the members left for the other readers."""
+        from ownlm.extract.slack import export_roots
+
+        taken = set()
+        for root in export_roots([i.filename for i in members]):
+            prefix = f"{root}/" if root else ""
+            mine = [i for i in members if i.filename.startswith(prefix) and i.filename not in taken]
+            files = {}
+            for info in mine:
+                try:
+                    self.limits.check_size(info.file_size)
+                    with zf.open(info) as f:
+                        data = self.limits.read(f)
+                    self.limits.take(len(data))
+                    files[info.filename[len(prefix) :]] = data
+                except LimitExceeded as e:
+                    self.fail(f"{name}/{info.filename}", str(e))
+                except (
+                    RuntimeError,
+                    zipfile.BadZipFile,
+                    zlib.error,
+                    EOFError,
+                    OSError,
+                    NotImplementedError,
+                ) as e:
+                    self.fail(f"{name}/{info.filename}", f"damaged or encrypted zip member ({e})")
+            taken.update(i.filename for i in mine)
+            self.bundle(f"{name}/{root}" if root else name, files)
+        return [i for i in members if i.filename not in taken]
+
     def read(self, reader: Reader, src: Source) -> None:
+        self.consume(reader.name, src.name, len(src.data), lambda: reader.read(src, self.opts))
+
+    def bundle(self, root: str, files: dict[str, bytes]) -> None:
+        """A Slack export (``root``: its folder or ``archive.zip/folder``), read as one whole."""
+        from ownlm.extract.slack import read_export
+
+        size = sum(len(b) for b in files.values())
+        self.consume("slack", root or ".", size, lambda: read_export(root, files, self.opts))
+
+    def consume(self, reader_name: str, name: str, size: int, items) -> None:
+        """Write the records ``items()`` yields; problems and a failing reader go to the summary."""
         index = 0
         try:
-            for item in reader.read(src, self.opts):
+            for item in items():
                 if isinstance(item, Problem):
                     self.fail(item.where, item.reason)
                     continue
-                record = self.record(item, src.name, index)
+                record = self.record(item, item.source if reader_name == "slack" else name, index)
                 index += 1
                 if record is None:
-                    self.summary.dropped(reader.name)
+                    self.summary.dropped(reader_name)
                 else:
                     self.sink.write(json.dumps(record, ensure_ascii=False))
                     self.sink.write("\n")
-                    self.summary.add(reader.name, src.name, item, record)
+                    self.summary.add(reader_name, name, item, record)
         except ReaderError as e:
-            self.fail(src.name, str(e))
-            self.summary.file(reader.name, len(src.data), failed=True)
+            self.fail(name, str(e))
+            self.summary.file(reader_name, size, failed=True)
             return
         except UserError:
             raise
         except Exception as e:  # a reader's library choking on a malformed file must not stop the run
-            self.fail(src.name, f"{reader.name} reader failed: {type(e).__name__}: {e}")
-            self.summary.file(reader.name, len(src.data), failed=True)
+            self.fail(name, f"{reader_name} reader failed: {type(e).__name__}: {e}")
+            self.summary.file(reader_name, size, failed=True)
             return
-        self.summary.file(reader.name, len(src.data), failed=False)
+        self.summary.file(reader_name, size, failed=False)
 
     def record(self, item: Document | Conversation, name: str, index: int) -> dict | None:
         """The JSONL record for a reader's item, redacted and length-filtered; ``None`` when dropped."""
@@ -248,6 +313,27 @@ class Extraction:
         return {"id": rid, "source": item.source, "messages": messages, "meta": item.meta}
 
 
+def _slack_bundles(files: list[tuple[Path, str, bool]], run: Extraction) -> list[tuple[Path, str, bool]]:
+    """Read the Slack export folders among ``files`` as wholes; the files left for the other readers."""
+    from ownlm.extract.slack import export_roots
+
+    taken: set[str] = set()
+    for root in export_roots([name for _, name, _ in files]):
+        prefix = f"{root}/" if root else ""
+        mine = [(p, n) for p, n, _ in files if n.startswith(prefix) and n not in taken]
+        data = {}
+        for path, name in mine:
+            try:
+                data[name[len(prefix) :]] = run.limits.read_file(path)
+            except LimitExceeded as e:
+                run.fail(name, str(e))
+            except OSError as e:
+                run.fail(name, f"cannot read the file: {e.strerror or e}")
+        taken.update(n for _, n in mine)
+        run.bundle(root, data)
+    return [f for f in files if f[1] not in taken]
+
+
 def _public_config(cfg: ExtractConfig) -> dict:
     values = asdict(cfg)
     if values.get("password"):
@@ -266,13 +352,14 @@ def main(cfg: ExtractConfig) -> int:
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name such as {out / 'docs.jsonl'}")
-    check_out(out, folder=False)  # e.g. a file standing where a parent folder must be
+    prepare_output(out, kind="ownlm-docs", folder=False, inputs=cfg.inputs)  # not an input, nor a device
     side = summary_path(out)
     files = collect_files(cfg.inputs, exclude={out.resolve(), side.resolve()})
     readers = load_readers()
     start = time.perf_counter()
     with atomic_write(out) as sink:
         run = Extraction(cfg, readers, sink)
+        files = _slack_bundles(files, run)
         for path, name, named in tqdm(files, desc="extract", unit="file", disable=None, file=sys.stderr):
             run.file(path, name, named)
         if run.summary.records == 0:

@@ -49,16 +49,33 @@ _PROBE = "Hello, World! It's 12345 o'clock;\n\n  \tcaf\u00e9 na\u00efve \u4f60\u
 
 
 def resolve_pattern(name_or_regex: str) -> str:
-    """A named pattern ("gpt2", "gpt4"/"cl100k") or a custom regex, checked to compile.
+    r"""A named pattern ("gpt2", "gpt4"/"cl100k") or a custom regex, checked to compile and to split a sample
+    text into pieces that cover every character (a pattern that drops text would lose it in encoding).
 
     >>> resolve_pattern("gpt2") == PATTERNS["gpt2"]
     True
+    >>> resolve_pattern("(a+)+$")
+    Traceback (most recent call last):
+    ownlm.errors.UserError: pre-tokenization pattern '(a+)+$' keeps only 0 of 71 characters of a sample text (it must match every character, e.g. end it with |\s+|.)
     """
     pattern = PATTERNS.get(name_or_regex, name_or_regex)
+    if pattern in PATTERNS.values():
+        return pattern
     try:
-        regex.compile(pattern)
+        rx = regex.compile(pattern)
+        kept = sum(map(len, rx.findall(_PROBE, timeout=2.0)))
     except regex.error as e:
         raise UserError(f"pre-tokenization pattern {name_or_regex!r} is not a valid regex: {e}") from None
+    except TimeoutError:
+        raise UserError(
+            f"pre-tokenization pattern {name_or_regex!r} takes over 2 s on a 71-character sample text "
+            "(catastrophic backtracking?); simplify it"
+        ) from None
+    if kept != len(_PROBE):
+        raise UserError(
+            f"pre-tokenization pattern {name_or_regex!r} keeps only {kept} of {len(_PROBE)} characters "
+            "of a sample text (it must match every character, e.g. end it with |\\s+|.)"
+        )
     return pattern
 
 
@@ -181,8 +198,8 @@ class Tokenizer:
     ) -> Tokenizer:
         """Learn ``vocab_size - 256`` merges from ``inputs`` (special tokens come on top).
 
-        ``inputs``: paths (``pathlib.Path`` or str naming an existing file or folder) of text files,
-        folders of them or documents JSONL, or str texts. Special tokens given as names get the ids right after the
+        ``inputs``: texts (``str``, always read as text) and paths (``pathlib.Path``: text files,
+        folders of them or documents JSONL). Special tokens given as names get the ids right after the
         last merge; a dict gives explicit ids. If the corpus runs out of pairs the tokenizer is smaller
         (a warning says so). ``trainer="reference"`` uses the slow, readable trainer (same merges).
 

@@ -78,20 +78,34 @@ class TrainConfig:
     errors: Errors = opt("strict", help=ERRORS_HELP)
     workers: int | None = opt(None, help="processes for counting (default: all cores)")
     progress: bool = opt(True, help="show a progress bar")
+    force: bool = opt(False, help="replace an --out folder that ownlm made for another kind of output")
 
 
 def train_main(cfg: TrainConfig) -> int:
-    from ownlm.config import save_config
     from ownlm.textsource import expand_inputs
-    from ownlm.tokenizer import Tokenizer
 
     if cfg.vocab_size < 256:
         raise UserError(f"--vocab-size must be at least 256 (the 256 byte tokens), got {cfg.vocab_size}")
     bad = [s for s in cfg.special_tokens if not s.strip()]
     if bad or len(set(cfg.special_tokens)) != len(cfg.special_tokens):
         raise UserError(f"--special-tokens must be distinct non-empty strings, got {cfg.special_tokens}")
+    from ownlm.io import RunLock, mark_output, prepare_output
+    from ownlm.tokenizer.bpe import FORMAT
+    from ownlm.tokenizer.train import check_vocab_memory
+
     files = expand_inputs(cfg.inputs)  # fails early, before any work, on a missing input
-    check_out(cfg.out, folder=True)
+    check_vocab_memory(cfg.vocab_size)
+    out = prepare_output(cfg.out, kind=FORMAT, folder=True, force=cfg.force, inputs=files)
+    with RunLock(out):
+        _train_into(cfg, files, out)
+        mark_output(out, FORMAT)
+    return 0
+
+
+def _train_into(cfg: TrainConfig, files: list[Path], out: Path) -> None:
+    from ownlm.config import save_config
+    from ownlm.tokenizer import Tokenizer
+
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -106,14 +120,12 @@ def train_main(cfg: TrainConfig) -> int:
         )
     for w in caught:
         print(f"ownlm: note: {w.message}", file=sys.stderr)
-    out = Path(cfg.out)
     tok.save(out)
     save_config(cfg, out / "config.json")
     print(
         f"trained {256 + len(tok.merges):,} tokens ({len(tok.merges):,} merges) + {len(tok.special_tokens)} special "
         f"in {time.perf_counter() - start:.1f} s -> {out / 'tokenizer.json'}"
     )
-    return 0
 
 
 # ------------------------------------------------------------------------------------ encode / decode
@@ -131,10 +143,12 @@ class EncodeConfig:
         "ids", help="ids: space-separated; json: a list; tokens: a|b|c"
     )
     allowed_special: list[str] = opt(
-        [], help="special tokens written in the text that become special ids ('all' = every one)"
+        [],
+        help="special tokens written in the text that become special ids ('all' = every one); "
+        "others are ordinary text, the same rule as `ownlm generate --allow-special`",
     )
     specials_as_text: bool = opt(
-        False, help="encode special-token strings found in the text as ordinary text"
+        False, help="kept for old scripts: special-token strings are ordinary text unless --allowed-special"
     )
     errors: Errors = opt("strict", help=ERRORS_HELP)
 
@@ -147,15 +161,8 @@ def encode_main(cfg: EncodeConfig) -> int:
     tok = _load(cfg.tokenizer)
     text = cfg.text if cfg.text is not None else _read_input(cfg.input, cfg.errors)
     allowed = "all" if cfg.allowed_special == ["all"] else set(cfg.allowed_special)
-    try:
-        ids = tok.encode(
-            text, allowed_special=allowed, disallowed_special=() if cfg.specials_as_text else "all"
-        )
-    except ValueError as e:
-        raise UserError(
-            f"{e.args[0].split(';')[0]}; add --allowed-special to encode it as a special token, "
-            "or --specials-as-text to encode it as ordinary text"
-        ) from None
+    # one rule for user text everywhere: special-token strings are ordinary text unless allowed
+    ids = tok.encode(text, allowed_special=allowed, disallowed_special=())
     if cfg.format == "json":
         result = json.dumps(ids)
     elif cfg.format == "tokens":
@@ -223,13 +230,25 @@ class InspectConfig:
     text: str | None = opt(None, help="also show how this text is split into tokens")
 
 
+SHOW_CHARS = 40  # `tokenizer inspect` shows at most this many characters of a token
+
+
+def clip(text: str, limit: int = SHOW_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was.
+
+    >>> clip("a" * 50, 10)
+    'aaaaaaaaaa…(50 chars)'
+    """
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
+
+
 def inspect_main(cfg: InspectConfig) -> int:
     from ownlm.tokenizer.bpe import PATTERNS
     from ownlm.tokenizer.compare import show_piece
 
     tok = _load(cfg.tokenizer)
     names = [n for n, p in PATTERNS.items() if p == tok.pattern]
-    show = lambda i: tok.special_ids.get(i) or show_piece(tok.id_to_bytes(i))  # noqa: E731
+    show = lambda i: tok.special_ids.get(i) or clip(show_piece(tok.id_to_bytes(i)))  # noqa: E731
     lines = [
         f"tokenizer: {cfg.tokenizer}  (sha256 {tok.sha256()[:16]}…)",
         f"ids:       {tok.n_vocab:,} = 256 bytes + {len(tok.merges):,} merges + {len(tok.special_tokens)} special",

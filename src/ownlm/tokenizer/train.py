@@ -22,38 +22,40 @@ import os
 import warnings
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import regex
 from tqdm.auto import tqdm
 
 from ownlm.errors import UserError
 
-# A str with no whitespace ending like a text file's name: meant as a path, not as training text.
+# A short one-line str ending like a file name or a folder: probably meant as a path. Judged by its shape alone
+# (never by what is on disk), so a str's meaning cannot change with the state of the filesystem.
 _LOOKS_LIKE_FILE = regex.compile(r"\S+(?:\.(?:txt|md|rst|jsonl|json|csv|tsv)|/)", regex.IGNORECASE)
 
 
 def iter_texts(inputs: Iterable[str | os.PathLike], errors: str = "strict") -> Iterator[str]:
-    """Texts from ``inputs``: a ``pathlib.Path`` — or a str naming an existing file or folder — is read by
+    """Texts from ``inputs``: a ``str`` is always a text; a ``pathlib.Path`` (any ``os.PathLike``) is read by
     ``ownlm.textsource.iter_documents`` (text files, folders of them, documents JSONL; ``errors="replace"``
-    for bad UTF-8); any other str is a text, except a missing file name such as ``"corpus.txt"``, which is
-    a ``UserError`` rather than a one-word training text."""
+    for bad UTF-8). A str shaped like a file name (``"corpus.txt"``) is still trained on as text, with a
+    warning that ``Path("corpus.txt")`` reads the file.
+
+    >>> list(iter_texts(["/"]))  # a text, not the filesystem root
+    ['/']
+    """
     from ownlm.textsource import iter_documents
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     for item in inputs:
-        if isinstance(item, str) and 0 < len(item) < 4096 and "\n" not in item and os.path.exists(item):
-            item = Path(item)
-        elif isinstance(item, str) and _LOOKS_LIKE_FILE.fullmatch(item):
-            # "corpus.txt" that does not exist is almost surely a typo, not a one-word training text
-            raise UserError(
-                f"{item}: no such file or folder (to train on this string as text, pass it inside a longer text)"
-            )
         if isinstance(item, os.PathLike):
             for _source, text in iter_documents([item], errors=errors):
                 yield text
         elif isinstance(item, str):
+            if len(item) < 4096 and _LOOKS_LIKE_FILE.fullmatch(item):
+                warnings.warn(
+                    f"training on the text {item!r}; to read the file, pass pathlib.Path({item!r})",
+                    stacklevel=4,
+                )
             yield item
         else:
             raise UserError(f"training input must be a str text or a pathlib.Path, got {type(item).__name__}")
@@ -192,6 +194,28 @@ def _merge(ids: list[int], pair: tuple[int, int], new: int) -> list[int]:
     return out
 
 
+# Training tables per merge (fast trainer: token, merge, scratch and hash-table rows of int64) with headroom.
+BYTES_PER_MERGE = 256
+
+
+def check_vocab_memory(vocab_size: int, available: int | None = None) -> None:
+    """Refuse, before reading any text, a vocabulary whose training tables cannot fit in memory.
+
+    >>> check_vocab_memory(10**9, available=16 << 30)
+    Traceback (most recent call last):
+    ownlm.errors.UserError: vocab size 1,000,000,000 needs about 238.4 GiB for training tables, more than the 16.0 GiB of memory here; ask for fewer tokens (32,000-100,000 is typical)
+    """
+    from ownlm.textsource import memory_bytes
+
+    available = memory_bytes() if available is None else available
+    need = vocab_size * BYTES_PER_MERGE
+    if available and need > available // 2:
+        raise UserError(
+            f"vocab size {vocab_size:,} needs about {need / 2**30:.1f} GiB for training tables, more than the "
+            f"{available / 2**30:.1f} GiB of memory here; ask for fewer tokens (32,000-100,000 is typical)"
+        )
+
+
 def train_merges(
     inputs: Iterable[str | os.PathLike],
     vocab_size: int,
@@ -209,17 +233,21 @@ def train_merges(
         raise UserError(f"unknown trainer {trainer!r}: use 'fast' or 'reference'")
     if not all(isinstance(s, str) and s for s in specials):
         raise UserError(f"special tokens must be non-empty strings, got {list(specials)}")
+    check_vocab_memory(vocab_size)
     chunks = count_chunks(iter_texts(inputs, errors), pattern, specials, workers, progress=progress)
     if not chunks:
         raise UserError("the training corpus is empty: no text found in the inputs")
-    n_merges = vocab_size - 256
+    # Every merge shortens at least one unique chunk by one symbol, so the data bounds the merges it can give;
+    # tables are sized by that bound, not by an over-large request.
+    n_merges = min(vocab_size - 256, sum(len(c) - 1 for c in chunks))
+    asked = vocab_size - 256
     if trainer == "reference":
         merges = train_reference(chunks, n_merges, progress)
     else:
         from ownlm.tokenizer.fastbpe import train_fast
 
         merges = train_fast(chunks, n_merges, progress)
-    if len(merges) < n_merges:
+    if len(merges) < asked:
         warnings.warn(
             f"the corpus ran out of pairs to merge after {len(merges)} merges: "
             f"vocabulary is {256 + len(merges)} (asked for {vocab_size})",
