@@ -12,6 +12,11 @@ position. References:
     python bench/bench_chats.py                 # table on ../shared/data/chats
     python bench/bench_chats.py --markdown      # the same as a Markdown table
     python bench/bench_chats.py --throughput-mb 20
+
+Also: the WhatsApp locale exports (../shared/data/chats/whatsapp_locales) against their English twins
+(the same chat, so the same messages; times to the minute), and a generated set of every WhatsApp
+header format (4 date orders, 2- and 4-digit years, 12/24 h, with and without seconds, Android dashes
+and iOS brackets, date or time first): 40 messages over four months each, every time must come back.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ SODA_TIMES = ["16/03/2022 15:20:25", "16/03/2022 15:25:38", "16/03/2022 15:26:48
               "16/03/2022 18:35:51", "20/03/2022 20:08:51", "24/03/2022 20:19:38", "26/03/2022 18:52:15",
               "14/07/2020 22:05:54"]  # fmt: skip
 SODA_TEXTS = ["Hi shiva!", "Hi 👋", "Hoi!", "https://youtu.be/KBmUTY6mK_E",
-              "Location: https://maps.google.com/?q=52.089451,5.108469",
+              "<location>",
               "I’m about to generate some very random messages so that I can make some screenshots for the "
               "explanation to participants",
               "@user3 if you remove your Profile picture for a moment I will redo the screenshots 😁",
@@ -102,6 +107,94 @@ def score(path: Path, want: list[tuple]) -> dict:
     }
 
 
+TWINS = [("german_ios.txt", "english_ios.txt"), ("russian_ios.txt", "english_ios.txt"),
+         ("russian_android.txt", "english_android.txt"), ("english_ios_media.txt", "english_ios.txt")]  # fmt: skip
+
+
+def locale_twins(chats: Path) -> list[tuple[str, dict]]:
+    """Each locale export scored against its English twin (senders, minutes, normalised texts)."""
+    rows = []
+    for name, twin in TWINS:
+        got, want = (parsed(chats / "whatsapp_locales" / n) for n in (name, twin))
+        got, want = ([r for r in rows_ if r[0] is not None] for rows_ in (got, want))
+        pairs = list(zip(got, want))
+        rows.append((f"whatsapp_locales/{name} vs {twin}", {
+            "present": len(want), "parsed": len(got), "senders": sum(g[0] == w[0] for g, w in pairs),
+            "times": sum(g[1][:16] == w[1][:16] for g, w in pairs), "texts": sum(g[2] == w[2] for g, w in pairs),
+        }))  # fmt: skip
+    return rows
+
+
+def header_formats() -> list[tuple[str, callable]]:
+    """Every header shape: (label, render(datetime) -> line start)."""
+
+    def date(t: datetime, order: str, y4: bool, sep: str) -> str:
+        y = f"{t.year}" if y4 else f"{t:%y}"
+        d, m = f"{t.day:02d}", f"{t.month:02d}"
+        parts = {"dmy": (d, m, y), "mdy": (m, d, y), "ymd": (y, m, d), "ydm": (y, d, m)}[order]
+        return sep.join(parts)
+
+    def clock(t: datetime, h12: bool, secs: bool) -> str:
+        s = f":{t:%S}" if secs else ""
+        if h12:
+            return f"{t.hour % 12 or 12}:{t:%M}{s}\u202f{'PM' if t.hour >= 12 else 'AM'}"
+        return f"{t:%H:%M}{s}"
+
+    out = []
+    for order in ("dmy", "mdy", "ymd", "ydm"):
+        for y4 in (False, True):
+            if y4 and order == "ydm":
+                continue  # no locale writes a 4-digit year before day and month
+            for h12 in (False, True):
+                for secs in (False, True):
+                    for shape in ("android", "ios", "ios-time-first"):
+                        sep = (
+                            "."
+                            if shape == "android" and order == "dmy"
+                            else "/"
+                            if shape != "android"
+                            else "-"
+                        )
+
+                        def render(t, order=order, y4=y4, h12=h12, secs=secs, shape=shape, sep=sep):
+                            d, c = date(t, order, y4, sep), clock(t, h12, secs)
+                            if shape == "android":
+                                return f"{d}, {c} - "
+                            return f"[{d}, {c}] " if shape == "ios" else f"[{c}, {d}] "
+
+                        label = f"{order} {'yyyy' if y4 else 'yy'} {'12h' if h12 else '24h'} {'ss' if secs else 'no ss'} {shape}"
+                        out.append((label, render, secs))
+    return out
+
+
+def generated_formats(seed: int = 0) -> dict:
+    """Times exactly right across the generated header formats (one 40-message chat each)."""
+    rng = random.Random(seed)
+    total = dict.fromkeys(("formats", "present", "parsed", "times", "orders"), 0)
+    failures = []
+    for label, render, secs in header_formats():
+        t = datetime(2021, 1, 3, 8, 0, 7)
+        times = []
+        for _ in range(40):
+            t += timedelta(hours=rng.randint(1, 72), seconds=rng.randint(0, 59))
+            times.append(t)
+        data = "".join(f"{render(x)}P{i % 3}: message {i}\n" for i, x in enumerate(times))
+        items = list(WhatsAppReader().read(Source("g.txt", data.encode()), ExtractOptions()))
+        conv = items[-1]
+        want = [(x if secs else x.replace(second=0)).isoformat() for x in times]
+        got = [m.time for m in conv.messages]
+        ok = sum(g == w for g, w in zip(got, want))
+        total["formats"] += 1
+        total["present"] += len(want)
+        total["parsed"] += len(got)
+        total["times"] += ok
+        total["orders"] += ok == len(want)
+        if ok != len(want):
+            failures.append(label)
+    total["failures"] = failures
+    return total
+
+
 def synthetic_export(mb: float, seed: int = 0) -> bytes:
     """About ``mb`` megabytes of iOS-style export: 10% multi-line messages, nine senders."""
     rng = random.Random(seed)
@@ -165,7 +258,9 @@ def main() -> None:
         rows.append((path.relative_to(args.data).as_posix(), s))
         for k in total:
             total[k] += s[k]
+    twins = locale_twins(args.data)
     rows.append(("TOTAL", total))
+    rows.extend(twins)
     head = ("file", "present", "parsed", "senders exact", "times exact", "texts exact")
     if args.markdown:
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -177,6 +272,12 @@ def main() -> None:
             print(
                 f"{name:<58} {s['present']:>7} {s['parsed']:>6} {s['senders']:>7} {s['times']:>6} {s['texts']:>6}"
             )
+    g = generated_formats()
+    print(
+        f"\ngenerated WhatsApp header formats: {g['formats']} formats, {g['orders']} read entirely right; "
+        f"{g['times']}/{g['present']} times exact ({g['parsed']} parsed)"
+        + (f"; wrong: {', '.join(g['failures'])}" if g["failures"] else "")
+    )
     if args.throughput_mb > 0:
         ours, base, n = throughput(args.throughput_mb)
         print(

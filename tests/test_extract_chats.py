@@ -88,7 +88,7 @@ def test_sodascience_exports_parse_without_loss(shared_data, name):
     assert conv.messages[0].time == ("2022-03-16T15:20:25" if seconds else "2022-03-16T15:20:00")
     assert conv.messages[5].time == ("2022-03-20T20:08:51" if seconds else "2022-03-20T20:08:00")  # LRM line
     assert conv.messages[-1].time.startswith("2020-07-14T22:05")
-    assert conv.messages[4].text == "Location: https://maps.google.com/?q=52.089451,5.108469"  # LRM stripped
+    assert conv.messages[4].text == "<location>"  # "Location: https://maps.google.com/?q=...", any language
     assert conv.messages[-1].text == "👍Bedankt"
     hi = "Hi shiva!" if name in ("_chat.txt", "_chat_file1.txt") else "Hi \n\nshiva!"
     assert conv.messages[0].text == hi  # blank line inside a multi-line message kept
@@ -127,7 +127,7 @@ def test_telegram_full_export_with_two_chats(shared_data):
     assert [c.meta["chat"] for c in convs] == ["Test Chat", "دوستان"]
     assert [len(c.messages) for c in convs] == [5, 2]
     assert convs[0].messages[1] == Message("محمد", "2024-01-15T10:31:00", "سلام! چطور می\u200cتونم کمکت کنم؟")
-    assert "time_zone" not in convs[0].meta  # Telegram's own local "date" is used as is
+    assert convs[0].meta["time_zone"] == "local"  # Telegram's own local "date" is used as is
 
 
 def test_sniffing_is_precise_on_every_shared_file(shared_data):
@@ -146,6 +146,9 @@ def test_sniffing_is_precise_on_every_shared_file(shared_data):
         "chat-miner/telegram/test_batch_export.json": "telegram",
         "telegram_misc/Mehrdad-esn_test_data_result.json": "telegram",
         "chat-miner/instagram/test_export.json": "instagram",
+        **{f"whatsapp_locales/{n}_{p}.txt": "whatsapp" for n, p in [("english", "android"), ("english", "ios"),
+           ("english", "android_media"), ("english", "ios_media"), ("german", "ios"), ("dutch", "android_media"),
+           ("russian", "android"), ("russian", "ios")]},
     }  # fmt: skip
 
 

@@ -78,6 +78,9 @@ class ExtractOptions:
     password: str | None = None  # PDF password
     encoding_errors: str = "replace"  # how to treat undecodable bytes in text files
     drop_system: bool = True  # chat exports: drop system lines (encryption notice, joined, ...)
+    date_order: str | None = (
+        None  # WhatsApp: day-first, month-first, year-first, year-day-month (None: infer)
+    )
 
 
 class ReaderError(Exception):
@@ -104,6 +107,8 @@ READERS: list[str] = [
     "ownlm.extract.whatsapp:WhatsAppReader",
     "ownlm.extract.telegram:TelegramReader",
     "ownlm.extract.instagram:InstagramReader",
+    "ownlm.extract.discord:DiscordReader",
+    "ownlm.extract.slack:SlackReader",
     "ownlm.extract.pdf:PdfReader",
     "ownlm.extract.epub:EpubReader",
     "ownlm.extract.docx:DocxReader",

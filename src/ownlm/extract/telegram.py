@@ -3,13 +3,17 @@
 Two shapes: a single chat (``{"name", "type", "id", "messages": [...]}``) and the full account export
 (``{"about", "personal_information", ..., "chats": {"list": [...]}, "left_chats": {"list": [...]}}``).
 Per message: ``name`` = ``from`` (the sender as Telegram shows it; ``from_id`` when the account is
-deleted), ``time`` = ``date`` (local time, as the export writes it; exports that only carry
-``date_unixtime`` are given in UTC and say so in ``meta["time_zone"]``), ``text`` = ``text`` whether it
+deleted), ``time`` = ``date`` (local time, as the export writes it), ``text`` = ``text`` whether it
 is a string or a list of strings and entities (``{"type": "bold", "text": "..."}``), which are
 concatenated exactly as Telegram's own ``text_entities`` define it. A message with no text but a photo,
 file or sticker becomes ``<media>`` (as in the WhatsApp reader); service messages (``"type":
 "service"``: joined, pinned, calls, ...) are system lines, dropped with ``drop_system`` and kept in
 ``meta["system"]`` otherwise.
+
+One time convention per file, stated in ``meta["time_zone"]``: ``"local"`` when every message has its
+local ``date``; a message that carries only ``date_unixtime`` is shifted to local time by the offset
+its nearest neighbour shows (``date`` minus ``date_unixtime``); when no message shows an offset, every
+time is UTC (``"UTC"``).
 
 >>> from ownlm.extract.base import ExtractOptions, Source
 >>> data = b'{"name": "A", "type": "personal_chat", "messages": [{"type": "message", "date": "2024-01-15T10:30:00", "from": "Ann", "text": ["Hi ", {"type": "bold", "text": "you"}]}]}'
@@ -19,6 +23,7 @@ file or sticker becomes ``<media>`` (as in the WhatsApp reader); service message
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterator
@@ -51,12 +56,54 @@ def flatten_text(text: Any) -> str:
     return ""
 
 
-def _time(msg: dict) -> tuple[str, bool]:
-    """(ISO time, whether it had to be taken from the UTC unix time); ``ValueError`` when there is none."""
-    if isinstance(msg.get("date"), str):
-        return msg["date"], False
-    utc = datetime.fromtimestamp(int(msg["date_unixtime"]), UTC).replace(tzinfo=None)
-    return utc.isoformat(), True
+def _unix(msg: dict) -> int | None:
+    try:
+        return int(msg["date_unixtime"])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _local(msg: dict) -> datetime | None:
+    try:
+        return datetime.fromisoformat(msg["date"]) if isinstance(msg.get("date"), str) else None
+    except ValueError:
+        return None
+
+
+class Clock:
+    """The file's one time convention: local time, from ``date`` or from ``date_unixtime`` + the offset
+    that messages carrying both show (the nearest one in time, so daylight saving changes follow)."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        self.offsets: list[tuple[int, int]] = []  # (unix time, seconds local time is ahead of UTC)
+        self.needed = False
+        for msg in messages:
+            local, unix = _local(msg), _unix(msg)
+            if local is not None and unix is not None:
+                utc = datetime.fromtimestamp(unix, UTC).replace(tzinfo=None)
+                self.offsets.append((unix, round((local - utc).total_seconds() / 60) * 60))
+            self.needed |= local is None and unix is not None
+        self.offsets.sort()
+        self.zone = (
+            "UTC" if self.needed and not self.offsets and not any(_local(m) for m in messages) else "local"
+        )
+
+    def time(self, msg: dict) -> str:
+        """ISO time of ``msg`` in the file's convention; ``ValueError`` when it has no usable time."""
+        local = _local(msg)
+        if local is not None:
+            return local.isoformat()
+        unix = _unix(msg)
+        if unix is None:
+            raise ValueError("no date")
+        offset = 0
+        if self.zone == "local":
+            if not self.offsets:
+                raise ValueError("only date_unixtime, and no message shows the local offset")
+            i = bisect.bisect_left(self.offsets, (unix,))
+            near = [self.offsets[j] for j in (i - 1, i) if 0 <= j < len(self.offsets)]
+            offset = min(near, key=lambda o: abs(o[0] - unix))[1]
+        return datetime.fromtimestamp(unix + offset, UTC).replace(tzinfo=None).isoformat()
 
 
 def _service_text(msg: dict) -> str:
@@ -69,19 +116,19 @@ def _service_text(msg: dict) -> str:
     return " ".join(w for w in words if w)
 
 
-def _conversation(chat: dict, src: Source, opts: ExtractOptions, problems: list[Problem]) -> Conversation:
+def _conversation(
+    chat: dict, src: Source, opts: ExtractOptions, problems: list[Problem], clock: Clock
+) -> Conversation:
     messages, system = [], []
-    utc = False
     for msg in chat.get("messages") or []:
         if not isinstance(msg, dict):
             continue
         try:
-            time, from_unix = _time(msg)
-        except (KeyError, ValueError, TypeError, OverflowError, OSError):
+            time = clock.time(msg)
+        except (KeyError, ValueError, TypeError, OverflowError, OSError) as e:
             where = f"{src.name}: chat {chat.get('name', '?')!r}, message {msg.get('id', '?')}"
-            problems.append(Problem(where, "no valid 'date' or 'date_unixtime'; message skipped"))
+            problems.append(Problem(where, f"no valid 'date' or 'date_unixtime' ({e}); message skipped"))
             continue
-        utc |= from_unix
         if msg.get("type") == "service":
             system.append({"time": time, "text": _service_text(msg)})
             continue
@@ -96,8 +143,7 @@ def _conversation(chat: dict, src: Source, opts: ExtractOptions, problems: list[
     for key in ("name", "type", "id"):
         if key in chat:
             meta["chat" if key == "name" else f"chat_{key}"] = chat[key]
-    if utc:
-        meta["time_zone"] = "UTC"  # only date_unixtime was there; Telegram's own "date" is local time
+    meta["time_zone"] = clock.zone
     if opts.drop_system:
         meta["system_dropped"] = len(system)
     else:
@@ -145,9 +191,10 @@ class TelegramReader(Reader):
                     "no chats in this file; export them with Telegram Desktop "
                     "(Settings > Advanced > Export Telegram data, tick the chats, format JSON)"
                 )
+        clock = Clock([m for chat in chats for m in chat.get("messages") or [] if isinstance(m, dict)])
         for chat in chats:
             problems: list[Problem] = []
-            conv = _conversation(chat, src, opts, problems)
+            conv = _conversation(chat, src, opts, problems, clock)
             yield from problems
             if conv.messages or conv.meta.get("system"):
                 yield conv

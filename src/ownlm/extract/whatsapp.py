@@ -1,29 +1,29 @@
 """WhatsApp chat exports (``.txt``, Android and iOS, any locale) -> one ``Conversation`` per file.
 
 An export is a list of message lines, each starting with a timestamp, plus continuation lines for
-multi-line messages. Locales differ in everything around the timestamp, so one pattern covers them all:
+multi-line messages. Locales differ in everything around the timestamp (``whatsapp_dates``):
 
     12/15/25, 10:30 AM - John Doe: Hello               Android, US, 12h (narrow no-break space before AM)
     16.03.22, 15:10 - Anna: Hallo                       Android, German
     [16/03/2022, 15:20:25] person1: Hi                  iOS, bracketed, seconds
+    [21:41:35, 3/27/22] Dmitry: Hi                      iOS, time before the date
     2022. 3. 16. 오후 3:10 - 민수: 안녕                   Korean (year first, marker before the time)
 
-The date order (day-first or month-first) is decided from the WHOLE file, separately for each line
-style (a file can mix Android and iOS lines): a first field above 12 means day-first, a second field
-above 12 means month-first (if lines contradict, the order more lines prove wins); if no line of that
-style decides, the rest of the file does, then the order that keeps the timestamps in time order, and
-day-first (the world's majority) breaks a tie. ``time`` is ``YYYY-MM-DDTHH:MM:SS`` local time as the
-export shows it (``:00`` when the export has no seconds); ``name`` is the sender as spelled, without the
-invisible direction marks iOS wraps around phone numbers.
+The date order is read from the whole file (the reading that gives valid dates in time order); a tie
+between day-first and month-first is reported and ``--date-order`` settles it. Buddhist and Japanese-era
+years become Gregorian. ``time`` is ``YYYY-MM-DDTHH:MM:SS`` local time as the export shows it (``:00``
+when the export has no seconds); ``name`` is the sender as spelled, without the invisible direction marks
+iOS wraps around phone numbers.
 
-Placeholders: media ("<Media omitted>", "image omitted", "<attached: x.jpg>") become the message text
-``<media>`` (the turn is kept, the file name is not); "<This message was edited>" is stripped; "This
-message was deleted" and system lines (encryption notice, joined, left, subject changed, ...) are
-dropped with ``drop_system`` and kept in ``meta["system"]`` otherwise.
+What WhatsApp wrote itself is told by the export's structure first, by words (``whatsapp_phrases``, 21
+languages) only where structure is silent, and normalised to one vocabulary: media, stickers, GIFs,
+documents and contact cards become ``<media>``; a shared location or place ``<location>``; a caption sent
+with a file is kept as the message's text; "<This message was edited>" is stripped; deleted messages,
+missed calls and events (encryption notice, joined, left, security code, ...) are dropped with
+``drop_system`` and kept in ``meta["system"]`` (each with its ``kind``) otherwise.
 
 A line that looks like a message line but has an impossible date (30/02) is yielded as a ``Problem``
 ("file:line", what was expected) and kept as text of the message before it; nothing is lost.
-Dates are given as the export writes them: Thai (Buddhist) and Persian (Solar Hijri) years are not converted.
 
 >>> from ownlm.extract.base import ExtractOptions, Source
 >>> src = Source("chat.txt", "20/01/24, 09:05 - Ann: Hi\\nthere\\n".encode())
@@ -35,75 +35,55 @@ Message(name='Ann', time='2024-01-20T09:05:00', text='Hi\\nthere')
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
-
-# Invisible marks exports put at line starts, before special texts and around phone numbers.
-INVISIBLE = "\ufeff\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-_STRIP_INVISIBLE = str.maketrans("", "", INVISIBLE)
-
-# AM/PM markers as locales spell them after (or, in CJK locales, before) the time; dots and spaces are
-# optional ("a. m.", "a.m.", "am"). English, Spanish, German, Greek, Swedish, Afrikaans, Finnish,
-# Hungarian, Vietnamese, Turkish, Arabic, Korean, Chinese, Japanese, Thai, Hindi.
-_AM = r"a\.?\s?m\.? vorm\.? π\.?\s?μ\.? f\.?\s?m\.? vm\.? ap\.? de\. sa öö ص 오전 上午 午前 ก่อนเที่ยง पूर्वाह्न".split()
-_PM = r"p\.?\s?m\.? nachm\.? μ\.?\s?μ\.? e\.?\s?m\.? nm\.? ip\.? du\. ch ös م 오후 下午 午後 หลังเที่ยง अपराह्न".split()
-_MARK = "|".join(_AM + _PM)
-_AM_RE = re.compile("(?:" + "|".join(_AM) + r")\Z", re.I)
-
-HEADER = re.compile(
-    rf"""^(?P<open>\[)?
-    (?P<d1>\d{{1,4}})(?P<sep>[./-])\s?(?P<d2>\d{{1,2}})(?P=sep)\s?(?P<d3>\d{{1,4}})\.?  # date, any order
-    (?:[,،]\s?|\s)(?:(?:à|kl\.|klo)\s)?                                       # "à" (fr), "klo" (fi)
-    (?:(?P<pre>{_MARK})\s?)?                                                   # 오후 3:10
-    (?P<hh>\d{{1,2}})[:.](?P<mm>\d{{2}})(?:[:.](?P<ss>\d{{2}}))?                # 15:10[:17]
-    (?:\s?(?P<post>{_MARK}))?                                                  # 3:10 PM
-    (?(open)\]\s?|(?P<tail>\s[-–~]\s|(?(ss)(?::\s|\s)|(?!))))                 # ] or -; with seconds : or space
-    (?P<rest>.*)$""",
-    re.X | re.I,
+from ownlm.extract.whatsapp_dates import (
+    INVISIBLE,
+    STRIP_INVISIBLE,
+    infer_order,
+    iso,
+    match_header,
+    plausible,
+    style,
 )
+from ownlm.extract.whatsapp_phrases import DELETED, EDITED, FILE_ATTACHED, OMITTED, SYSTEM
 
-_MEDIA = re.compile(
-    r"^(?:<[^<>]*(?:omitted|omitido|omis|omessi|oculta|ausgeschlossen|weggelaten|attached|adjunto)[^<>]*>"
-    r"|(?:image|video|audio|sticker|GIF|document|Contact card|imagen|vídeo|Bild|afbeelding)\s+"
-    r"(?:omitted|omitida|omitido|weggelassen|weggelaten|omise?)"
-    r"|.*\s(?:document|documento|Dokument)\s+(?:omitted|omitido|weggelassen)|null)$",
-    re.I,
+__all__ = ["WhatsAppReader", "classify", "match_header", "parse_lines"]
+
+LRM = "\u200e"
+# Android media: one bracketed line in the phone's language ("<Media omitted>", "<Без медиафайлов>").
+_BRACKETED = re.compile(r"^<[^\W\d_][^<>\n]{1,80}>$")
+# Android attachment: "\u200eIMG-20220323-WA0002.jpg (file attached)", brackets in the local language.
+_ATTACHED = re.compile(
+    r"^(?P<lrm>\u200e)?(?P<file>[^\n]{1,200}\.[A-Za-z0-9]{1,5}) \((?P<words>[^()\d\n]{2,40})\)$"
 )
-# Texts WhatsApp writes in a sender's name: not what they wrote, so system lines.
-_GENERATED = re.compile(
-    r"^(?:This message was deleted\.?|You deleted this message\.?|Waiting for this message\..*|Diese Nachricht wurde gelöscht\.?"
-    r"|Du hast diese Nachricht gelöscht\.?|Se eliminó este mensaje\.?|Eliminaste este mensaje\.?"
-    r"|Ce message a été supprimé\.?|Dit bericht is verwijderd\.?|Questo messaggio è stato eliminato\.?"
-    r"|Esta mensagem foi apagada\.?|Это сообщение удалено\.?)$",
-    re.I,
-)
-_EDITED = re.compile(
-    r"\s*<(?:This message was edited|Diese Nachricht wurde bearbeitet|Se editó este mensaje\.?"
-    r"|Ce message a été modifié|Dit bericht is bewerkt|Questo messaggio è stato modificato"
-    r"|Mensagem editada)>\s*\Z",
-    re.I,
-)
-# System events. Lines with no "sender: " are system lines anyway; this list catches the ones that do
-# have a colon: iOS writes "Group name: \u200eYou created group ..." and subjects can contain ": ".
-_SYSTEM = re.compile(
-    r"end-to-end encrypted|cifrad[oa]s de extremo|Ende-zu-Ende|chiffrés de bout en bout|end-to-end versleuteld"
-    r"|crittografia end-to-end|criptografia de ponta|created group|created this group|changed the subject"
-    r"|changed this group's|changed the group|changed their phone number|security code|\badded\b"
-    r"|\bremoved\b|\bleft\b|joined using|now an admin|no longer an admin|disappearing messages"
-    r"|pinned a message|deleted this group's|Missed (?:voice|video|group) call|You were added"
-    r"|Waiting for this message|message timer|blocked this contact|unblocked this contact",
+_WA_FILE = re.compile(r"^(?:IMG|VID|AUD|PTT|STK|DOC)-\d{8}-WA\d{4}")
+# iOS attachment: "<attached: 00000012-PHOTO-2024-02-13.jpg>", the word in the local language.
+_IOS_ATTACHED = re.compile(r"^<[^<>:]{1,30}:\s?\d{8}-[^<>]+>$")
+# A shared location "location: https://maps.google.com/?q=51.5,-0.12" (any language's word) or a place
+# (Foursquare venue: "Name (Address): URL" on iOS, "Name\nAddress\nURL" on Android).
+_LOCATION = re.compile(r"^[^:\n]{1,40}:\s?https?://maps\.google\.[a-z.]+/\?q=-?[\d.]+,\s?-?[\d.]+$")
+_PLACE = re.compile(r"^[^\n]{1,200}(?:\n[^\n]{1,200})?[\n:] ?https?://foursquare\.com/v/\w+$")
+_FILE_NAME = re.compile(r"^[^\n/\\]{1,120}\.[A-Za-z0-9]{2,5}$")  # a caption that is only the file's name
+# Texts WhatsApp writes in a sender's name that structure marks (iOS): events, in English for the tests
+# of old exports without marks; "Ann changed the subject to "Trip: Paris"" is no sender either.
+_SYSTEM_EN = re.compile(
+    r"end-to-end encrypted|created group|created this group|changed the subject|changed this group's"
+    r"|changed the group|changed their phone number|security code|\badded\b|\bremoved\b|\bleft\b"
+    r"|joined using|now an admin|no longer an admin|disappearing messages|pinned a message"
+    r"|deleted this group's|You were added|message timer|blocked this contact|unblocked this contact",
     re.I,
 )
 # "WhatsApp Chat with Ann.txt" (Android), "WhatsApp Chat - Ann.zip/_chat.txt" (iOS): the chat's name.
 _CHAT_NAME = re.compile(r"^WhatsApp[ -]Chat (?:with|mit|con|avec|met|com|-) (.+?)\.(?:txt|zip)$", re.I)
+# A line that looks like a chat line even when no timestamp pattern reads it: digits, a time, a name.
+_LOOSE = re.compile(
+    r"^[\u200e\[]*\S{0,4}\d{1,4}\W{1,2}\d{1,2}\W{1,2}\d{1,4}\D{1,12}\d{1,2}[:.]\d\d.{0,30}?[\]-] [^:]{1,60}: "
+)
 
 _QUOTES = '"“”«„'
-_HEADER_START = set("0123456789[٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹" + INVISIBLE)  # cheap test first: most lines are text
-_HAS_INVISIBLE = re.compile(f"[{INVISIBLE}]")
 
 EXPECTED = "'31/12/23, 23:59 - Name: text' (Android) or '[31/12/23, 23:59:59] Name: text' (iOS)"
 
@@ -118,123 +98,55 @@ class _Entry:
     more: list[str] = field(default_factory=list)
 
 
-def match_header(line: str) -> re.Match | None:
-    """The timestamp pattern's match if ``line`` starts a message (invisible marks allowed), else None."""
-    if line[:1] not in _HEADER_START:
-        return None
-    m = HEADER.match(line.lstrip(INVISIBLE))
-    if m is None and _HAS_INVISIBLE.search(line, 0, 40):
-        m = HEADER.match(line.translate(_STRIP_INVISIBLE))  # Arabic: "١٣\u200f/٢\u200f/٢٠٢٤"
-    return m
+@dataclass
+class Dates:
+    """How a file's dates were read: the orders used, Buddhist years, and what stayed ambiguous."""
+
+    orders: list[str] = field(default_factory=list)
+    buddhist: bool = False
+    era: bool = False
+    ambiguous: list[tuple[int, str]] = field(default_factory=list)  # (first line, order taken)
 
 
-def _style(m: re.Match) -> tuple:
-    """Lines of one style share one date order; a file may mix styles (Android and iOS lines)."""
-    tail = "]" if m["open"] else m["tail"].strip() or " "
-    return (tail, m["sep"], len(m["d1"]), len(m["d3"]))
-
-
-def _plausible(m: re.Match) -> bool:
-    """The skeleton matched; the fields must also be able to form some date and time."""
-    s1, s2, s3, hh, mm, ss = m.group("d1", "d2", "d3", "hh", "mm", "ss")
-    year_first = len(s1) == 4
-    if (len(s3) > 2) if year_first else (len(s1) > 2 or len(s3) not in (2, 4)):
-        return False
-    small = (int(s2), int(s3)) if year_first else (int(s1), int(s2))
-    return 1 <= min(small) and max(small) <= 31 and int(hh) <= 24 and int(mm) <= 59 and int(ss or 0) <= 59
-
-
-def _ymd(m: re.Match, order: str) -> tuple[int, int, int]:
-    s1, s2, s3 = m.group("d1", "d2", "d3")
-    d1, d2, d3 = int(s1), int(s2), int(s3)
-    if order == "year-first":
-        return d1, d2, d3
-    year = d3 + 2000 if len(s3) == 2 else d3  # WhatsApp exists since 2009: "24" is 2024
-    return (year, d2, d1) if order == "day-first" else (year, d1, d2)
-
-
-def _hms(m: re.Match) -> tuple[int, int, int]:
-    hh, mm, ss, pre, post = m.group("hh", "mm", "ss", "pre", "post")
-    h, mi, s = int(hh), int(mm), int(ss or 0)
-    marker = pre or post
-    if marker:
-        am = bool(_AM_RE.match(marker))
-        if am and h == 12:
-            h = 0
-        elif not am and h < 12:
-            h += 12
-    return h, mi, s
-
-
-def _decide_orders(headers: list[tuple[int, re.Match, tuple]]) -> dict[tuple, str]:
-    """Date order per line style, from every line of that style (then the whole file, then time order).
-
-    When lines of one style contradict each other (one has a first field above 12, another a second
-    field above 12), the order more lines prove wins and the others become problems in ``_iso``.
-    """
-    evidence: dict[tuple, Counter] = {}  # style -> order -> how many lines prove it
-    for _, m, style in headers:
-        ev = evidence.setdefault(style, Counter())
-        s1, s2 = m.group("d1", "d2")
-        if len(s1) == 4:
-            ev["year-first"] += 1
-        elif int(s1) > 12:
-            ev["day-first"] += 1
-        elif int(s2) > 12:
-            ev["month-first"] += 1
-    file_wide = sum(evidence.values(), Counter())
-    del file_wide["year-first"]
-    orders = {}
-    for style, ev in evidence.items():
-        if ev:  # "year-first" styles only ever collect that one key: their first field has 4 digits
-            orders[style] = ev.most_common(1)[0][0]
-        elif len(file_wide) == 1:
-            orders[style] = next(iter(file_wide))
-        else:
-            same = [m for _, m, s in headers if s == style]
-            orders[style] = min(("day-first", "month-first"), key=lambda o: _disorder(same, o))
-    return orders
-
-
-def _disorder(matches: list[re.Match], order: str) -> int:
-    """How often time goes backwards when the dates are read in ``order`` (a chat is in time order)."""
-    keys = [(*_ymd(m, order), *_hms(m)) for m in matches]
-    return sum(b < a for a, b in zip(keys, keys[1:]))
-
-
-def _iso(m: re.Match, order: str) -> str:
-    """``YYYY-MM-DDTHH:MM:SS``; raises ``ValueError`` for an impossible date such as 30/02."""
-    return datetime(*_ymd(m, order), *_hms(m)).isoformat()
-
-
-def parse_lines(lines: list[str]) -> tuple[list[_Entry], list[str], list[tuple[int, str]]]:
+def parse_lines(
+    lines: list[str], date_order: str | None = None
+) -> tuple[list[_Entry], Dates, list[tuple[int, str]]]:
     """Group lines into entries (a message line + its continuation lines).
 
-    Returns the entries, the date orders used, and problems as ``(line number, reason)``: a line that
-    looks like a message line but has an impossible date or time is reported and kept as text of the
-    message before it (nothing is lost); text before the first message line is reported and skipped.
+    Returns the entries, how the dates were read, and problems as ``(line number, reason)``: a line
+    that looks like a message line but has an impossible date or time is reported and kept as text of
+    the message before it (nothing is lost); text before the first message line is reported and skipped.
 
-    >>> entries, orders, problems = parse_lines(["[01/02/24, 10:00:00] A: hi", "more"])
-    >>> entries[0].time, entries[0].rest, entries[0].more, orders, problems
-    ('2024-02-01T10:00:00', 'A: hi', ['more'], ['day-first'], [])
+    >>> entries, dates, problems = parse_lines(["[21:41:35, 3/27/22] A: hi", "more"])
+    >>> entries[0].time, entries[0].rest, entries[0].more, dates.orders, problems
+    ('2022-03-27T21:41:35', 'A: hi', ['more'], ['month-first'], [])
     """
-    headers: list[tuple[int, re.Match, tuple]] = []  # (line number, match, style)
+    by_style: dict[tuple, list[tuple[int, re.Match]]] = {}  # line style -> (line number, match)
     problems: list[tuple[int, str]] = []
     for i, line in enumerate(lines, 1):
         m = match_header(line)
-        if m and _plausible(m):
-            headers.append((i, m, _style(m)))
+        if m and plausible(m):
+            by_style.setdefault(style(m), []).append((i, m))
         elif m:
             problems.append((i, f"{line[:60]!r} has an impossible date or time; expected {EXPECTED}"))
-    orders = _decide_orders(headers)
-    starts = {i: (m, orders[style]) for i, m, style in headers}
+    dates = Dates()
+    starts: dict[int, tuple[re.Match, str, bool]] = {}
+    for group in by_style.values():
+        order, buddhist, ambiguous = infer_order([m for _, m in group], date_order)
+        dates.orders.append(order)
+        year = group[0][1]["d1" if order.startswith("year") else "d3"]
+        dates.buddhist |= buddhist or len(year) == 4 and int(year) >= 2400
+        dates.era |= bool(group[0][1]["era"])
+        if ambiguous:
+            dates.ambiguous.append((group[0][0], order))
+        starts.update((i, (m, order, buddhist)) for i, m in group)
     entries: list[_Entry] = []
     orphans: list[int] = []
     for i, line in enumerate(lines, 1):
         if i in starts:
-            m, order = starts[i]
+            m, order, buddhist = starts[i]
             try:
-                entries.append(_Entry(i, _iso(m, order), m["rest"]))
+                entries.append(_Entry(i, iso(m, order, buddhist), m["rest"]))
                 continue
             except ValueError as e:
                 problems.append(
@@ -248,33 +160,61 @@ def parse_lines(lines: list[str]) -> tuple[list[_Entry], list[str], list[tuple[i
         problems.append(
             (orphans[0], f"{len(orphans)} line(s) of text before the first message line; expected {EXPECTED}")
         )
-    return entries, sorted({orders[style] for _, _, style in headers}), sorted(problems)
+    dates.orders = sorted(set(dates.orders))
+    return entries, dates, sorted(problems)
+
+
+def _media(first: str, caption: str) -> tuple[str, str] | None:
+    """``("media", text)`` when the first line is a media placeholder or attachment, else None."""
+    bare = first.strip(INVISIBLE + " ")
+    android = _BRACKETED.match(bare) or bare == "null"  # "null": a view-once photo
+    if not android and (a := _ATTACHED.match(first.strip(" "))):
+        android = bool(a["lrm"] or _WA_FILE.match(a["file"]) or FILE_ATTACHED.fullmatch(a["words"].strip()))
+    if not android and LRM in first:  # iOS: the last marked part is the placeholder
+        last = first.rsplit(LRM, 1)[-1].strip(INVISIBLE + " ")
+        android = bool(_IOS_ATTACHED.match(last) or OMITTED.search(last))
+    if not android:
+        return None
+    if _FILE_NAME.match(caption):  # a document's name, not something the person wrote
+        caption = ""
+    return "media", caption or "<media>"
 
 
 def classify(rest: str, more: list[str]) -> tuple[str, str | None, str]:
-    """``(kind, name, text)`` for one entry; kind is "message", "media" or "system".
+    """``(kind, name, text)`` for one entry; kind is message, media, location, deleted or system.
 
     >>> classify("Ann: \\u200eimage omitted", [])
     ('media', 'Ann', '<media>')
+    >>> classify("Ann: <Media omitted>", ["Look!"])
+    ('media', 'Ann', 'Look!')
+    >>> classify("Ann: Dit bericht is verwijderd", [])
+    ('deleted', 'Ann', 'Dit bericht is verwijderd')
     >>> classify("You were added", [])
     ('system', None, 'You were added')
     """
-    name, sep, text = rest.partition(": ")
+    name, sep, first = rest.partition(": ")
     if not sep and rest.endswith(":"):  # "Name:" with the text on the next lines
-        name, sep, text = rest[:-1], ":", ""
-    text = "\n".join([text, *more]).strip()
-    name = name.translate(_STRIP_INVISIBLE).strip()
+        name, sep, first = rest[:-1], ":", ""
+    name = name.translate(STRIP_INVISIBLE).strip()
     if not sep or not name:
         return "system", None, "\n".join([rest, *more]).strip().lstrip(INVISIBLE)
+    text = "\n".join([first, *more]).strip(" \t\n")
     marked = text[:1] in INVISIBLE  # iOS marks texts it wrote itself (events, media) with a U+200E
     if text.endswith(">"):
-        text = _EDITED.sub("", text)
+        text = EDITED.sub("", text)
+    short = len(text) < 400  # placeholders are short; long texts skip the placeholder patterns
+    if short and (media := _media(first, "\n".join(more).strip())):
+        return media[0], name, media[1]
     text = text.strip(INVISIBLE + " ")
-    short = len(text) < 300  # placeholders are short; long texts skip the placeholder patterns
-    if short and _MEDIA.match(text):
-        return "media", name, "<media>"
-    quoted = any(q in name for q in _QUOTES)  # 'Ann changed the subject to "Trip: Paris"' is no sender
-    if short and _GENERATED.match(text) or (marked and _SYSTEM.search(text)) or quoted:
+    if short and (_LOCATION.match(text) or _PLACE.match(text)):
+        return "location", name, "<location>"
+    if short and DELETED.match(text):
+        return "deleted", name, text
+    if short and SYSTEM.match(text) or marked and _SYSTEM_EN.search(text) or any(q in name for q in _QUOTES):
+        return "system", name, text
+    if marked and short:  # marked, but not in the phrase tables: a short label is media, a sentence an event
+        if "\n" not in text and len(text.split()) <= 3 and not re.search(r"[\d.!?。]$", text):
+            return "media", name, "<media>"
         return "system", name, text
     return "message", name, text
 
@@ -298,46 +238,68 @@ class WhatsAppReader(Reader):
     extensions = (".txt",)
 
     def sniff(self, src: Source) -> bool:
-        """Yes when a ``.txt`` starts with a WhatsApp message line and its first 4 KB hold a "sender: text"."""
+        """Yes when a ``.txt`` starts with a WhatsApp message line and its first 4 KB hold a "sender: text".
+
+        Also yes when most of the first lines merely look like chat lines ("date time - Name: text") that
+        no known timestamp reads: reading then fails with a reported problem instead of the file turning
+        into a plain document without a word.
+        """
         if not super().sniff(src):  # the extension first
             return False
         head = src.head_text.split("\n")
-        first = True
-        for line in head[:-1] if len(src.data) > len(src.head) else head:
-            line = line.rstrip("\r")
-            if not line.strip(INVISIBLE + " \t"):
-                continue
-            m = match_header(line)
-            if first:  # an export starts with a message line
-                if not (m and _plausible(m) and m["rest"].strip()):
-                    return False
-                first = False
-            if m and ": " in m["rest"]:  # ... and has a "sender: text" line (not only system lines)
-                return True
-        return False
+        lines = [ln.rstrip("\r") for ln in (head[:-1] if len(src.data) > len(src.head) else head)]
+        lines = [ln for ln in lines if ln.strip(INVISIBLE + " \t")]
+        if not lines:
+            return False
+        m = match_header(lines[0])
+        if m and plausible(m) and m["rest"].strip():  # an export starts with a message line ...
+            for line in lines:
+                if (m := match_header(line)) and ": " in m["rest"]:  # ... and has a "sender: text" line
+                    return True
+            return False
+        sample = lines[:10]
+        return len(sample) >= 2 and sum(bool(_LOOSE.match(ln)) for ln in sample) * 2 > len(sample)
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Conversation | Problem]:
-        entries, orders, problems = parse_lines(_decode(src, opts.encoding_errors))
-        if not entries:
-            raise ReaderError(f"no WhatsApp message lines found; expected lines like {EXPECTED}")
-        for line, reason in problems:
+        entries, dates, problems = parse_lines(_decode(src, opts.encoding_errors), opts.date_order)
+        for line, reason in problems[:50]:
             yield Problem(f"{src.name}:{line}", reason)
+        if len(problems) > 50:
+            yield Problem(src.name, f"{len(problems) - 50} more line(s) like the above")
+        if not entries:
+            raise ReaderError(
+                f"no WhatsApp message lines found in what looks like a chat export; expected lines like {EXPECTED}"
+                " (if the dates are in an unusual order, try --date-order)"
+            )
+        for line, order in dates.ambiguous:
+            yield Problem(
+                f"{src.name}:{line}",
+                f"dates fit both day-first and month-first; read {order}: check the dates, or choose with "
+                "--date-order day-first|month-first",
+            )
         messages, system = [], []
-        media = 0
+        counts = {"media": 0, "location": 0}
         for e in entries:
             kind, name, text = classify(e.rest, e.more)
-            if kind == "system":
-                entry = {"line": e.line, "time": e.time, "text": text}
+            if kind in ("system", "deleted"):
+                entry = {"line": e.line, "time": e.time, "text": text, "kind": kind}
                 system.append(entry if name is None else {**entry, "name": name})
                 continue
-            media += kind == "media"
+            if kind in counts:
+                counts[kind] += 1
             messages.append(Message(name=name, time=e.time, text=text))
+        if not messages:
+            yield Problem(src.name, f"a chat export with no messages: only {len(system)} system line(s)")
+        orders = dates.orders
         meta: dict = {"format": "whatsapp", "date_order": orders[0] if len(orders) == 1 else orders}
+        calendar = [c for c, used in (("buddhist", dates.buddhist), ("japanese-era", dates.era)) if used]
+        if calendar:  # converted to Gregorian; the export showed these years
+            meta["calendar"] = calendar[0] if len(calendar) == 1 else calendar
         for part in reversed(src.name.split("/")):
             if chat := _CHAT_NAME.match(part):
                 meta["chat"] = chat.group(1)
                 break
-        meta["media"] = media
+        meta.update(counts)
         if opts.drop_system:
             meta["system_dropped"] = len(system)
         else:
