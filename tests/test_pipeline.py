@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from ownlm.cli import main as cli
-from ownlm.config import from_dict
-from ownlm.config import to_dict
+from ownlm.config import from_dict, to_dict
 from ownlm.pipeline import BuildConfig, DemoConfig, build, demo_config, stage
 
 TINY = dict(

@@ -20,9 +20,9 @@ from ownlm.data.encode import EncodeConfig, encode_corpus
 from ownlm.errors import UserError
 from ownlm.model.gpt import GPT, GPTConfig
 from ownlm.tokenizer import Tokenizer
+from ownlm.train.config import TrainingConfig
 from ownlm.train.device import choose_dtype
 from ownlm.train.evaluate import bits_per_byte, evaluate_split
-from ownlm.train.config import TrainingConfig
 from ownlm.train.optim import lr_at, make_optimizer, param_groups
 from ownlm.train.pretrain import PretrainTask
 from ownlm.train.trainer import Trainer

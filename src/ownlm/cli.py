@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from dataclasses import dataclass
 
 from ownlm.errors import UserError
@@ -109,10 +110,46 @@ COMMANDS: list[Command] = [
         "generate text from a checkpoint",
     ),
     Command(
+        ("persona",),
+        "ownlm.finetune.persona:PersonaConfig",
+        "ownlm.finetune.persona:main",
+        "turn chat conversations into fine-tuning examples in which one person is the assistant",
+    ),
+    Command(
         ("import", "gpt2"),
         "ownlm.model.gpt2:ImportConfig",
         "ownlm.model.gpt2:main",
         "import OpenAI GPT-2 weights (Hugging Face folder or model name) into an ownlm checkpoint",
+    ),
+    Command(
+        ("export",),
+        "ownlm.export.cli:ExportConfig",
+        "ownlm.export.cli:main",
+        "export a model to a Hugging Face transformers folder (--to hf) or a llama.cpp GGUF file (--to gguf)",
+    ),
+    Command(
+        ("serve",),
+        "ownlm.serve.cli:ServeConfig",
+        "ownlm.serve.cli:main",
+        "serve a checkpoint: OpenAI-compatible API (/v1/completions, /v1/chat/completions) and a chat page",
+    ),
+    Command(
+        ("finetune", "sft"),
+        "ownlm.finetune.sft:SFTConfig",
+        "ownlm.finetune.sft:main",
+        "fine-tune a model on instructions or conversations (loss on the responses; full, partial or LoRA)",
+    ),
+    Command(
+        ("finetune", "merge"),
+        "ownlm.finetune.sft:MergeConfig",
+        "ownlm.finetune.sft:merge_main",
+        "fold a LoRA run's adapters into full weights",
+    ),
+    Command(
+        ("chat",),
+        "ownlm.chat:ChatConfig",
+        "ownlm.chat:main",
+        "talk to a chat-tuned model in the terminal (reads turns from stdin when it is not a terminal)",
     ),
     Command(
         ("build",),
@@ -154,6 +191,14 @@ def find_command(argv: list[str]) -> tuple[Command | None, list[str]]:
     return best, argv[len(best.words) :]
 
 
+def _group_usage(word: str) -> str:
+    group = [c for c in COMMANDS if c.words[0] == word]
+    width = max(len(" ".join(c.words)) for c in group)
+    lines = [f"usage: ownlm {word} SUBCOMMAND [flags]   (ownlm {word} SUBCOMMAND --help for its flags)", ""]
+    lines += ["subcommands:"] + [f"  {' '.join(c.words):<{width}}  {c.help}" for c in group]
+    return "\n".join(lines)
+
+
 def run(argv: list[str]) -> int:
     from ownlm.config import parse_args
 
@@ -168,20 +213,64 @@ def run(argv: list[str]) -> int:
     cmd, rest = find_command(argv)
     if cmd is None:
         group = [c for c in COMMANDS if c.words[0] == argv[0]]
+        if group and any(a in ("-h", "--help", "help") for a in argv[1:2]):
+            print(_group_usage(argv[0]))
+            return 0
         if group:
             names = ", ".join(" ".join(c.words) for c in group)
-            raise UserError(f"'ownlm {argv[0]}' needs a subcommand: {names}")
+            raise UserError(f"'ownlm {argv[0]}' needs a subcommand: {names} (ownlm {argv[0]} --help)")
         raise UserError(f"unknown command '{argv[0]}'\n{_usage()}")
     prog = "ownlm " + " ".join(cmd.words)
     cfg = parse_args(_load(cmd.config), rest, prog, description=cmd.help)
     return int(_load(cmd.entry)(cfg) or 0)
 
 
+def _is_out_of_memory(e: BaseException) -> bool:
+    """MemoryError, or the RuntimeError torch raises when an allocation fails (CPU or GPU)."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
+
+
+def explain(e: BaseException) -> tuple[str, int] | None:
+    """A one-line message and exit code for errors of the machine rather than of ownlm: out of memory (2),
+    a full disk (2), no permission or a read-only place (2), another OS error naming a file (2); else None.
+
+    >>> import errno; explain(OSError(errno.ENOSPC, "No space left on device", "out/x.bin"))
+    ('disk full while writing out/x.bin: free some space or write --out elsewhere', 2)
+    """
+    import errno
+
+    if _is_out_of_memory(e):
+        return (
+            "out of memory: use a smaller model, --batch-size or input, or fewer --workers "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'allocation failed'})",
+            2,
+        )
+    if isinstance(e, OSError):
+        where = e.filename if e.filename is not None else "a file"
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"disk full while writing {where}: free some space or write --out elsewhere", 2
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{where}: {e.strerror or 'permission denied'}: choose a place you can write (--out)", 2
+        if e.filename is not None:
+            return f"{where}: {e.strerror or e}", 2
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The ``ownlm`` command. Mistakes are one line (exit 2); so are out-of-memory, a full disk and missing
+    permissions; an unexpected error is one line plus how to see the traceback (exit 1): ``--debug``
+    anywhere on the command line or ``OWNLM_DEBUG=1`` prints it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("OWNLM_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     try:
         return run(argv)
     except UserError as e:
+        if debug:
+            traceback.print_exc()
         print(f"ownlm: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
@@ -191,3 +280,15 @@ def main(argv: list[str] | None = None) -> int:
         # `ownlm ... | head`: the reader went away; exit quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as e:  # the guard: no user ever sees a traceback they did not ask for
+        if debug:
+            traceback.print_exc()
+        known = explain(e)
+        if known is not None:
+            print(f"ownlm: error: {known[0]}", file=sys.stderr)
+            return known[1]
+        first = (str(e).splitlines() or [""])[0][:300]
+        print(f"ownlm: internal error: {type(e).__name__}: {first}", file=sys.stderr)
+        if not debug:
+            print("ownlm: run with --debug for the traceback (and please report it)", file=sys.stderr)
+        return 1

@@ -44,7 +44,8 @@ def opt(
 ) -> Any:
     """A dataclass field with CLI metadata. Lists get a fresh copy of ``default`` per instance."""
     meta = {"help": help, "positional": positional, "short": short, "choices": choices}
-    if dataclasses.is_dataclass(default) and not isinstance(default, type):  # a section: a fresh copy each time
+    # a section: a fresh copy each time
+    if dataclasses.is_dataclass(default) and not isinstance(default, type):
         section = default
         return dataclasses.field(default_factory=lambda: dataclasses.replace(section), metadata=meta)
     if isinstance(default, list | dict):
@@ -153,8 +154,9 @@ def _add_field(parser, f: dataclasses.Field, hint: Any, has_default: bool, defau
         names.insert(0, meta["short"])
     if tp is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
-    elif is_list:
+    elif is_list:  # a repeated flag adds to the list: --person Ann --person "Ann B."
         kwargs["nargs"] = "*"
+        kwargs["action"] = "extend"
         kwargs["metavar"] = f.name.upper()
     else:
         kwargs["metavar"] = {int: "INT", float: "FLOAT"}.get(tp, f.name.upper())

@@ -39,6 +39,7 @@ from ownlm.errors import UserError
 from ownlm.train.config import ModelShape, TrainingConfig
 
 STATE_FORMAT, STATE_VERSION = "ownlm-pipeline", 1
+TRAINING_STAGES = ("pretrain", "sft")  # stages that resume an interrupted run instead of starting over
 
 
 @dataclass
@@ -70,6 +71,22 @@ class BuildConfig:
     sample_tokens: int = opt(120, help="tokens per final sample")
     temperature: float = opt(0.8, help="sampling temperature for the final samples")
     force: bool = opt(False, help="run every stage even if it is up to date")
+    # fine-tuning after pretraining
+    person: list[str] = opt(
+        [],
+        help="persona: the chat sender to imitate (more names: aliases); adds the persona and chat fine-tuning stages",
+    )
+    sft_data: list[str] = opt(
+        [], help="instruction or chat data to fine-tune on after pretraining (adds that stage)"
+    )
+    sft_val_data: list[str] = opt(
+        [], help="held-out examples for that fine-tuning (default: 10%% of --sft-data)"
+    )
+    sft_minutes: float = opt(3.0, help="fine-tuning time budget in minutes")
+    sft_lr: float = opt(5e-4, help="fine-tuning peak learning rate")
+    lora_rank: int = opt(
+        0, help="fine-tune LoRA adapters of this rank instead of the whole model (0: whole model)"
+    )
     # model and pretraining: the same sections as `ownlm pretrain`
     model: ModelShape = opt(ModelShape(), help="the model's size and block")
     train: TrainingConfig = opt(
@@ -85,6 +102,7 @@ class DemoConfig:
     minutes: float = opt(
         3.5, help="pretraining time budget in minutes; the other stages take well under a minute more"
     )
+    sft_minutes: float = opt(1.5, help="time budget of the instruction fine-tuning that follows, in minutes")
     vocab_size: int = opt(2048, help="tokenizer vocabulary size")
     compare: bool = opt(True, help="write the tokenizer comparison table")
     force: bool = opt(False, help="run every stage even if it is up to date")
@@ -195,14 +213,15 @@ class Pipeline:
             self.state.last_run[name] = "skipped"
             self.state.save()
             return current
-        resume = name == "pretrain" and old.get("key") == key and old.get("status") == "running"
-        if name == "pretrain":
+        training = name in TRAINING_STAGES
+        resume = training and old.get("key") == key and old.get("status") == "running"
+        if training:
             cfg.resume = resume and (output / "latest").is_file()
             if not cfg.resume and output.exists():  # another run's checkpoints: keep them beside, not inside
                 shutil.rmtree(output.with_name(output.name + ".old"), ignore_errors=True)
                 output.rename(output.with_name(output.name + ".old"))
                 print(f"    (the previous run was moved to {output.name}.old)")
-        print(f"==> {head}: {what}{' (resuming)' if name == 'pretrain' and cfg.resume else ''}", flush=True)
+        print(f"==> {head}: {what}{' (resuming)' if training and cfg.resume else ''}", flush=True)
         self.state.stages[name] = {
             "key": key,
             "status": "running",
@@ -241,7 +260,8 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
         raise UserError(
             "no sources given: name files, folders, .zip archives or documents JSONL to learn from"
         )
-    stages = 5 + bool(cfg.compare) + (prelude is not None)
+    fine_tune = bool(cfg.person or cfg.sft_data)
+    stages = 5 + bool(cfg.compare) + (prelude is not None) + fine_tune + bool(cfg.person)
     sources = list(cfg.sources)
     raw = [s for s in sources if not _is_documents_jsonl(s)]
     stages += bool(raw)
@@ -254,8 +274,8 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
     if raw:
         values = {"inputs": raw, "out": str(out / "docs.jsonl"), "redact": cfg.redact, "password": cfg.password,
                   "text_field": cfg.text_field, "drop_system": cfg.drop_system}  # fmt: skip
-        fp = p.run("extract", ("extract",), values, files_fingerprint(raw), out / "docs.jsonl",
-                   f"reading {len(raw)} source(s)")  # fmt: skip
+        fp = extract_fp = p.run("extract", ("extract",), values, files_fingerprint(raw), out / "docs.jsonl",
+                                f"reading {len(raw)} source(s)")  # fmt: skip
         docs, inputs = [str(out / "docs.jsonl"), *docs], _sha(fp, inputs)
     corpus = out / "corpus"
     fp = p.run("corpus", ("corpus",), {"inputs": docs, "out": str(corpus), "min_chars": cfg.min_chars,
@@ -276,6 +296,26 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
     run_fp = p.run("pretrain", ("pretrain",), {"model": to_dict(cfg.model), "train": to_dict(cfg.train),
                    "data": str(tokens), "out": str(run)}, tokens_fp, run,
                    f"training the model ({budget_text(cfg.train)})")  # fmt: skip
+    if fine_tune:
+        data, val, what = list(cfg.sft_data), list(cfg.sft_val_data), "instructions"
+        data_fp = files_fingerprint(data + val)
+        if cfg.person:
+            if not raw:
+                raise UserError("--person needs chat exports among the sources (WhatsApp, Telegram, ...)")
+            persona = out / "persona"
+            persona_fp = p.run("persona", ("persona",), {"inputs": [str(out / "docs.jsonl")], "person": cfg.person,
+                               "out": str(persona), "redact": cfg.redact}, extract_fp, persona,
+                               f"chat examples in which {cfg.person[0]} is the assistant")  # fmt: skip
+            data, what, data_fp = (
+                [str(persona), *data],
+                f"{cfg.person[0]}'s replies",
+                _sha(persona_fp, data_fp),
+            )
+        sft_train = {"max_minutes": cfg.sft_minutes, "lr": cfg.sft_lr, "min_lr": cfg.sft_lr / 10,
+                     "device": cfg.train.device, "dtype": cfg.train.dtype, "seed": cfg.train.seed}  # fmt: skip
+        p.run("sft", ("finetune", "sft"), {"base": str(run), "data": data, "val_data": val, "out": str(out / "sft"),
+              "lora_rank": cfg.lora_rank, "train": sft_train}, _sha(run_fp, data_fp), out / "sft",
+              f"fine-tuning on {what} ({cfg.sft_minutes:g} minutes)")  # fmt: skip
     _samples(p, cfg, run, run_fp)
     from ownlm.report import write_report
 
@@ -402,6 +442,7 @@ def demo_config(cfg: DemoConfig) -> BuildConfig:
         ),
         prompts=DEMO_PROMPTS,
         sample_tokens=100,
+        sft_minutes=cfg.sft_minutes,
         force=cfg.force,
     )
 
@@ -415,9 +456,13 @@ def demo_main(cfg: DemoConfig) -> int:
               "collecting the documentation that ships with Python (no download)")  # fmt: skip
         return [str(folder / "docs.jsonl")]
 
+    config = demo_config(cfg)
+    config.sft_data = [str(out / "python-docs" / "instructions" / "train.jsonl")]
+    config.sft_val_data = [str(out / "python-docs" / "instructions" / "val.jsonl")]
+
     t0 = time.perf_counter()
     try:
-        report = build(demo_config(cfg), prelude=python_docs)
+        report = build(config, prelude=python_docs)
     except StageStopped as e:
         return _stopped(e, cfg.out)
     from ownlm.report import compare_table

@@ -46,6 +46,11 @@ class PythonDocsConfig:
     topics: bool = opt(True, help="include the language reference topics from pydoc_data")
     modules: bool = opt(True, help="include the docstrings of the standard-library modules")
     min_chars: int = opt(200, help="skip modules whose collected documentation is shorter than this")
+    instructions: bool = opt(
+        True,
+        help="also write question -> answer pairs from the documentation: DIR/instructions/{train,val}.jsonl",
+    )
+    val_fraction: float = opt(0.1, help="share of the question -> answer pairs held out (chosen by hash)")
 
 
 def _stdlib_dirs() -> list[str]:
@@ -228,6 +233,61 @@ def collect_documents(topics: bool = True, modules: bool = True, min_chars: int 
             return [json.loads(line) for line in f]
 
 
+def _first_paragraph(text: str, limit: int = 400) -> str:
+    """The first paragraph of ``text`` on one line, cut at a sentence end near ``limit`` characters."""
+    para = " ".join(text.strip().split("\n\n")[0].split())
+    if len(para) > limit:
+        cut = para.rfind(". ", 0, limit)
+        para = para[: cut + 1] if cut > limit // 3 else para[:limit].rsplit(" ", 1)[0] + " ..."
+    return para
+
+
+def _looks_like_code(text: str) -> bool:
+    t = text.strip()
+    first = t.split("\n", 1)[0]
+    return (t.startswith(("Traceback", ">>>", "...")) or "->" in first
+            or bool(first.endswith(")") and "(" in first and " " not in first.split("(", 1)[0]))  # fmt: skip
+
+
+def instruction_examples(docs: list[dict]) -> list[dict]:
+    r"""Question -> answer pairs (Alpaca form) built from the documentation: for each reference topic "Explain
+    the "for" statement." answered with its first paragraph, and for each documented standard-library function
+    "What does `json.dumps` do?" answered with the first paragraph of its docstring.
+
+    >>> instruction_examples([{"meta": {"kind": "topic"}, "text": 'The "pass" statement\n****\n\n"pass" is a null operation.'}])
+    [{'instruction': 'Explain the "pass" statement.', 'input': '', 'output': '"pass" is a null operation.'}]
+    """
+    import re
+
+    out, seen = [], set()
+    for d in docs:
+        kind, text = d.get("meta", {}).get("kind"), d["text"]
+        if kind == "topic":
+            title, _, rest = text.partition("\n")
+            paras = [p for p in rest.lstrip("*=-\n").split("\n\n") if p.strip()]
+            while paras and (_looks_like_code(paras[0]) or paras[0].startswith((" ", "*"))):
+                paras = paras[1:]
+            answer = _first_paragraph(paras[0]) if paras else ""
+            if title and len(answer) >= 20 and not _looks_like_code(answer):
+                out.append((f"Explain {title[0].lower() + title[1:]}.", answer))
+        elif kind == "module":
+            for block in text.split("\n\n"):
+                m = re.match(r"^([a-z_][\w.]*\.[a-z_]\w*)\(.*\)\n(.+)", block, re.S)
+                if m and "." in m.group(1):
+                    paras = [p for p in m.group(2).split("\n\n") if p.strip()]
+                    while paras and _looks_like_code(paras[0]):  # a signature line or a doctest first
+                        paras = paras[1:]
+                    answer = _first_paragraph(paras[0]) if paras else ""
+                    if len(answer) >= 20 and not _looks_like_code(answer):
+                        out.append((f"What does `{m.group(1)}` do?", answer))
+    examples = []
+    for q, a in out:
+        if q not in seen:
+            seen.add(q)
+            examples.append({"instruction": q, "input": "", "output": a})
+    return examples
+
+
 def main(cfg: PythonDocsConfig) -> int:
     from ownlm.io import sha256_file, write_jsonl, write_manifest
 
@@ -253,4 +313,15 @@ def main(cfg: PythonDocsConfig) -> int:
         files={"docs.jsonl": {"bytes": nbytes, "sha256": sha256_file(out / "docs.jsonl")}},
     )
     print(f"wrote {out / 'docs.jsonl'}: {n:,} documents, {chars:,} characters ({nbytes / 1e6:.1f} MB)")
+    if cfg.instructions:
+        from ownlm.finetune.data import split_examples
+
+        pairs = instruction_examples(docs)
+        wrapped = [{"messages": [{"role": "user", "content": e["instruction"]}], "pair": e} for e in pairs]
+        train, val = split_examples(wrapped, cfg.val_fraction, seed=0)
+        write_jsonl(out / "instructions" / "train.jsonl", [w["pair"] for w in train])
+        write_jsonl(out / "instructions" / "val.jsonl", [w["pair"] for w in val])
+        print(
+            f"wrote {out / 'instructions'}: {len(train):,} question -> answer pairs for training, {len(val):,} held out"
+        )
     return 0

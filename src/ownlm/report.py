@@ -176,6 +176,17 @@ def _model_section(out: Path) -> list[str]:
     return lines
 
 
+def _finetune_section(out: Path) -> list[str]:
+    """The fine-tuning stage's own report (``sft/report.md``), its headings one level down; [] without one."""
+    path = out / "sft" / "report.md"
+    if not path.is_file():
+        return []
+    body = path.read_text(encoding="utf-8").split("\n", 1)[1].strip()
+    body = body.replace("\n## ", "\n### ")
+    return ["## Fine-tuning", "", f"`ownlm chat {(out / 'sft').as_posix()}` talks to the fine-tuned model.", "",
+            body, ""]  # fmt: skip
+
+
 def _loss_plot(run: Path, metrics: list[dict]) -> Path | None:
     if (run / "loss.png").is_file():
         return run / "loss.png"
@@ -263,7 +274,8 @@ def write_report(out: Path, state, samples_path: Path | None = None) -> Path:
         body.replace("\n## ", "\n### ") if body else "No samples yet.",
         "",
     ]
-    lines += ["## The model", "", *_model_section(out), "", "## The data", "", *_data_section(out), ""]
+    lines += ["## The model", "", *_model_section(out), "", *_finetune_section(out)]
+    lines += ["## The data", "", *_data_section(out), ""]
     table = compare_table(out)
     if table:
         lines += [

@@ -96,7 +96,9 @@ def resolve_checkpoint(path) -> Path:
         raise UserError(f"{path}: expected a run folder or a checkpoint folder, found a file")
     if (path / WEIGHTS).is_file():
         return path
-    if (path / "pipeline.json").is_file():  # an `ownlm build` folder: its newest model (fine-tuned, else pretrained)
+    if (
+        path / "pipeline.json"
+    ).is_file():  # an `ownlm build` folder: its newest model (fine-tuned, else pretrained)
         for name in BUILD_RUNS:
             if (path / name / "latest").is_file():
                 return resolve_checkpoint(path / name)
@@ -139,7 +141,9 @@ def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("
     meta = read_checkpoint_config(folder)
     kind = meta.get("kind", "lm")
     if kind not in kinds:
-        raise UserError(f"{folder}: holds a model of kind '{kind}', but this command needs {' or '.join(kinds)}")
+        raise UserError(
+            f"{folder}: holds a model of kind '{kind}', but this command needs {' or '.join(kinds)}"
+        )
     try:
         cfg = GPTConfig.from_dict(meta["model"])
     except (TypeError, ValueError) as e:

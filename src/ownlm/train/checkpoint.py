@@ -82,8 +82,16 @@ def set_rng_state(states: dict) -> None:
 
 
 def save_checkpoint(
-    run_dir, step: int, model, optimizer, state: dict, tokenizer=None, scaler=None, keep: int = 2,
-    kind: str = "lm", extra_files=None,
+    run_dir,
+    step: int,
+    model,
+    optimizer,
+    state: dict,
+    tokenizer=None,
+    scaler=None,
+    keep: int = 2,
+    kind: str = "lm",
+    extra_files=None,
 ) -> Path:
     """Write ``run_dir/step_NNNNNN`` and then ``run_dir/latest``; keep the newest ``keep`` step folders
     (0 keeps all). ``kind`` says what the model is (see ``ownlm.model.checkpoint``); ``extra_files(folder)``

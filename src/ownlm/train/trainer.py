@@ -328,7 +328,12 @@ class Trainer:
             tl = f"train {train_loss:.4f}" if train_loss is not None else "train -"
             bpb = f" ({result['val_bpb']:.3f} bits/byte)" if result.get("val_bpb") is not None else ""
             vl = f", val {val:.4f}{bpb}" if val is not None else ""
-            self.log(f"step {self.step}: {tl}{vl}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%")
+            if w["steps"]:
+                self.log(f"step {self.step}: {tl}{vl}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%")
+            else:
+                self.log(
+                    f"step {self.step} (before training): val {val:.4f}" if val is not None else "step 0"
+                )
             self.raw.eval()
             self.task.on_eval(self.raw, self.step, record)
             self.raw.train()

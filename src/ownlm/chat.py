@@ -1,0 +1,168 @@
+"""``ownlm chat``: a conversation with a chat-tuned model in the terminal.
+
+    ownlm chat runs/sft --system "You answer briefly."
+    printf 'Hello\\nWhat is a list?\\n' | ownlm chat runs/sft     # one turn per line, each reply printed
+
+The prompt is rendered with the template the model was fine-tuned with (``chat_template.json`` in its
+checkpoint), so the model sees exactly the layout it learned. The history is kept within the context window:
+when the conversation no longer fits beside the reply's room, the oldest turns are dropped first; the system
+prompt always stays. Commands: ``/reset`` forgets the conversation, ``/save FILE`` writes it as chat JSONL
+(the format ``ownlm finetune sft`` reads), ``/quit`` ends it.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ownlm.config import opt
+from ownlm.errors import UserError
+
+
+@dataclass(kw_only=True)
+class ChatConfig:
+    """Talk to a chat-tuned model."""
+
+    run: str = opt(help="a fine-tuned run or checkpoint folder (with chat_template.json)", positional=True)
+    system: str = opt("", help="system prompt, kept at the start of the conversation")
+    max_new_tokens: int = opt(256, help="longest reply in tokens")
+    temperature: float = opt(0.7, help="sampling temperature (0: greedy)")
+    top_k: int = opt(50, help="sample among the k most likely tokens (0: no limit)")
+    top_p: float = opt(0.95, help="nucleus sampling: smallest set of tokens with this total probability")
+    repetition_penalty: float = opt(1.1, help="> 1 discourages repeating tokens already in the conversation")
+    seed: int | None = opt(None, help="random seed for reproducible replies")
+    device: str = opt("auto", help="auto, cpu, cuda, mps")
+    stream: bool = opt(True, help="print the reply as it is generated")
+
+
+class Conversation:
+    """Messages so far and how to fit them into the model's context.
+
+    >>> conv = Conversation(template, tok, block_size=128, system="Be brief.")  # doctest: +SKIP
+    >>> ids = conv.prompt("Hello", reply_room=32)                                # doctest: +SKIP
+    """
+
+    def __init__(self, template, tokenizer, block_size: int, system: str = ""):
+        self.template, self.tok, self.block = template, tokenizer, block_size
+        self.system = system
+        self.turns: list[dict] = []  # user and assistant messages, oldest first
+        self.dropped = 0  # turns dropped so far to fit the context
+
+    def messages(self) -> list[dict]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.turns
+
+    def prompt(self, user: str, reply_room: int) -> list[int]:
+        """Add the user's turn; return the prompt ids, dropping the oldest turns until ``reply_room`` tokens
+        are left for the reply (the system prompt and the new turn always stay)."""
+        self.turns.append({"role": "user", "content": user})
+        room = max(1, self.block - reply_room)
+        while True:
+            ids = self.template.encode_prompt(self.tok, self.messages())
+            if len(ids) <= room or len(self.turns) <= 1:
+                break
+            drop = 2 if len(self.turns) >= 3 and self.turns[1]["role"] == "assistant" else 1
+            self.turns = self.turns[drop:]
+            self.dropped += drop
+        if len(ids) > room:  # one turn alone is too long: keep its end
+            ids = ids[-room:]
+        return ids
+
+    def reply(self, text: str) -> None:
+        self.turns.append({"role": "assistant", "content": text})
+
+    def reset(self) -> None:
+        self.turns, self.dropped = [], 0
+
+    def save(self, path) -> Path:
+        from ownlm.io import write_jsonl
+
+        path = Path(path)
+        write_jsonl(path, [{"messages": self.messages()}])
+        return path
+
+
+def load_chat_model(run: str, device: str = "cpu"):
+    """(model, tokenizer, template) of a chat-tuned checkpoint; a clear error for a model without a template."""
+    from ownlm.generate import decode_layout
+    from ownlm.model.checkpoint import load_model, resolve_checkpoint
+    from ownlm.tokenizer.chat import get_template, load_template
+
+    folder = resolve_checkpoint(run)
+    model, tok, _ = load_model(folder, device=device)
+    if tok is None:
+        raise UserError(f"{folder}: the checkpoint has no tokenizer.json")
+    template = load_template(folder)
+    if template is None:
+        chatml = get_template("chatml")
+        if not all(s in tok.special_tokens for s in chatml.special_tokens()):
+            raise UserError(f"{folder}: not a chat model (no chat_template.json); fine-tune it first with "
+                            "`ownlm finetune sft`, or use `ownlm generate` to continue text")  # fmt: skip
+        template = chatml
+    if str(device) == "cpu":
+        decode_layout(model)
+    return model, tok, template
+
+
+def main(cfg: ChatConfig) -> int:
+    from ownlm.generate import TextStreamer, generate, pick_device
+
+    if cfg.max_new_tokens < 1 or cfg.temperature < 0 or not 0 < cfg.top_p <= 1 or cfg.top_k < 0:
+        raise UserError("need --max-new-tokens >= 1, --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
+    device = pick_device(cfg.device)
+    model, tok, template = load_chat_model(cfg.run, device)
+    block = model.config.block_size
+    room = min(cfg.max_new_tokens, block // 2)
+    conv = Conversation(template, tok, block, cfg.system)
+    interactive = sys.stdin.isatty()
+    rng = random.Random(cfg.seed)
+    if interactive:
+        print(
+            f"chatting with {cfg.run} (template {template.name}); /reset, /save FILE, /quit", file=sys.stderr
+        )
+    stops = template.stop_ids(tok)
+    while True:
+        try:
+            line = input("you> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            break
+        if not interactive and line == "":
+            break
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        if line.strip() in ("/quit", "/exit"):
+            break
+        if line.strip() == "/reset":
+            conv.reset()
+            print("(conversation reset)", file=sys.stderr)
+            continue
+        if line.startswith("/save"):
+            target = line[len("/save") :].strip()
+            if not target:
+                print("usage: /save FILE", file=sys.stderr)
+                continue
+            print(f"(saved to {conv.save(target)})", file=sys.stderr)
+            continue
+        before = conv.dropped
+        ids = conv.prompt(line, room)
+        if conv.dropped > before:
+            print(f"(the oldest {conv.dropped - before} turn(s) no longer fit the context and were dropped)",
+                  file=sys.stderr)  # fmt: skip
+        streamer = TextStreamer(tok) if cfg.stream else None
+        if interactive:
+            sys.stdout.write("model> ")
+        out = generate(model, ids, min(room, block - len(ids)), temperature=cfg.temperature, top_k=cfg.top_k or None,
+                       top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty, stop_token_ids=stops,
+                       seed=rng.randrange(2**31), stream=streamer, vocab_limit=tok.n_vocab)[0]  # fmt: skip
+        text = tok.decode(out)
+        if streamer is not None:
+            streamer.finish()
+            sys.stdout.write("\n")
+        else:
+            print(text)
+        sys.stdout.flush()
+        conv.reply(text.strip())
+    return 0

@@ -1,0 +1,594 @@
+"""``ownlm finetune sft``: supervised fine-tuning on instructions or conversations, loss on the responses only.
+
+    ownlm finetune sft runs/base --data instruction-data.json --out runs/sft --max-iters 300
+    ownlm finetune sft runs/base --data persona/ --out runs/me --lora-rank 8      # a model that writes like you
+    ownlm finetune merge runs/me --out runs/me-merged                             # fold LoRA into the weights
+
+BASE is an ``ownlm`` run or checkpoint, or a folder written by ``ownlm import gpt2``. Each example is rendered
+by a chat template (``ownlm.tokenizer.chat``) into token ids and a loss mask: only the assistant's words and
+its end marker carry loss. The template's special tokens are added to the tokenizer when it lacks them (the
+model's embedding grows to match, new rows starting at the mean of the old ones), and the template travels with
+every checkpoint, so ``ownlm chat``, serving and export render prompts exactly as training did.
+
+Batches. By default examples of similar length are batched together (length bucketing) and padded to the
+longest in their batch; ``--pack`` instead fills each row of ``block_size`` tokens with several examples, each
+attending only to itself and with its positions restarting at 0 (``GPT.forward(segments=...)``). Either way
+batch ``i`` is a pure function of ``(seed, i)``, so ``--resume`` continues exactly.
+
+Examples longer than the context: ``--overlong truncate`` (default) keeps the first ``block_size + 1`` tokens
+when at least one response token survives, otherwise drops the example; ``--overlong drop`` drops every one.
+Both are counted in ``DIR/data.json``.
+
+At the end, the held-out prompts are answered greedily by the model before and after fine-tuning:
+``DIR/responses.jsonl`` holds both answers and their ROUGE-L F1 against the reference answers, and
+``DIR/report.md`` the before/after loss, perplexity and ROUGE-L.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ownlm.config import opt, save_config, to_dict
+from ownlm.errors import UserError
+from ownlm.train.config import TrainingConfig
+from ownlm.train.trainer import RunContext, Task
+
+IGNORE = -100
+
+
+def sft_training_defaults(**overrides) -> TrainingConfig:
+    """Fine-tuning starts from trained weights: a lower peak rate, a short warm-up, smaller batches."""
+    values = dict(
+        lr=1e-4, min_lr=1e-5, batch_size=8, warmup_frac=0.05, weight_decay=0.1, evals=5, eval_iters=20
+    )
+    return TrainingConfig(**{**values, **overrides})
+
+
+@dataclass(kw_only=True)
+class SFTConfig:
+    """Fine-tune a model on instructions or conversations (loss on the responses only)."""
+
+    base: str = opt(
+        help="an ownlm run or checkpoint folder, or a folder from `ownlm import gpt2`", positional=True
+    )
+    data: list[str] = opt(
+        [], help="Alpaca JSON/JSONL, chat JSONL ({'messages': [...]}) or `ownlm persona` folders"
+    )
+    out: str = opt(help="run folder for checkpoints, metrics.jsonl, responses.jsonl and report.md")
+    val_data: list[str] = opt(
+        [], help="held-out examples (default: --val-fraction of --data; a persona folder's val)"
+    )
+    val_fraction: float = opt(0.1, help="share of --data held out when --val-data is not given")
+    template: Literal["auto", "chatml", "alpaca"] = opt(
+        "auto",
+        help="chat template (auto: the base's own, else alpaca for single-turn instructions, else chatml)",
+    )
+    pack: bool = opt(
+        False, help="pack several examples per row (attention and loss kept within each example)"
+    )
+    max_length: int = opt(0, help="longest example in tokens (0: the model's context length)")
+    overlong: Literal["truncate", "drop"] = opt("truncate", help="examples longer than --max-length")
+    epochs: float = opt(0.0, help="passes over the training examples (0: 2 when no other budget is given)")
+    lora_rank: int = opt(
+        0, help="train LoRA adapters of this rank instead of the full model (0: full fine-tuning)"
+    )
+    lora_alpha: float = opt(16.0, help="LoRA scale numerator: updates are scaled by alpha / rank")
+    lora_targets: list[str] = opt(
+        ["attn"], help="layers that get adapters: attn, mlp, all, or names like c_fc"
+    )
+    lora_dropout: float = opt(0.0, help="dropout on the adapters' input")
+    train_layers: str = opt(
+        "all", help="partial fine-tuning: 'all', or N = the last N blocks + final norm + head"
+    )
+    responses: int = opt(20, help="held-out prompts answered before and after training (0: none)")
+    max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl")
+    resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
+    train: TrainingConfig = opt(sft_training_defaults(), help="budget, schedule, evaluation, machine")
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Encoded:
+    """Token ids and loss masks of the examples that fit, and what happened to the others."""
+
+    ids: list[np.ndarray] = field(default_factory=list)  # int64, one array per example
+    mask: list[np.ndarray] = field(default_factory=list)  # uint8, 1 where the token carries loss
+    examples: list[dict] = field(default_factory=list)  # the source examples kept, in the same order
+    truncated: int = 0
+    dropped: int = 0
+
+    def counts(self) -> dict:
+        return {"examples": len(self.ids), "truncated": self.truncated, "dropped": self.dropped,
+                "tokens": int(sum(len(x) for x in self.ids)),
+                "loss_tokens": int(sum(int(m[1:].sum()) for m in self.mask))}  # fmt: skip
+
+
+def encode_examples(examples: list[dict], template, tokenizer, max_len: int, overlong: str) -> Encoded:
+    """Render and encode each example; ``max_len`` tokens at most (inputs + 1), by the rule of ``overlong``."""
+    enc = Encoded()
+    for ex in examples:
+        try:
+            ids, mask = template.encode(tokenizer, ex["messages"])
+        except UserError as e:
+            raise UserError(f"{ex.get('where', 'example')}: {e}") from None
+        if len(ids) > max_len:
+            if overlong == "drop" or not any(mask[1:max_len]):
+                enc.dropped += 1
+                continue
+            ids, mask = ids[:max_len], mask[:max_len]
+            enc.truncated += 1
+        if len(ids) < 2 or not any(mask[1:]):
+            enc.dropped += 1
+            continue
+        enc.ids.append(np.asarray(ids, dtype=np.int64))
+        enc.mask.append(np.asarray(mask, dtype=np.uint8))
+        enc.examples.append(ex)
+    return enc
+
+
+def _pad_rows(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], pad_id: int, width: int | None = None):
+    """(inputs, labels, segments) rows -> a batch dict padded on the right to the longest row (or ``width``)."""
+    T = width or max(len(r[0]) for r in rows)
+    x = np.full((len(rows), T), pad_id, dtype=np.int64)
+    y = np.full((len(rows), T), IGNORE, dtype=np.int64)
+    seg = np.full((len(rows), T), -1, dtype=np.int64)
+    lengths = np.zeros(len(rows), dtype=np.int64)
+    for i, (a, b, s) in enumerate(rows):
+        x[i, : len(a)], y[i, : len(b)], seg[i, : len(s)] = a, b, s
+        lengths[i] = len(a)
+    return {"input_ids": x, "labels": y, "segments": seg, "lengths": lengths}
+
+
+def example_row(ids: np.ndarray, mask: np.ndarray, segment: int = 0):
+    """One example as (inputs, labels, segments): targets are the next tokens, -100 where the mask is 0."""
+    labels = ids[1:].copy()
+    labels[mask[1:] == 0] = IGNORE
+    return ids[:-1], labels, np.full(len(ids) - 1, segment, dtype=np.int64)
+
+
+class SFTBatches:
+    """Deterministic training batches: global batch ``i`` is a pure function of ``(seed, i)``; each process
+    keeps its slice of the global batch's rows (as ``WindowSampler`` does for pretraining)."""
+
+    def __init__(self, enc: Encoded, batch_size: int, block_size: int, pad_id: int, seed: int, pack: bool = False,
+                 rank: int = 0, world: int = 1):  # fmt: skip
+        if not enc.ids:
+            raise UserError(
+                "no training examples fit the model's context; raise --max-length or shorten them"
+            )
+        self.enc, self.B, self.T, self.pad_id, self.seed = enc, batch_size, block_size, pad_id, seed
+        self.pack, self.rank, self.world = pack, rank, world
+        self._epoch, self._batches = -1, []
+
+    @property
+    def rows_per_batch(self) -> int:
+        return self.B * self.world
+
+    def _epoch_batches(self, epoch: int) -> list[list]:
+        """The global batches of one epoch: lists of rows, each row a list of example indices."""
+        n = len(self.enc.ids)
+        order = np.random.default_rng([self.seed, 7, epoch]).permutation(n)
+        if self.pack:
+            rows, row, used = [], [], 0
+            for k in order:
+                need = len(self.enc.ids[k]) - 1
+                if row and used + need > self.T:
+                    rows.append(row)
+                    row, used = [], 0
+                row.append(int(k))
+                used += need
+            rows.append(row)
+        else:  # length bucketing: sort within chunks of 50 batches, so batches hold similar lengths
+            chunk = self.rows_per_batch * 50
+            rows = []
+            for c in range(0, n, chunk):
+                part = sorted(order[c : c + chunk], key=lambda k: len(self.enc.ids[k]))
+                rows += [[int(k)] for k in part]
+        batches = [rows[i : i + self.rows_per_batch] for i in range(0, len(rows), self.rows_per_batch)]
+        while len(batches[-1]) < self.rows_per_batch:  # fill the last batch by wrapping around
+            batches[-1].append(rows[(len(batches[-1])) % len(rows)])
+        if not self.pack:
+            batches = [
+                batches[j] for j in np.random.default_rng([self.seed, 8, epoch]).permutation(len(batches))
+            ]
+        return batches
+
+    def batches_per_epoch(self) -> int:
+        """Batches in every epoch (packing fills rows differently each epoch: epoch 0's count is used)."""
+        if not hasattr(self, "_n"):
+            self._n = len(self._epoch_batches(0))
+        return self._n
+
+    def batch(self, index: int) -> dict:
+        n = self.batches_per_epoch()
+        epoch, j = divmod(index, n)
+        if epoch != self._epoch:
+            batches = self._epoch_batches(epoch)
+            self._batches, self._epoch = (batches * (n // len(batches) + 1))[:n], epoch
+        rows = self._batches[j][self.rank * self.B : (self.rank + 1) * self.B]
+        out = []
+        for row in rows:
+            parts = [example_row(self.enc.ids[k], self.enc.mask[k], s) for s, k in enumerate(row)]
+            out.append(tuple(np.concatenate([p[i] for p in parts]) for i in range(3)))
+        return _pad_rows(out, self.pad_id, self.T if self.pack else None)
+
+
+class SFTTask(Task):
+    """Masked next-token loss on the responses; validation is the masked loss on held-out examples."""
+
+    def __init__(self, train: SFTBatches, val: Encoded | None, eval_batches: int, template, pad_id: int):
+        self.train, self.val, self.eval_batches = train, val, eval_batches
+        self.template, self.pad_id = template, pad_id
+
+    def batch(self, index: int) -> dict:
+        return self.train.batch(index)
+
+    def count(self, batch: dict) -> int:
+        return int((batch["labels"] != IGNORE).sum())
+
+    def tokens(self, batch: dict) -> int:
+        return int(batch["lengths"].sum())
+
+    def loss(self, model, batch: dict):
+        segments = batch["segments"] if self.train.pack else None
+        return model(batch["input_ids"], batch["labels"], segments=segments, reduction="sum")[1]
+
+    def evaluate(self, model, ctx: RunContext) -> dict:
+        if self.val is None or not self.val.ids:
+            return {}
+        total, count = masked_loss(model, self.val, ctx, self.train.B, self.pad_id, self.eval_batches)
+        return {"val_loss": total / max(count, 1), "val_tokens": count}
+
+    def save_extra(self, folder: Path) -> None:
+        from ownlm.tokenizer.chat import save_template
+
+        save_template(folder, self.template)
+
+
+def masked_loss(model, enc: Encoded, ctx: RunContext, batch_size: int, pad_id: int, max_batches: int = 0):
+    """(sum of the response tokens' losses, their count) over ``enc``, in length order; each process scores its
+    share of the batches and the sums are added over processes."""
+    import torch
+
+    order = sorted(range(len(enc.ids)), key=lambda k: len(enc.ids[k]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_batches:
+        batches = batches[:max_batches]
+    sums = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    with torch.no_grad(), ctx.autocast():
+        for b in batches[ctx.rank :: ctx.world]:
+            batch = ctx.to_device(_pad_rows([example_row(enc.ids[k], enc.mask[k]) for k in b], pad_id))
+            sums[0] += model(batch["input_ids"], batch["labels"], reduction="sum")[1].double()
+            sums[1] += (batch["labels"] != IGNORE).sum()
+    ctx.all_reduce(sums)
+    return sums[0].item(), int(sums[1].item())
+
+
+# ---------------------------------------------------------------------------------------------- quality
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 (Lin 2004) on lower-cased word tokens: the longest common subsequence, as a harmonic mean of
+    its share of the candidate and of the reference.
+
+    >>> rouge_l("the cat sat", "the cat sat")
+    1.0
+    >>> round(rouge_l("the cat", "the big cat"), 3)
+    0.8
+    >>> rouge_l("", "anything")
+    0.0
+    """
+    a, b = _words(candidate)[:1000], _words(reference)[:1000]
+    if not a or not b:
+        return 0.0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    p, r = lcs / len(a), lcs / len(b)
+    return 2 * p * r / (p + r)
+
+
+def answer(model, tokenizer, template, messages: list[dict], max_new_tokens: int) -> str:
+    """The model's greedy reply to a conversation (everything before its last assistant turn)."""
+    from ownlm.generate import generate
+
+    ids = template.encode_prompt(tokenizer, messages)
+    block = model.config.block_size
+    if len(ids) >= block:
+        ids = ids[-(block - 1) :]
+    out = generate(model, ids, max_new_tokens, temperature=0.0, stop_token_ids=template.stop_ids(tokenizer),
+                   vocab_limit=tokenizer.n_vocab)[0]  # fmt: skip
+    return tokenizer.decode(out).strip()
+
+
+def held_out_answers(model, tokenizer, template, examples: list[dict], max_new_tokens: int) -> list[dict]:
+    """For each example: its prompt (up to the last assistant turn), the reference reply, the model's reply and
+    their ROUGE-L."""
+    rows = []
+    for ex in examples:
+        msgs = ex["messages"]
+        last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        reply = answer(model, tokenizer, template, msgs[:last], max_new_tokens)
+        ref = msgs[last]["content"]
+        rows.append({"where": ex.get("where"), "prompt": msgs[:last], "reference": ref, "response": reply,
+                     "rouge_l": rouge_l(reply, ref)})  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def choose_template(name: str, base_folder: Path, examples: list[dict], persona: bool):
+    """The template for this run: the one given, the base's own (a model fine-tuned before), alpaca for
+    single-turn instruction data, chatml for conversations."""
+    from ownlm.tokenizer.chat import get_template, load_template
+
+    if name != "auto":
+        return get_template(name)
+    own = load_template(base_folder)
+    if own is not None:
+        return own
+    single = all(len(e["messages"]) == 2 and e["messages"][0]["role"] == "user" for e in examples)
+    return get_template("alpaca" if single and not persona else "chatml")
+
+
+def load_base(base: str, resume_folder: Path | None):
+    """(model, tokenizer, folder) of the base (or of the checkpoint a resumed run continues)."""
+    from ownlm.model.checkpoint import load_model, resolve_checkpoint
+
+    folder = resolve_checkpoint(resume_folder or base)
+    model, tok, _ = load_model(folder, merge_lora=resume_folder is None)
+    if tok is None:
+        raise UserError(
+            f"{folder}: the model has no tokenizer.json; fine-tuning needs the tokenizer it was trained with"
+        )
+    return model, tok, folder
+
+
+def prepare(cfg: SFTConfig, tokenizer, base_folder: Path, template_name: str | None = None):
+    """Read, split, template and encode the data: (template, tokenizer with its specials, train, val, counts)."""
+    from ownlm.finetune.data import load_examples, load_persona_split, split_examples
+    from ownlm.tokenizer.chat import add_special_tokens
+
+    persona = any(Path(p).is_dir() for p in cfg.data)
+    examples, counts = load_examples(cfg.data)
+    if cfg.val_data:
+        val_ex, _ = load_examples(cfg.val_data)
+        train_ex = examples
+    elif persona:  # a persona's validation split is the latest part of the timeline, not a random share
+        train_ex = examples
+        val_ex = [e for p in cfg.data if Path(p).is_dir() for e in load_persona_split(p, "val")[0]]
+    else:
+        train_ex, val_ex = split_examples(examples, cfg.val_fraction, cfg.train.seed)
+    template = choose_template(template_name or cfg.template, base_folder, train_ex, persona)
+    tokenizer = add_special_tokens(tokenizer, template.special_tokens())
+    return template, tokenizer, train_ex, val_ex, counts
+
+
+def main(cfg: SFTConfig) -> int:
+    import torch
+
+    from ownlm.train.checkpoint import read_state
+    from ownlm.train.device import ddp_cleanup, ddp_info, ddp_setup, pick_device
+    from ownlm.train.trainer import Trainer
+
+    tc = cfg.train
+    tc.check()
+    _check(cfg)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    out = Path(cfg.out)
+    resume = None
+    if cfg.resume:
+        if not (out / "latest").is_file():
+            raise UserError(f"--resume: {out} has no checkpoint to resume from (no {out / 'latest'})")
+        resume = read_state(out)
+    elif (out / "latest").is_file():
+        raise UserError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
+    model, tok, folder = load_base(cfg.base, resume[0] if resume else None)
+    base_n_vocab = tok.n_vocab
+    template, tok, train_ex, val_ex, counts = prepare(cfg, tok, folder)
+    if not resume:
+        from ownlm.model.resize import fit_vocab
+
+        fit_vocab(model, base_n_vocab, tok.n_vocab)
+    elif tok.n_vocab > model.config.vocab_size:
+        raise UserError(f"{resume[0]}: the checkpoint's tokenizer does not match its model")
+    block = model.config.block_size
+    max_len = min(cfg.max_length or block, block) + 1
+    train_enc = encode_examples(train_ex, template, tok, max_len, cfg.overlong)
+    val_enc = encode_examples(val_ex, template, tok, max_len, cfg.overlong) if val_ex else None
+    pad_id = tok.eot_id if tok.eot_id is not None else 0
+    if not train_enc.ids:
+        raise UserError(f"none of the {len(train_ex):,} training examples fits the model's context of {block} tokens "
+                        f"with a response token left ({train_enc.dropped:,} dropped); shorten them or use a model "
+                        "with a longer context")  # fmt: skip
+
+    rank, _, world = ddp_info()
+    device = pick_device(tc.device)
+    if world > 1:
+        ddp_setup(device)
+    try:
+        if not resume:
+            torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
+            _adapt(model, cfg)
+        model.train()
+        batches = SFTBatches(train_enc, tc.batch_size, block, pad_id, tc.seed, cfg.pack, rank, world)
+        per_epoch = math.ceil(batches.batches_per_epoch() / tc.grad_accum)
+        if cfg.epochs or not (tc.max_iters or tc.max_tokens or tc.max_minutes):
+            epochs = cfg.epochs or 2.0
+            tc.max_iters = tc.max_iters or max(1, math.ceil(epochs * per_epoch))
+        responses_before = []
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                save_config(cfg, out / "config.json")
+            data = {"template": template.name, "train": train_enc.counts(),
+                    "val": val_enc.counts() if val_enc else None, "read": counts,
+                    "steps_per_epoch": per_epoch}  # fmt: skip
+            from ownlm.io import write_json
+
+            write_json(out / "data.json", data)
+            print(_summary_line(model, template, train_enc, val_enc, per_epoch, tc))
+            if cfg.responses and val_enc and not resume:
+                responses_before = held_out_answers(model.to(device).eval(), tok, template,
+                                                    val_enc.examples[: cfg.responses], cfg.max_new_tokens)  # fmt: skip
+                model.train()
+        task = SFTTask(batches, val_enc, tc.eval_iters, template, pad_id)
+        run_config = to_dict(cfg)
+        summary = Trainer(model, tc, task, out, tokenizer=tok, resume=resume, run_config=run_config,
+                          eval_at_start=True, flops_seq_len=block).fit()  # fmt: skip
+    finally:
+        if world > 1:
+            ddp_cleanup()
+    if rank == 0 and summary["status"] == "done":
+        _finish(cfg, out, model, tok, template, val_enc, responses_before, summary, device)
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def _check(cfg: SFTConfig) -> None:
+    if not cfg.data:
+        raise UserError(
+            "give the training data: --data FILE... (Alpaca JSON/JSONL, chat JSONL or a persona folder)"
+        )
+    if cfg.lora_rank < 0:
+        raise UserError(f"--lora-rank must be >= 0, got {cfg.lora_rank}")
+    if cfg.max_length < 0 or cfg.epochs < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
+        raise UserError("--max-length, --epochs and --responses must be >= 0 and --max-new-tokens >= 1")
+    if cfg.lora_rank and cfg.train_layers != "all":
+        raise UserError(
+            "give either --lora-rank (adapters) or --train-layers (partial fine-tuning), not both"
+        )
+
+
+def _adapt(model, cfg: SFTConfig) -> None:
+    """LoRA adapters, or freezing all but the last blocks, as the flags ask."""
+    if cfg.lora_rank:
+        from ownlm.finetune.lora import LoRAConfig, apply_lora
+
+        apply_lora(model, LoRAConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=list(cfg.lora_targets),
+                                     dropout=cfg.lora_dropout))  # fmt: skip
+    elif cfg.train_layers != "all":
+        from ownlm.finetune.lora import freeze_for_train_layers
+
+        freeze_for_train_layers(model, cfg.train_layers)
+
+
+def _summary_line(model, template, train_enc: Encoded, val_enc: Encoded | None, per_epoch: int, tc) -> str:
+    from ownlm.finetune.lora import trainable_summary
+
+    tr = train_enc.counts()
+    budget = " or ".join(x for x in (f"{tc.max_iters:,} steps" if tc.max_iters else "",
+                                     f"{tc.max_minutes:g} minutes" if tc.max_minutes else "",
+                                     f"{tc.max_tokens:,} tokens" if tc.max_tokens else "") if x)  # fmt: skip
+    val = f", {len(val_enc.ids):,} held out" if val_enc else ", none held out"
+    skipped = ""
+    if tr["truncated"] or tr["dropped"]:
+        skipped = f" ({tr['truncated']} truncated, {tr['dropped']} dropped as longer than the context)"
+    return (f"sft: {tr['examples']:,} training examples{skipped}{val}; template {template.name}; "
+            f"{per_epoch} steps per epoch; budget {budget}; {trainable_summary(model)}")  # fmt: skip
+
+
+def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], summary: dict, device) -> None:
+    from ownlm.io import iter_jsonl, write_jsonl
+
+    after = []
+    if cfg.responses and val_enc:
+        after = held_out_answers(model.to(device).eval(), tok, template, val_enc.examples[: cfg.responses],
+                                 cfg.max_new_tokens)  # fmt: skip
+        rows = []
+        for i, a in enumerate(after):
+            row = dict(a)
+            if i < len(before):
+                row["response_before"], row["rouge_l_before"] = before[i]["response"], before[i]["rouge_l"]
+            rows.append(row)
+        write_jsonl(out / "responses.jsonl", rows)
+    metrics = [r for _, r in iter_jsonl(out / "metrics.jsonl", errors="skip") if isinstance(r, dict)]
+    write_sft_report(out, cfg, metrics, before, after, template)
+    vl = f", val loss {summary['val_loss']:.4f}" if summary.get("val_loss") is not None else ""
+    print(f"done: step {summary['step']}{vl}; checkpoint {summary['checkpoint']}; report {out / 'report.md'}")
+
+
+def write_sft_report(
+    out: Path, cfg, metrics: list[dict], before: list[dict], after: list[dict], template
+) -> Path:
+    """``DIR/report.md``: loss, perplexity and ROUGE-L before and after, and a few exchanges."""
+    from ownlm.io import write_text
+
+    scored = [m for m in metrics if isinstance(m.get("val_loss"), int | float)]
+    first, last = (scored[0], scored[-1]) if scored else ({}, {})
+
+    def f(x, spec=".3f"):
+        return format(x, spec) if isinstance(x, int | float) else "–"
+
+    def mean(rows):
+        return sum(r["rouge_l"] for r in rows) / len(rows) if rows else None
+
+    lines = [f"# {out.name}: fine-tuned from `{cfg.base}`", "",
+             f"Template `{template.name}`; {last.get('step', 0):,} steps; "
+             f"{'LoRA rank ' + str(cfg.lora_rank) if cfg.lora_rank else 'train layers: ' + cfg.train_layers}.", "",
+             "| held-out examples | before (step 0) | after |", "|---|---|---|",
+             f"| masked loss (response tokens) | {f(first.get('val_loss'))} | {f(last.get('val_loss'))} |",
+             f"| perplexity | {f(first.get('val_ppl'), '.2f')} | {f(last.get('val_ppl'), '.2f')} |",
+             f"| ROUGE-L F1 of greedy answers ({len(after)} prompts) | {f(mean(before))} | {f(mean(after))} |",
+             ""]  # fmt: skip
+    if after:
+        lines += ["## Some held-out exchanges", ""]
+        for i, row in enumerate(after[:5]):
+            last = row["prompt"][-1] if row["prompt"] else {}
+            prompt = last.get("content", "") + (f"\n\n{last['input']}" if last.get("input") else "")
+            lines += [f"**Prompt:** {prompt.strip()[:400]}", "",
+                      f"**Reference:** {row['reference'].strip()[:400]}", ""]  # fmt: skip
+            if i < len(before):
+                lines += [f"**Before:** {before[i]['response'].strip()[:400] or '(nothing)'}", ""]
+            lines += [f"**After:** {row['response'].strip()[:400] or '(nothing)'}", ""]
+    write_text(out / "report.md", "\n".join(lines))
+    return out / "report.md"
+
+
+# ---------------------------------------------------------------------------------------------- merge
+
+
+@dataclass(kw_only=True)
+class MergeConfig:
+    """Fold a LoRA run's adapters into full weights: a plain model folder that needs no adapter."""
+
+    run: str = opt(help="a LoRA fine-tuning run or checkpoint folder", positional=True)
+    out: str = opt(help="folder for the merged model")
+
+
+def merge_main(cfg: MergeConfig) -> int:
+    from ownlm.model.checkpoint import load_model, resolve_checkpoint, save_model
+    from ownlm.tokenizer.chat import load_template, save_template
+
+    folder = resolve_checkpoint(cfg.run)
+    if not (folder / "adapter.json").is_file():
+        raise UserError(f"{folder}: no LoRA adapters here (adapter.json); nothing to merge")
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out}: the folder is not empty; choose a new one")
+    model, tok, _ = load_model(folder, merge_lora=True)
+    save_model(out, model, tokenizer=tok, extra={"merged_from": str(folder)})
+    template = load_template(folder)
+    if template is not None:
+        save_template(out, template)
+    print(f"merged {folder} -> {out}")
+    return 0
