@@ -1,0 +1,204 @@
+"""An ownlm model as one GGUF file for llama.cpp (and the apps built on it), through the ``gguf`` package.
+
+    GPT-2 block  -> arch "gpt2":  token_embd, position_embd, blk.N.{attn_norm, attn_qkv, attn_output, ffn_norm,
+                                  ffn_up, ffn_down} (weights + biases), output_norm, output (when untied)
+    modern block -> arch "llama": token_embd, blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm,
+                                  ffn_gate, ffn_up, ffn_down} (+ biases when the model has them), output_norm, output
+
+Weights keep PyTorch's (out, in) layout; the writer stores ggml's reversed shape. A tied head is not written:
+llama.cpp reuses token_embd when ``output`` is absent.
+
+RoPE: llama.cpp's "llama" architecture rotates adjacent pairs (dims 2i, 2i+1) of each head, while our RoPE
+rotates the two halves (dims i and i + hs/2), as Hugging Face's Llama does. Rows of the q and k projections are
+therefore reordered per head to [0, hs/2, 1, hs/2 + 1, ...]: then the pair rotation of the reordered vector is
+the half rotation of the original one, reordered the same way for q and k, so every q·k score is unchanged
+(llama.cpp's own converter does the same to Hugging Face Llama checkpoints).
+
+The tokenizer goes in as llama.cpp's "gpt2" (byte-level BPE) model: every token spelled in GPT-2's byte-to-
+character table, merges as "LEFT RIGHT", special tokens as control tokens, padding ids up to the model's vocab
+size as unused ones. llama.cpp splits text with a built-in pre-tokenizer picked by name; ours map onto the nearest
+(gpt2 -> "gpt-2", gpt4 -> "llama-bpe"), so token ids can differ from ownlm's on rare whitespace runs.
+
+>>> write_gguf(model, tokenizer, Path("export/model-f16.gguf"), dtype="f16")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ownlm.errors import UserError
+from ownlm.export import block_kind
+from ownlm.io import _umask
+
+DTYPES = ("f32", "f16", "q8_0")
+Q8_BLOCK = 32  # q8_0 quantizes rows in blocks of 32 values, one f16 scale per block
+
+
+def pre_tokenizer(pattern: str) -> str:
+    """The llama.cpp pre-tokenizer name nearest to our split ``pattern`` (a warning when none matches)."""
+    from ownlm.tokenizer.bpe import PATTERNS
+
+    if pattern == PATTERNS["gpt2"]:
+        return "gpt-2"
+    if pattern == PATTERNS["gpt4"]:
+        return "llama-bpe"  # Llama 3's split rule: cl100k's, which our "gpt4" pattern follows
+    print("ownlm: warning: the tokenizer's split pattern is not one llama.cpp knows; the GGUF uses GPT-2's, "
+          "so llama.cpp may tokenize some text differently (the model's ids are unaffected)", file=sys.stderr)  # fmt: skip
+    return "gpt-2"
+
+
+def vocab_entries(tokenizer, vocab_size: int) -> tuple[list[str], list[int], list[str]]:
+    """``(tokens, token_types, merges)`` for GGUF's tokenizer keys, ``vocab_size`` tokens long."""
+    from gguf import TokenType
+
+    from ownlm.tokenizer.export import _spell
+
+    if tokenizer.n_vocab > vocab_size:
+        raise UserError(f"the tokenizer has {tokenizer.n_vocab} tokens but the model only {vocab_size} rows")
+    tokens, types = [], []
+    for i in range(vocab_size):
+        if i in tokenizer.vocab:
+            tokens.append(_spell(tokenizer.vocab[i]))
+            types.append(TokenType.NORMAL)
+        elif i in tokenizer.special_ids:
+            tokens.append(tokenizer.special_ids[i])
+            types.append(TokenType.CONTROL)
+        else:  # the model's padding rows (vocab rounded up to a multiple of 64): never produced by the tokenizer
+            tokens.append(f"[PAD{i}]")
+            types.append(TokenType.UNUSED)
+    if len(set(tokens)) != len(tokens):
+        raise UserError("two tokens have the same spelling in GGUF (a special token or [PADn] equals a "
+                        "text token); rename the special token")  # fmt: skip
+    merges = [f"{_spell(tokenizer.vocab[a])} {_spell(tokenizer.vocab[b])}" for a, b in tokenizer.merges]
+    return tokens, [int(t) for t in types], merges
+
+
+def interleave_rope_rows(w, n_heads: int):
+    """Reorder each head's rows from rotate-half order to adjacent pairs: [0, h, 1, h+1, ...] with h = hs/2.
+
+    ``w``: (n_heads * hs, ...) weight or bias of a q or k projection (numpy or torch).
+    """
+    hs = w.shape[0] // n_heads
+    rest = tuple(w.shape[1:])
+    return w.reshape(n_heads, 2, hs // 2, *rest).swapaxes(1, 2).reshape(w.shape)  # (nh, hs/2, 2, ...)
+
+
+def gguf_tensors(model) -> dict:
+    """GGUF tensor name -> float32 numpy array, in llama.cpp's names and layouts (see the module docstring)."""
+    cfg = model.config
+    kind = block_kind(cfg, "GGUF")
+    s = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    out = {
+        "token_embd.weight": s["transformer.wte.weight"],
+        "output_norm.weight": s["transformer.ln_f.weight"],
+    }
+    if "transformer.ln_f.bias" in s:
+        out["output_norm.bias"] = s["transformer.ln_f.bias"]
+    if not cfg.tie_embeddings:
+        out["output.weight"] = s["lm_head.weight"]
+    if kind == "gpt2":
+        out["position_embd.weight"] = s["transformer.wpe.weight"]
+    names = {"ln_1": "attn_norm", "attn.c_proj": "attn_output", "ln_2": "ffn_norm", "mlp.c_proj": "ffn_down"}
+    names |= {"attn.c_attn": "attn_qkv", "mlp.c_fc": "ffn_up"} if kind == "gpt2" else {}
+    suffixes = ("weight", "bias") if cfg.bias or kind == "gpt2" else ("weight",)
+    for i in range(cfg.n_layer):
+        src, dst = f"transformer.h.{i}.", f"blk.{i}."
+        for ours, theirs in names.items():
+            for suffix in suffixes:
+                if src + f"{ours}.{suffix}" in s:
+                    out[dst + f"{theirs}.{suffix}"] = s[src + f"{ours}.{suffix}"]
+        if kind == "llama":
+            hs, nh, nkv, hidden = cfg.head_size, cfg.n_head, cfg.kv_heads, cfg.hidden_size
+            for suffix in suffixes:
+                qkv = s[src + f"attn.c_attn.{suffix}"]
+                q, k, v = qkv[: nh * hs], qkv[nh * hs : (nh + nkv) * hs], qkv[(nh + nkv) * hs :]
+                fc = s[src + f"mlp.c_fc.{suffix}"]
+                out |= {dst + f"attn_q.{suffix}": interleave_rope_rows(q, nh),
+                        dst + f"attn_k.{suffix}": interleave_rope_rows(k, nkv), dst + f"attn_v.{suffix}": v,
+                        dst + f"ffn_gate.{suffix}": fc[:hidden], dst + f"ffn_up.{suffix}": fc[hidden:]}  # fmt: skip
+    if kind == "gpt2" and not cfg.bias:  # llama.cpp's GPT-2 requires every bias: zeros say "none"
+        import numpy as np
+
+        for name, w in list(out.items()):
+            if (name.startswith("blk.") and name.endswith(".weight")) or name == "output_norm.weight":
+                out.setdefault(name.removesuffix("weight") + "bias", np.zeros(w.shape[0], np.float32))
+    return {k: v.copy() for k, v in out.items()}  # own contiguous arrays, not views of the split tensors
+
+
+def _encode(x, dtype: str):
+    """``(array, raw_dtype)`` to store: 1-D tensors (norms, biases) stay f32, as llama.cpp expects; q8_0 needs
+    rows that are a whole number of 32-value blocks, other rows fall back to f16."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, quants
+
+    if dtype == "f32" or x.ndim == 1:
+        return x.astype(np.float32), None
+    if dtype == "q8_0" and x.shape[-1] % Q8_BLOCK == 0:
+        return quants.quantize(x.astype(np.float32), GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0
+    return x.astype(np.float16), None
+
+
+def write_gguf(model, tokenizer, path: Path, template=None, dtype: str = "f16", name: str = "ownlm") -> Path:
+    """Write the model, its tokenizer (and chat template) to ``path``, atomically; return ``path``."""
+    try:
+        import gguf
+    except ImportError:
+        raise UserError("export --to gguf needs the gguf package: pip install 'ownlm[export]'") from None
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype {dtype} is not available for --to gguf (choose one of {', '.join(DTYPES)})")
+    cfg = model.config
+    kind = block_kind(cfg, "GGUF")
+    tokens, types, merges = vocab_entries(tokenizer, cfg.vocab_size)
+    tensors = gguf_tensors(model)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        w = gguf.GGUFWriter(tmp, kind)
+        w.add_name(name)
+        w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype])  # fmt: skip
+        w.add_context_length(cfg.block_size)
+        w.add_embedding_length(cfg.n_embd)
+        w.add_block_count(cfg.n_layer)
+        w.add_feed_forward_length(cfg.hidden_size)
+        w.add_head_count(cfg.n_head)
+        w.add_vocab_size(cfg.vocab_size)
+        if kind == "gpt2":
+            w.add_layer_norm_eps(cfg.norm_eps)
+        else:
+            w.add_head_count_kv(cfg.kv_heads)
+            w.add_layer_norm_rms_eps(cfg.norm_eps)
+            w.add_rope_dimension_count(cfg.head_size)
+            w.add_rope_freq_base(cfg.rope_theta)
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre(pre_tokenizer(tokenizer.pattern))
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        if tokenizer.eot_id is not None:
+            w.add_bos_token_id(tokenizer.eot_id)
+            w.add_eos_token_id(tokenizer.eot_id)
+        w.add_add_bos_token(False)  # ownlm never prepends a token to a prompt
+        if template is not None:
+            w.add_chat_template(template.to_jinja())
+            end = tokenizer.special_tokens.get(template.end_marker)
+            if end is not None:  # llama.cpp ends a chat reply at the end-of-turn token
+                w.add_eot_token_id(end)
+        for tname, x in tensors.items():
+            data, raw = _encode(x, dtype)
+            w.add_tensor(tname, data, raw_dtype=raw)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
