@@ -386,9 +386,8 @@ def prepare(cfg: SFTConfig, tokenizer, base_folder: Path, template_name: str | N
 def main(cfg: SFTConfig) -> int:
     import torch
 
-    from ownlm.train.checkpoint import read_state
-    from ownlm.train.device import ddp_cleanup, ddp_info, ddp_setup, pick_device
-    from ownlm.train.trainer import Trainer
+    from ownlm.train.device import ddp_info
+    from ownlm.train.trainer import run_folder
 
     tc = cfg.train
     tc.check()
@@ -396,13 +395,18 @@ def main(cfg: SFTConfig) -> int:
     if tc.threads:
         torch.set_num_threads(tc.threads)
     out = Path(cfg.out)
-    resume = None
-    if cfg.resume:
-        if not (out / "latest").is_file():
-            raise UserError(f"--resume: {out} has no checkpoint to resume from (no {out / 'latest'})")
-        resume = read_state(out)
-    elif (out / "latest").is_file():
-        raise UserError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
+    rank, _, world = ddp_info()
+    with run_folder(out, cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]) as resume:
+        return _sft(cfg, out, resume, rank, world)
+
+
+def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
+    import torch
+
+    from ownlm.train.device import ddp_cleanup, ddp_setup, pick_device
+    from ownlm.train.trainer import Trainer
+
+    tc = cfg.train
     model, tok, folder = load_base(cfg.base, resume[0] if resume else None)
     base_n_vocab = tok.n_vocab
     template, tok, train_ex, val_ex, counts = prepare(cfg, tok, folder)
@@ -422,7 +426,6 @@ def main(cfg: SFTConfig) -> int:
                         f"with a response token left ({train_enc.dropped:,} dropped); shorten them or use a model "
                         "with a longer context")  # fmt: skip
 
-    rank, _, world = ddp_info()
     device = pick_device(tc.device)
     if world > 1:
         ddp_setup(device)

@@ -115,13 +115,10 @@ class PretrainTask(Task):
 def main(cfg: PretrainConfig) -> int:
     import torch
 
-    from ownlm.data.batches import WindowSampler
-    from ownlm.data.shards import check_tokenizer, open_split, read_tokens_manifest
-    from ownlm.io import read_json
+    from ownlm.data.shards import check_tokenizer, read_tokens_manifest
     from ownlm.tokenizer import Tokenizer
-    from ownlm.train.checkpoint import read_state
-    from ownlm.train.device import ddp_cleanup, ddp_info, ddp_setup, pick_device
-    from ownlm.train.trainer import Trainer
+    from ownlm.train.device import ddp_info
+    from ownlm.train.trainer import run_folder
 
     tc = cfg.train
     tc.check()
@@ -139,16 +136,25 @@ def main(cfg: PretrainConfig) -> int:
         manifest, tokenizer.sha256() if tokenizer else None, f"{cfg.data}/tokenizer.json", cfg.data
     )
 
-    resume = None
-    if cfg.resume:
-        if not (out / "latest").is_file():
-            raise UserError(f"--resume: {out} has no checkpoint to resume from (no {out / 'latest'})")
-        resume = read_state(out)
-        _check_resume_settings(cfg, resume[1])
-    elif (out / "latest").is_file():
-        raise UserError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
-
     rank, _, world = ddp_info()
+    with run_folder(out, cfg.resume, master=rank == 0, inputs=[cfg.data]) as resume:
+        if resume:
+            _check_resume_settings(cfg, resume[1])
+        return _pretrain(cfg, out, manifest, tokenizer, resume, rank, world)
+
+
+def _pretrain(
+    cfg: PretrainConfig, out: Path, manifest: dict, tokenizer, resume, rank: int, world: int
+) -> int:
+    import torch
+
+    from ownlm.data.batches import WindowSampler
+    from ownlm.data.shards import check_tokenizer, open_split
+    from ownlm.io import read_json
+    from ownlm.train.device import ddp_cleanup, ddp_setup, pick_device
+    from ownlm.train.trainer import Trainer
+
+    tc = cfg.train
     device = pick_device(tc.device)
     if world > 1:
         ddp_setup(device)

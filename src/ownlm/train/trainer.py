@@ -47,6 +47,37 @@ from ownlm.errors import UserError
 DEFAULT_MAX_ITERS = 2000  # when a run is given no budget at all
 
 
+@contextlib.contextmanager
+def run_folder(out, resume: bool, kind: str = "ownlm-run", master: bool = True, inputs=()):
+    """Claim a run folder for the length of a training command: ``--resume`` needs a checkpoint there; a new
+    run needs a fresh folder, an empty one, or one an earlier attempt of a run made (no checkpoint yet) —
+    never a folder with other files, and never an earlier run's checkpoints. The folder is locked (a second
+    command on the same ``--out`` stops with a clear error), and hidden temp files that a killed run left
+    behind are cleaned up. Only process 0 of a DDP run does any of this. Yields ``(step folder, state)`` of
+    the checkpoint to resume from, or None.
+    """
+    from ownlm.io import RunLock, clean_stale_temps, mark_output, prepare_output
+    from ownlm.train.checkpoint import read_state
+
+    out = Path(out)
+    if resume and not (out / "latest").is_file():
+        raise UserError(f"--resume: {out} has no checkpoint to resume from (no {out / 'latest'})")
+    if not resume and (out / "latest").is_file():
+        raise UserError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
+    if not master:
+        yield read_state(out) if resume else None
+        return
+    if not resume:
+        prepare_output(out, kind=kind, folder=True, inputs=inputs)
+    with RunLock(out) as lock:
+        clean_stale_temps(out)
+        try:
+            yield read_state(out) if resume else None
+        finally:  # a run that wrote something is marked as ownlm's; one that failed first leaves nothing
+            if any(p.name != lock.path.name for p in out.iterdir()):
+                mark_output(out, kind)
+
+
 class Stop(Exception):
     """Internal: a run that must end now (NaN loss)."""
 
