@@ -180,3 +180,33 @@ def test_report_counts_parameters_from_the_safetensors_header(tmp_path):
     save_file(tensors, str(tmp_path / "m.safetensors"))
     assert count_parameters(tmp_path / "m.safetensors") == 12 + 7 + 8
     assert count_parameters(tmp_path / "missing.safetensors") == 0
+
+
+def test_build_with_person_goes_from_a_chat_export_to_a_chat_model(tmp_path, capsys):
+    """--person adds the persona and fine-tuning stages; the build folder then works with `ownlm chat`."""
+    rng = random.Random(1)
+    words = "tea later maybe sure fine thanks see you soon where home now great".split()
+    lines = []
+    for i in range(120):
+        who = "Ann" if i % 2 else "Bob"
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(2, 6)))
+        lines.append(f"13/01/2024, {10 + i // 60:02d}:{i % 60:02d} - {who}: {text}")
+    chats = tmp_path / "chats"
+    chats.mkdir()
+    (chats / "WhatsApp Chat with Bob.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    flags = _flags({**TINY, "block_size": 64, "sft_minutes": 0.05})
+    assert cli(["build", str(chats), "--out", str(out), "--person", "Ann", *flags]) == 0
+    state = _state(out)
+    assert state["last_run"]["persona"] == "ran" and state["last_run"]["sft"] == "ran"
+    stats = json.loads((out / "persona" / "stats.json").read_text())
+    assert stats["examples"]["train"] > 0
+    step = out / "sft" / (out / "sft" / "latest").read_text().strip()
+    assert json.loads((step / "chat_template.json").read_text())["name"] == "chatml"
+    assert "## Fine-tuning" in (out / "report.md").read_text()
+    from ownlm.model.checkpoint import resolve_checkpoint
+
+    assert resolve_checkpoint(out) == step  # a build folder works wherever a run folder does
+    capsys.readouterr()
+    assert cli(["build", str(chats), "--out", str(out), "--person", "Ann", *flags]) == 0
+    assert set(_state(out)["last_run"].values()) == {"skipped"}
