@@ -411,3 +411,19 @@ def test_own_output_reads_back(tmp_path):
     assert isinstance(doc, Document) and doc.text == "a document"
     assert isinstance(conv, Conversation) and conv.source == "chat.txt"
     assert [(m.name, m.time, m.text) for m in conv.messages] == [("Ann", "2024-01-01T10:00:00", "hi")]
+
+
+def test_deeply_nested_chat_json_is_a_reported_problem_and_the_batch_goes_on(tmp_path, capsys):
+    from ownlm.cli import main
+
+    deep = "[" * 2000 + "]" * 2000
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "result.json").write_text(
+        '{"name": "Ann", "type": "personal_chat", "id": 1, "messages": [{"id": 1, "type": "message", '
+        f'"date": "2024-01-01T10:00:00", "from": "Ann", "text": {deep}}}]}}'
+    )
+    (tmp_path / "in" / "ok.txt").write_text("hello world " * 20)
+    assert main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "out.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "result.json: line 1: not valid JSON: nested deeper than" in out and "Traceback" not in out
+    assert "hello world" in (tmp_path / "out.jsonl").read_text()

@@ -87,6 +87,21 @@ class ReaderError(Exception):
     """A file this reader recognised but cannot read; the message says why (and what to do)."""
 
 
+def load_json(data: bytes | str, what_to_do: str) -> Any:
+    """JSON from a chat export's bytes, through the one loader (``ownlm.io.load_json_text``: a depth limit,
+    line numbers); a problem is a ``ReaderError`` ending with ``what_to_do``."""
+    from ownlm.errors import UserError
+    from ownlm.io import load_json_text
+
+    try:
+        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+        return load_json_text(text, "line")
+    except UnicodeDecodeError as e:
+        raise ReaderError(f"not UTF-8 JSON ({e.reason} at byte {e.start}); {what_to_do}") from None
+    except UserError as e:  # "line:3: not valid JSON: ..." -> "line 3: not valid JSON: ..."
+        raise ReaderError(f"line {str(e).removeprefix('line:')}; {what_to_do}") from None
+
+
 class Reader:
     """Base class. Subclasses set ``name`` and ``extensions`` and implement ``read``."""
 

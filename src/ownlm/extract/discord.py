@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
+from ownlm.extract.base import (
+    Conversation,
+    ExtractOptions,
+    Message,
+    Problem,
+    Reader,
+    ReaderError,
+    Source,
+    load_json,
+)
 
 _JSON_HEAD = re.compile(r'^\s*\{\s*"guild"\s*:\s*\{')
 _CSV_HEAD = re.compile(r'^\ufeff?"?AuthorID"?,"?Author"?,"?Date"?,"?Content"?', re.I)
@@ -107,10 +115,7 @@ class DiscordReader(Reader):
         yield Conversation(source=src.name, messages=messages, meta=meta)
 
     def _json(self, text: str, src: Source) -> Iterator[tuple | Problem]:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ReaderError(f"not valid JSON (line {e.lineno}: {e.msg}); re-export the channel") from None
+        data = load_json(text, "re-export the channel")
         if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
             raise ReaderError("expected a DiscordChatExporter JSON object with a 'messages' list")
         guild, channel = data.get("guild") or {}, data.get("channel") or {}

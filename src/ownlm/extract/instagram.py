@@ -15,13 +15,21 @@ stickers without text become ``<media>``; reactions ("Liked a message") are syst
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
+from ownlm.extract.base import (
+    Conversation,
+    ExtractOptions,
+    Message,
+    Problem,
+    Reader,
+    ReaderError,
+    Source,
+    load_json,
+)
 
 _HEAD = re.compile(r'"messages"\s*:\s*\[\s*\{[^{}]*"sender_name"\s*:')
 _MEDIA_KEYS = ("photos", "videos", "audio_files", "gifs", "files", "sticker", "share")
@@ -67,10 +75,7 @@ class InstagramReader(Reader):
         return bool(_HEAD.search(head)) and "timestamp_ms" in head
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Conversation | Problem]:
-        try:
-            data: Any = json.loads(src.data.decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ReaderError(f"not valid JSON ({e}); download the chat again (format JSON)") from None
+        data: Any = load_json(src.data, "download the chat again (format JSON)")
         if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
             raise ReaderError("expected a JSON object with a 'messages' list (an Instagram/Messenger export)")
         rows, system = [], []

@@ -24,13 +24,21 @@ and names fall back to the messages' profiles or user ids.
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
+from ownlm.extract.base import (
+    Conversation,
+    ExtractOptions,
+    Message,
+    Problem,
+    Reader,
+    ReaderError,
+    Source,
+    load_json,
+)
 
 INDEX_FILES = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json")
 _DAY = re.compile(r"^(?P<channel>[^/]+)/(?P<day>\d{4}-\d\d-\d\d)\.json$")
@@ -56,10 +64,7 @@ def export_roots(names: list[str]) -> list[str]:
 
 
 def _load(name: str, data: bytes) -> Any:
-    try:
-        return json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReaderError(f"{name}: not valid JSON ({e})") from None
+    return load_json(data, f"{name} is damaged: export the workspace again")
 
 
 def _user_names(users: Any) -> dict[str, str]:

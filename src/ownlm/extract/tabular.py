@@ -1,9 +1,14 @@
 """Records: JSON, JSONL and CSV/TSV files, one document per record, text from one chosen field.
 
-The field is ``--text-field`` when given; otherwise the first of ``text, content, body, ...`` that the
-records have, else the field with the longest strings. A broken JSONL line or a CSV row without the
-field is reported as ``file:line`` and the good records are kept. Records in ``ownlm extract``'s own
-conversation form (``{"messages": [{"name", "time", "text"}]}``) are read back as conversations.
+The field is ``--text-field`` when given (a name, or a column number counted from 1); otherwise the first of
+``text, content, body, ...`` that the records have, else the field with the longest strings. A broken JSONL
+line or a CSV row without the field is reported as ``file:line`` and the good records are kept. Records in
+``ownlm extract``'s own conversation form (``{"messages": [{"name", "time", "text"}]}``) are read back as
+conversations.
+
+CSV/TSV files are read by ``Table``, the one table reader (``ownlm finetune classify`` and ``ownlm classify``
+use it too): the delimiter is the extension's (``.tsv``) or sniffed, and whether the first row is a header is
+decided by ``has_header`` from the rows themselves; a headerless table's columns are named ``"1"``, ``"2"``, ...
 
 >>> [d.text for d in TabularReader().read(Source("a.jsonl", b'{"text": "hi"}\\n'), ExtractOptions())]
 ['hi']
@@ -11,9 +16,12 @@ conversation form (``{"messages": [{"name", "time", "text"}]}``) are read back a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import re
+import statistics
 from collections.abc import Iterable, Iterator
 
 from ownlm.extract.base import (
@@ -30,6 +38,166 @@ from ownlm.extract.base import (
 TEXT_FIELDS = ("text", "content", "body", "message", "document", "article", "story", "description", "review")
 # Where a JSON file keeps its list of records when the top level is an object.
 LIST_KEYS = ("data", "records", "items", "documents", "docs", "rows", "entries", "messages", "results")
+# Column names that settle the header question at once.
+HEADER_NAMES = frozenset(TEXT_FIELDS) | {"label", "labels", "class", "category", "target", "id", "title",
+                                         "sentiment", "tag", "topic", "name", "date", "author", "sms", "v1"}  # fmt: skip
+SAMPLE_ROWS = 50  # rows that has_header and the delimiter check look at
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s.replace(",", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def has_header(rows: list[list[str]]) -> bool:
+    """Whether the first of ``rows`` (the first rows of a table) names the columns rather than holding data.
+
+    A header's cells are short, distinct names, unlike the values below them. Each column votes: a known name
+    (``text``, ``label``, ...) settles it; a number above numbers, or a value that reappears below, is data;
+    a name above numbers, above a few repeated values (labels), or above much longer text is a header. Ties
+    are data, so a headerless file never loses its first row to a guess.
+
+    >>> has_header([["label", "text"], ["ham", "see you at eight"], ["spam", "WIN a prize now"]])
+    True
+    >>> has_header([["ham", "see you at eight"], ["spam", "WIN a prize now"], ["ham", "ok"]])
+    False
+    """
+    if not rows:
+        return False
+    first = [c.strip() for c in rows[0]]
+    named = [c for c in first if c]
+    if not named or any(len(c) > 64 or "\n" in c for c in named) or len(set(named)) < len(named):
+        return False
+    if any(c.lower() in HEADER_NAMES for c in named):
+        return True
+    body = rows[1:]
+    votes = 0
+    for j, head in enumerate(first):
+        column = [r[j].strip() for r in body if j < len(r) and r[j].strip()]
+        if not head or not column:
+            continue
+        values = set(column)
+        if _is_number(head) or head in values:
+            votes -= 1
+        elif all(_is_number(v) for v in column):
+            votes += 1
+        elif len(column) >= 4 and len(values) <= max(2, len(column) // 4):  # a label column
+            votes += 1
+        elif statistics.fmean(len(v) for v in column) > max(20, 3 * len(head)):  # a name above long text
+            votes += 1
+    return votes > 0
+
+
+def resolve_field(fields: list[str], name: str | None) -> str | None:
+    """``name`` as one of ``fields``: itself, or a column number counted from 1; None if neither.
+
+    >>> resolve_field(["label", "text"], "2"), resolve_field(["1", "2"], "2"), resolve_field(["a"], "b")
+    ('text', '2', None)
+    """
+    if name is None or name in fields:
+        return name
+    if name.strip().isdigit() and 1 <= int(name) <= len(fields):
+        return fields[int(name) - 1]
+    return None
+
+
+def sniff_delimiter(sample: str, suffix: str) -> str:
+    """Tab for ``.tsv``/``.tab``; otherwise the one of ``, ; TAB |`` the sample's rows agree on (``,`` if none).
+
+    >>> sniff_delimiter("a;b\\n1;2\\n", ".csv"), sniff_delimiter("x", ".tsv")
+    (';', '\\t')
+    """
+    if suffix in (".tsv", ".tab"):
+        return "\t"
+    try:  # European spreadsheets write ';'; files with no extension may be anything
+        return csv.Sniffer().sniff(sample[:8192], delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+_QUOTED_CELL = re.compile(r'(?:^|\t)"((?:[^"]|"")*)"(?=\t|\r?\n|$)', re.MULTILINE)
+
+
+def sniff_quoting(sample: str, delimiter: str) -> int:
+    """``csv.QUOTE_MINIMAL`` (quotes wrap cells), except for tab-separated files whose sample shows no quoted cell
+    that needs its quotes (one holding a tab, a line break or a doubled quote): tab-separated files are mostly
+    written without quoting, and a message that merely starts with a quote must not swallow the lines after it.
+
+    >>> sniff_quoting('ham\\t"Hi" he said\\n', "\\t") == csv.QUOTE_NONE, sniff_quoting('a,"b"\\n', ",")
+    (True, 0)
+    """
+    if delimiter != "\t":
+        return csv.QUOTE_MINIMAL
+    needed = any(("\t" in c or "\n" in c or '""' in c) for c in _QUOTED_CELL.findall(sample[:65536]))
+    return csv.QUOTE_MINIMAL if needed else csv.QUOTE_NONE
+
+
+@contextlib.contextmanager
+def _long_fields():
+    old = csv.field_size_limit()
+    csv.field_size_limit(1 << 30)  # long texts in one cell are the point here
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+class Table:
+    """A CSV/TSV table read lazily from ``lines`` (a string's lines or an open file): ``fields`` (the header's
+    names, or ``"1"``, ``"2"``, ... without one), ``header`` (whether the first row was one), ``width`` (the
+    most cells in a sampled row) and, iterated, ``(line, {field: value})`` pairs — a ``Problem`` for a broken
+    row, after which reading stops. ``header=None`` decides by ``has_header``.
+
+    >>> t = Table(["ham\\tsee you\\n", "spam\\tWIN\\n"], "sms.tsv", "\\t")
+    >>> t.fields, list(t)
+    (['1', '2'], [(1, {'1': 'ham', '2': 'see you'}), (2, {'1': 'spam', '2': 'WIN'})])
+    """
+
+    def __init__(self, lines: Iterable[str], name: str, delimiter: str, header: bool | None = None,
+                 quoting: int = csv.QUOTE_MINIMAL):  # fmt: skip
+        self.name, self.delimiter = name, delimiter
+        self._reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+        self._head: list[tuple[int, list[str]]] = []
+        self._error: Problem | None = None
+        with _long_fields():
+            try:
+                for row in self._reader:
+                    if row:
+                        self._head.append((self._reader.line_num, row))
+                    if len(self._head) >= SAMPLE_ROWS:
+                        break
+            except csv.Error as e:
+                self._error = Problem(f"{name}:{self._reader.line_num}", f"broken CSV: {e}")
+        rows = [r for _, r in self._head]
+        self.width = max((len(r) for r in rows), default=0)
+        self.header = has_header(rows) if header is None else bool(header and rows)
+        names = [c.strip() for c in rows[0]] if self.header else []
+        self.fields = [n if n and n not in names[:j] else str(j + 1) for j, n in enumerate(names)]
+        self.fields += [str(j + 1) for j in range(len(self.fields), self.width)]
+        if self.header:
+            self._head = self._head[1:]
+
+    def __iter__(self) -> Iterator[tuple[int, dict] | Problem]:
+        yield from ((line, self._record(row)) for line, row in self._head)
+        if self._error is not None:
+            yield self._error
+            return
+        with _long_fields():
+            try:
+                for row in self._reader:
+                    if row:
+                        yield self._reader.line_num, self._record(row)
+            except csv.Error as e:
+                yield Problem(f"{self.name}:{self._reader.line_num}", f"broken CSV: {e}")
+
+    def _record(self, row: list[str]) -> dict:
+        fields = self.fields
+        if len(row) > len(fields):
+            fields = fields + [str(j + 1) for j in range(len(fields), len(row))]
+        return dict(zip(fields, row))
 
 
 def guess_field(records: Iterable[dict]) -> str | None:
@@ -79,13 +247,16 @@ class TabularReader(Reader):
         from ownlm.extract.text import decode_text
 
         text, _, _ = decode_text(src.data, opts.encoding_errors)
+        text_field = opts.text_field
         if src.suffix in (".jsonl", ".ndjson"):
             rows = self._jsonl(src.name, text)
         elif src.suffix == ".json":
             rows = self._json(text)
         else:
-            rows = self._csv(src, text)
-        yield from self._documents(src.name, rows, opts.text_field)
+            table = self._csv(src, text)
+            text_field = resolve_field(table.fields, text_field) or text_field  # a column number names one
+            rows = iter(table)
+        yield from self._documents(src.name, rows, text_field)
 
     def _documents(self, name: str, rows: Iterator, text_field: str | None) -> Iterator:
         # rows: (line, record) pairs or Problems; the field is guessed on the first 100 records.
@@ -148,25 +319,9 @@ class TabularReader(Reader):
         # JSON has no line numbers per record once parsed: use the 1-based record index instead.
         yield from enumerate(obj, start=1)
 
-    def _csv(self, src: Source, text: str) -> Iterator:
-        delimiter = "\t" if src.suffix in (".tsv", ".tab") else ","
-        if delimiter == ",":
-            try:  # European spreadsheets write ';'
-                delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t|").delimiter
-            except csv.Error:
-                pass
-        reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-        old_limit = csv.field_size_limit()
-        csv.field_size_limit(1 << 30)  # long texts in one cell are the point here; restored below
-        try:
-            if not reader.fieldnames:
-                return
-            for row in reader:
-                yield reader.line_num, {k: v for k, v in row.items() if isinstance(k, str)}
-        except csv.Error as e:
-            yield Problem(f"{src.name}:{reader.line_num}", f"broken CSV: {e}")
-        finally:
-            csv.field_size_limit(old_limit)
+    def _csv(self, src: Source, text: str) -> Table:
+        delimiter = sniff_delimiter(text, src.suffix)
+        return Table(io.StringIO(text), src.name, delimiter, quoting=sniff_quoting(text, delimiter))
 
 
 def _conversation(rec, source: str) -> Conversation | None:

@@ -24,13 +24,21 @@ time is UTC (``"UTC"``).
 from __future__ import annotations
 
 import bisect
-import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
+from ownlm.extract.base import (
+    Conversation,
+    ExtractOptions,
+    Message,
+    Problem,
+    Reader,
+    ReaderError,
+    Source,
+    load_json,
+)
 
 # A Telegram export names its messages' fields in the first few hundred bytes of each chat; a full
 # export starts with "about" + "personal_information" (its chats may lie megabytes further on).
@@ -171,10 +179,7 @@ class TelegramReader(Reader):
         return bool(_FULL.match(head) or (_SINGLE.search(head) and _FIELDS.search(head)))
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Conversation | Problem]:
-        try:
-            data = json.loads(src.data.decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ReaderError(f"not valid JSON ({e}); re-export the chat from Telegram Desktop") from None
+        data = load_json(src.data, "re-export the chat from Telegram Desktop")
         if not isinstance(data, dict):
             raise ReaderError("expected a JSON object with 'messages' or 'chats' (a Telegram Desktop export)")
         if isinstance(data.get("messages"), list):
