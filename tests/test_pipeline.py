@@ -207,6 +207,8 @@ def test_build_with_person_goes_from_a_chat_export_to_a_chat_model(tmp_path, cap
     from ownlm.model.checkpoint import resolve_checkpoint
 
     assert resolve_checkpoint(out) == step  # a build folder works wherever a run folder does
-    capsys.readouterr()
+    # the chat model's tokenizer only adds <|im_start|>/<|im_end|>: it still evaluates on the pretraining tokens
+    assert cli(["eval", str(out), "--data", str(out / "tokens")]) == 0
+    assert "bits/byte" in capsys.readouterr().out
     assert cli(["build", str(chats), "--out", str(out), "--person", "Ann", *flags]) == 0
     assert set(_state(out)["last_run"].values()) == {"skipped"}

@@ -178,6 +178,16 @@ class Tokenizer:
     def __repr__(self) -> str:
         return f"Tokenizer(n_vocab={self.n_vocab}, merges={len(self.merges)}, specials={len(self.special_tokens)})"
 
+    def extends(self, other: Tokenizer) -> bool:
+        """True when this tokenizer encodes every text exactly as ``other`` does and only adds special tokens
+        (a chat fine-tune's ``<|im_start|>``, ``<|im_end|>``): ids made by ``other`` mean the same here.
+
+        >>> Tokenizer(special_tokens={"<|endoftext|>": 256, "<|im_end|>": 257}).extends(Tokenizer(special_tokens={"<|endoftext|>": 256}))
+        True
+        """
+        same = (self.pattern, self.merges, self.byte_order) == (other.pattern, other.merges, other.byte_order)
+        return same and all(self.special_tokens.get(k) == v for k, v in other.special_tokens.items())
+
     def sha256(self) -> str:
         """Hash of the canonical tokenizer.json content (token shards record it)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -64,6 +64,7 @@ def main(cfg: EvalConfig) -> int:
 
     from ownlm.data.shards import check_tokenizer, open_split, read_tokens_manifest
     from ownlm.model.checkpoint import load_model
+    from ownlm.tokenizer import Tokenizer
     from ownlm.train.device import check_dtype, pick_device
 
     manifest = read_tokens_manifest(cfg.data)
@@ -73,7 +74,9 @@ def main(cfg: EvalConfig) -> int:
     device = pick_device(cfg.device)
     check_dtype(cfg.dtype, device)
     model, tok, mcfg = load_model(cfg.run, device=device)
-    if tok is not None:
+    data_tok = Path(cfg.data) / "tokenizer.json"
+    if tok is not None and not (data_tok.is_file() and tok.extends(Tokenizer.load(data_tok))):
+        # a chat fine-tune's tokenizer only adds special tokens: the pretraining tokens still mean the same
         check_tokenizer(manifest, tok.sha256(), f"the checkpoint {cfg.run}", cfg.data)
     if manifest["vocab_size"] > mcfg.vocab_size:
         raise UserError(
