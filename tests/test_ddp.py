@@ -50,3 +50,37 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     wb = load_file(two / "step_000030" / "model.safetensors")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_sft_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    """Fine-tuning under torchrun: each process takes its rows of the global batch (padded to its own longest),
+    and the loss is normalised by the response tokens of the whole step, so the curves agree."""
+    if not torch.distributed.is_gloo_available():
+        pytest.skip("this PyTorch has no gloo backend")
+    from ownlm.model.checkpoint import save_model
+    from ownlm.model.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=320, block_size=192, n_layer=2, n_head=2, n_embd=32, pos="rope", bias=False)
+    save_model(tmp_path / "base", GPT(cfg), Tokenizer(special_tokens={"<|endoftext|>": 256}))
+    rows = [{"instruction": "Say it twice.", "input": w * (1 + i % 4), "output": (w * (1 + i % 4) + " ") * 2}
+            for i, w in enumerate(["cat", "dog", "sun", "moon", "tree"] * 12)]  # fmt: skip
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    args = ["finetune", "sft", str(tmp_path / "base"), "--data", str(tmp_path / "d.json"), "--max-iters", "10",
+            "--eval-interval", "5", "--responses", "0", "--threads", "1", "--dtype", "fp32", "--no-progress",
+            "--device", "cpu", "--lr", "1e-3"]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main([*args, "--out", str(one), "--batch-size", "4"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ownlm",
+           *args, "--out", str(two), "--batch-size", "2"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)
+    )
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 5, 10]
+    for ra, rb in zip(a, b):
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
+        if ra["train_loss"] is not None:
+            assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
