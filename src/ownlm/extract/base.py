@@ -81,6 +81,7 @@ class ExtractOptions:
     date_order: str | None = (
         None  # WhatsApp: day-first, month-first, year-first, year-day-month (None: infer)
     )
+    html_engine: str = "auto"  # HTML: ownlm, trafilatura, or auto (trafilatura when installed, else ownlm)
 
 
 class ReaderError(Exception):

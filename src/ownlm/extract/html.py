@@ -1,12 +1,14 @@
-"""HTML pages: the main text, without menus, scripts, cookie banners and footers.
+"""HTML pages: the main text, without menus, scripts, cookie banners, bylines and footers.
 
-A small readability heuristic on lxml's HTML parser (no extra dependency):
-1. drop what is never text (script, style, forms' controls, svg, hidden elements);
-2. drop boilerplate: ``nav``/``aside``/``footer`` (and ``header`` outside the article), ARIA landmarks for
-   navigation, elements whose class or id says menu/sidebar/cookie/share/..., and link lists (blocks
-   whose text is mostly link text, the shape of a menu) — but never a block that holds most of the page;
-3. keep ``<main>``/``<article>`` when the page marks one that holds a fair share of the text;
-4. render blocks as paragraphs, list items as ``- item`` lines, table rows as tab-separated lines.
+On lxml's HTML parser (no extra dependency):
+1. decode (BOM, ``<meta charset>``, then detection) and parse; drop what is never text (script, style,
+   forms' controls, svg, hidden elements);
+2. find the main text: ``ownlm.extract.html_main`` prunes boilerplate (menus, bylines, related links,
+   donation boxes, footers, repeated blocks) and picks the block that holds the page's prose;
+3. render blocks as paragraphs, list items as ``- item`` lines, table rows as tab-separated lines.
+
+``engine="trafilatura"`` (or ``"auto"``: trafilatura when installed) hands step 2-3 to trafilatura, which
+removes more boilerplate on its evaluation set (see docs/benchmarks.md, "HTML main text").
 
 >>> html_to_text(b"<nav><a href=/>Home</a></nav><p>Hello <b>you</b>.</p>")[0]
 'Hello you.'
@@ -19,19 +21,12 @@ import re
 from collections.abc import Iterator
 
 from ownlm.extract.base import Document, ExtractOptions, Reader, ReaderError, Source
+from ownlm.extract.html_main import main_text_root
 
 NEVER_TEXT = (
     "script", "style", "noscript", "template", "iframe", "svg", "math", "canvas", "object", "embed",
     "button", "select", "input", "textarea", "head", "map",
 )  # fmt: skip
-BOILERPLATE_TAGS = {"nav", "aside", "footer", "menu", "dialog"}
-BOILERPLATE_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "menu", "menubar"}
-BOILERPLATE_NAME = re.compile(
-    r"(?:^|[-_])(?:nav|navbar|navigation|menu|footer|sidebar|breadcrumbs?|cookies?|consent|share|sharing|"
-    r"social|related|comments?|advert\w*|ads?|promo|masthead|skip|subscribe|newsletter|popup|modal|"
-    r"toolbar|pagination|print)(?:$|[-_])",
-    re.IGNORECASE,
-)
 PARAGRAPH = {
     "p", "div", "section", "article", "main", "header", "footer", "blockquote", "pre", "table", "ul", "ol",
     "dl", "figure", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "address", "details", "summary",
@@ -76,74 +71,15 @@ def parse_html(data: bytes | str):
     return doc
 
 
-def _drop(el) -> None:
-    if el.getparent() is not None:
-        el.drop_tree()  # keeps the element's tail text
-
-
 def _strip_never_text(doc) -> None:
     for el in list(doc.iter(*NEVER_TEXT)):
-        _drop(el)
+        if el.getparent() is not None:
+            el.drop_tree()  # keeps the element's tail text
     for el in doc.xpath(
         "//*[@hidden or @aria-hidden='true' or contains(translate(@style,' ',''),'display:none')]"
     ):
         if el.tag not in ("html", "body"):
-            _drop(el)
-
-
-def _text_lengths(root) -> dict:
-    """Per element: (characters of text inside it, characters of it inside links). One post-order pass."""
-    import lxml.etree
-
-    sizes: dict = {}
-    for _, el in lxml.etree.iterwalk(root, events=("end",)):
-        total = len((el.text or "").strip())
-        linked = 0
-        for child in el:
-            t, k = sizes.get(child, (0, 0))
-            total += t + len((child.tail or "").strip())
-            linked += k
-        sizes[el] = (total, total if el.tag == "a" else linked)
-    return sizes
-
-
-def _is_boilerplate(el, inside_article: bool) -> bool:
-    tag = el.tag if isinstance(el.tag, str) else ""
-    if tag in BOILERPLATE_TAGS or (tag == "header" and not inside_article):
-        return True
-    if (el.get("role") or "").lower() in BOILERPLATE_ROLES:
-        return True
-    names = f"{el.get('class') or ''} {el.get('id') or ''}".split()
-    return any(BOILERPLATE_NAME.search(n) for n in names)
-
-
-def _strip_boilerplate(body) -> None:
-    sizes = _text_lengths(body)
-    page = max(sizes.get(body, (0, 0))[0], 1)
-    doomed = []
-    for el in body.iter():
-        if el is body or not isinstance(el.tag, str) or el.tag in ("main", "article"):
-            continue
-        total, linked = sizes.get(el, (0, 0))
-        if total > page // 2:
-            continue  # never throw away most of the page on a class name
-        inside_article = any(a.tag in ("article", "main") for a in el.iterancestors())
-        # A block that is mostly link text with several links is a menu, whatever it is called.
-        link_list = el.tag in ("ul", "ol", "div", "p", "section") and total and linked / total > 0.7
-        if link_list and len(el.findall(".//a")) >= 3 or _is_boilerplate(el, inside_article):
-            doomed.append(el)
-    for el in doomed:
-        _drop(el)
-
-
-def _main_root(body):
-    sizes = _text_lengths(body)
-    page = max(sizes.get(body, (0, 0))[0], 1)
-    for path in ("//main | //*[@role='main']", "//article"):
-        found = body.xpath(path)
-        if len(found) == 1 and sizes.get(found[0], (0, 0))[0] >= page // 4:
-            return found[0]
-    return body
+            el.drop_tree()  # keeps the element's tail text
 
 
 def render(root) -> str:
@@ -203,12 +139,28 @@ def render(root) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def html_to_text(data: bytes | str, main_only: bool = True) -> tuple[str, dict]:
-    """``(text, meta)`` of an HTML page; ``main_only`` applies the boilerplate heuristic.
+ENGINES = ("ownlm", "trafilatura", "auto")
+DEFAULT_ENGINE = "ownlm"
+
+
+def trafilatura_text(data: bytes | str) -> str | None:
+    """trafilatura's main text of a page (``None`` when it finds none), with the settings of its own
+    evaluation: tables kept, comments left out. Raises ``ImportError`` when trafilatura is not installed."""
+    import trafilatura
+
+    return trafilatura.extract(data, include_comments=False, include_tables=True)
+
+
+def html_to_text(data: bytes | str, main_only: bool = True, engine: str = "ownlm") -> tuple[str, dict]:
+    """``(text, meta)`` of an HTML page; ``main_only`` keeps the main text only, found by ``engine``:
+    ``"ownlm"`` (``html_main``'s heuristic), ``"trafilatura"`` (needs the package) or ``"auto"``
+    (trafilatura when installed, ownlm's heuristic when it is not or finds nothing).
 
     >>> html_to_text("<title>T</title><ul><li>a</li><li>b</li></ul>", main_only=False)
     ('- a\\n- b', {'title': 'T'})
     """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown HTML engine {engine!r}: use one of {', '.join(ENGINES)}")
     doc = parse_html(data)
     meta = {}
     title = doc.findtext(".//title")
@@ -216,13 +168,27 @@ def html_to_text(data: bytes | str, main_only: bool = True) -> tuple[str, dict]:
         meta["title"] = _WS.sub(" ", title).strip()
     if doc.get("lang"):
         meta["lang"] = doc.get("lang")
+    if main_only and engine != "ownlm":
+        try:
+            text = trafilatura_text(data)
+        except ImportError:
+            if engine == "trafilatura":
+                from ownlm.errors import UserError
+
+                raise UserError(
+                    "HTML engine 'trafilatura' is not installed: pip install trafilatura, or use 'ownlm'"
+                ) from None
+            text = None
+        except Exception:  # trafilatura failing on one page: ownlm's reader takes that page
+            text = None
+        if text and text.strip():
+            return text.strip(), meta
     _strip_never_text(doc)
     body = doc.find("body")
     if body is None:
         body = doc
     if main_only:
-        _strip_boilerplate(body)
-        body = _main_root(body)
+        body = main_text_root(body)
     return render(body), meta
 
 
@@ -239,6 +205,7 @@ class HtmlReader(Reader):
         return src.suffix == "" and start.startswith((b"<!doctype html", b"<html"))
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Document]:
-        text, meta = html_to_text(src.data, main_only=True)
+        engine = getattr(opts, "html_engine", DEFAULT_ENGINE)  # an ExtractOptions field, where it has one
+        text, meta = html_to_text(src.data, main_only=True, engine=engine)
         if text:
             yield Document(text=text, source=src.name, meta=meta)

@@ -22,6 +22,7 @@ import zipfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from ownlm.config import opt
 from ownlm.errors import UserError
@@ -68,6 +69,10 @@ class ExtractConfig:
         "auto",
         choices=["auto", "day-first", "month-first", "year-first", "year-day-month"],
         help="WhatsApp: the date order when the file leaves it ambiguous (auto: read it from the whole file)",
+    )
+    html_engine: Literal["auto", "ownlm", "trafilatura"] = opt(
+        "auto",
+        help="web pages: whose main-text extraction (auto: trafilatura when installed, else ownlm's own)",
     )
     min_chars: int = opt(1, help="drop documents and conversations with fewer characters than this")
     strict: bool = opt(
@@ -145,6 +150,7 @@ class Extraction:
             encoding_errors=cfg.errors,
             drop_system=cfg.drop_system and not cfg.keep_system,
             date_order=None if cfg.date_order == "auto" else cfg.date_order,
+            html_engine=cfg.html_engine,
         )
         self.summary = Summary()
         self.limits = Limits.from_env()  # bounded reads: see ownlm.extract.limits
