@@ -269,3 +269,22 @@ def test_bad_checkpoints_are_clear_user_errors(tmp_path):
     (tmp_path / "mismatch" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(UserError, match="do not match"):
         load_model(tmp_path / "mismatch")
+
+
+def test_scored_only_gives_the_same_loss_and_gradients_as_the_full_head():
+    """Fine-tuning runs the output head only where a target counts: same loss, same gradients."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=96, block_size=16, n_layer=2, n_head=2, n_embd=32, tie_embeddings=False))
+    x = torch.randint(0, 96, (3, 16))
+    y = torch.randint(0, 96, (3, 16))
+    y[:, :10] = -100  # a prompt: no loss there
+    grads = []
+    for scored_only in (False, True):
+        model.zero_grad()
+        logits, loss = model(x, y, reduction="sum", scored_only=scored_only)
+        assert (logits is None) == scored_only
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

@@ -349,14 +349,16 @@ class GPT(nn.Module):
 
     def forward(
         self, idx: torch.Tensor, targets=None, kv_cache=None, loss_mask=None, last_only: bool = False,
-        segments=None, reduction: str = "mean",
+        segments=None, reduction: str = "mean", scored_only: bool = False,
     ):  # fmt: skip
         """idx (B, T) token ids -> logits (B, T, vocab); loss = cross-entropy over targets != -100 (and
         loss_mask != 0 when given), the mean or (``reduction="sum"``) the sum. With a ``KVCache`` the T tokens
         continue the cached ones. ``last_only`` computes logits for the last position only, (B, 1, vocab):
         generation needs no more, and the output head is the largest matmul for a long prompt.
         ``segments`` (B, T): several examples packed in one row — a token attends only to earlier tokens of its
-        own segment, and positions restart at 0 where a segment starts."""
+        own segment, and positions restart at 0 where a segment starts. ``scored_only`` (with targets): the
+        output head runs only where a target counts and logits come back as ``None`` — the same loss, cheaper
+        when most targets are -100 (fine-tuning on responses)."""
         B, T = idx.shape
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.block_size:
@@ -377,6 +379,14 @@ class GPT(nn.Module):
             kv_cache.advance(T)
         if last_only and targets is None:
             x = x[:, -1:, :]  # (B, 1, C)
+        if targets is not None and scored_only:
+            # Fine-tuning scores only the responses: run the output head (the largest matmul with a 50k
+            # vocabulary) at the positions whose target counts, not at prompt and padding positions.
+            if loss_mask is not None:
+                targets = targets.masked_fill(loss_mask == 0, -100)
+            keep = targets != -100  # (B, T)
+            logits = self.lm_head(self.transformer.ln_f(x[keep]))  # (N, vocab), N = scored positions
+            return None, F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
         loss = None
         if targets is not None:

@@ -1,0 +1,176 @@
+"""Persona quality: does fine-tuning on one person's replies beat the base and a model tuned on everyone's?
+
+tinyshakespeare is a dialogue: a speaker line ending in ``:``, the speech, a blank line. It becomes conversations
+in ownlm's extract format (``{"id", "source", "messages": [{"name", "time", "text"}]}``): one message per
+speech, one minute apart, and a new conversation (a day later) at a scene change, taken to be where neither the
+speaker nor the next speaker has spoken in the previous 8 speeches (the file has no scene markers).
+
+The person: by default the speaker with the most speeches among those whose held-out replies (the latest 10 %,
+``ownlm persona``'s time split) lie entirely in the part of the file the base never saw — the base is pretrained
+on the first 90 % of the text (``bench/_pretrained.py``), so nothing held out leaks into it. Three models are
+scored by the masked loss (chatml, loss on the reply and its end marker) on that person's held-out replies:
+
+1. the base;
+2. "everyone": the base fine-tuned on every speaker's replies (``build_persona`` once per speaker, each speaker in
+   turn the assistant), only those before the first held-out reply;
+3. "persona": the base fine-tuned on the person's own training replies (``ownlm persona`` + ``ownlm finetune sft``).
+
+Both fine-tunes: the same base, template, learning rate, batch size and number of steps. Target: the persona model
+has the lowest loss; the margins are printed.
+
+    python bench/bench_persona.py                       # 8-minute base (reused when present), 60 steps each
+    python bench/bench_persona.py --steps 100 --person PETRUCHIO
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pretrained import ROOT, SHAKESPEARE, pretrained_base, shakespeare_split  # noqa: E402
+
+
+def speeches(text: str) -> list[tuple[str, str]]:
+    """(speaker, speech) for every block ``NAME:\\nlines...`` of the play text."""
+    out = []
+    for block in re.split(r"\n[ \t]*\n", text):
+        lines = block.strip("\n").split("\n")
+        if len(lines) >= 2 and lines[0].endswith(":"):
+            out.append((lines[0][:-1].strip(), "\n".join(lines[1:]).strip()))
+    return out
+
+
+def play_conversations(text: str, window: int = 8, start: datetime = datetime(2024, 1, 1)) -> list[dict]:
+    """The play as conversations in ownlm's extract format, with increasing synthetic times.
+
+    >>> convs = play_conversations("A:\\nHi.\\n\\nB:\\nHello.\\n")
+    >>> [(m["name"], m["text"]) for m in convs[0]["messages"]]
+    [('A', 'Hi.'), ('B', 'Hello.')]
+    """
+    items = speeches(text)
+    convs: list[dict] = []
+    recent: deque[str] = deque(maxlen=window)
+    for i, (name, speech) in enumerate(items):
+        nxt = items[i + 1][0] if i + 1 < len(items) else None
+        if not convs or (name not in recent and nxt is not None and nxt not in recent):
+            convs.append({"id": f"scene-{len(convs) + 1:04d}", "source": str(SHAKESPEARE), "messages": []})
+            recent.clear()
+        t = start + timedelta(days=len(convs), minutes=i)
+        convs[-1]["messages"].append({"name": name, "time": t.isoformat(), "text": speech})
+        recent.append(name)
+    return convs
+
+
+def choose_person(text: str, val_fraction: float = 0.1) -> str:
+    """The speaker with the most speeches whose latest ``val_fraction`` all lie after the base's 90 % cut."""
+    head, _ = shakespeare_split(text)
+    items = speeches(text)
+    seen_in_base = len(speeches(head))
+    where: dict[str, list[int]] = {}
+    for i, (name, _) in enumerate(items):
+        where.setdefault(name, []).append(i)
+    ok = {n: len(ix) for n, ix in where.items() if ix[-max(1, round(len(ix) * val_fraction))] >= seen_in_base}
+    return max(ok, key=lambda n: (ok[n], n))
+
+
+def everyone_examples(convs: list[dict], before: str, context_turns: int) -> list[dict]:
+    """Every speaker in turn as the assistant (``build_persona``), examples starting before ``before``."""
+    from ownlm.errors import UserError
+    from ownlm.finetune.persona import build_persona
+
+    out = []
+    for name in Counter(m["name"] for c in convs for m in c["messages"]):
+        try:
+            train, _, _ = build_persona(convs, [name], context_turns=context_turns, val_fraction=0.0)
+        except UserError:  # a speaker who never answers anyone
+            continue
+        out += [{"messages": ex["messages"]} for ex in train if ex["time"] < before]
+    return out
+
+
+def ownlm(*args: str) -> None:
+    cmd = [sys.executable, "-m", "ownlm", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
+        )
+
+
+def finetune(base: Path, out: Path, data: list[str], val: list[str], a) -> dict:
+    """``ownlm finetune sft`` with the benchmark's budget; (first and last metrics records, wall seconds)."""
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    extra = ["--val-data", *val] if val else []
+    ownlm("finetune", "sft", str(base), "--data", *data, *extra, "--out", str(out), "--template", "chatml",
+          "--max-iters", str(a.steps), "--lr", str(a.lr), "--min-lr", str(a.lr / 10), "--batch-size", "8",
+          "--responses", "0", "--eval-iters", "100000", "--evals", "2", "--threads", str(a.threads),
+          "--seed", "1337", "--no-progress", "--keep-checkpoints", "1")  # fmt: skip
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    scored = [r for r in rows if r.get("val_loss") is not None]
+    return {"before": scored[0], "after": scored[-1], "wall_s": time.perf_counter() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--person", nargs="*", default=None, help="speaker name(s) (default: chosen as above)")
+    ap.add_argument("--base-minutes", type=float, default=8.0, help="pretraining budget of the base")
+    ap.add_argument("--steps", type=int, default=60, help="fine-tuning steps, the same for both models")
+    ap.add_argument("--lr", type=float, default=5e-4, help="fine-tuning peak learning rate (both)")
+    ap.add_argument("--context-turns", type=int, default=3, help="turns of context before each reply")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+
+    from ownlm.io import write_jsonl
+
+    base = pretrained_base("shakespeare", a.base_minutes, a.threads)
+    work = ROOT / "persona"
+    work.mkdir(parents=True, exist_ok=True)
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    convs = play_conversations(text)
+    write_jsonl(work / "plays.jsonl", convs)
+    person = a.person or [choose_person(text)]
+    ownlm("persona", str(work / "plays.jsonl"), "--person", *person, "--out", str(work / "persona"),
+          "--context-turns", str(a.context_turns), "--val-fraction", "0.1")  # fmt: skip
+    val = [json.loads(line) for line in (work / "persona" / "val.jsonl").read_text().splitlines() if line]
+    train = [json.loads(line) for line in (work / "persona" / "train.jsonl").read_text().splitlines() if line]
+    cutoff = min(ex["time"] for ex in val)
+    everyone = everyone_examples(convs, cutoff, a.context_turns)
+    write_jsonl(work / "everyone.jsonl", everyone)
+    n_msgs = sum(len(c["messages"]) for c in convs)
+    print(f"{len(convs):,} conversations, {n_msgs:,} speeches; person {' / '.join(person)}: {len(train)} training "
+          f"replies, {len(val)} held out (from {cutoff}); everyone: {len(everyone):,} replies of all speakers "
+          f"before that; {a.steps} steps x batch 8 each, lr {a.lr:g}, {a.threads} threads")  # fmt: skip
+
+    persona_val = [str(work / "persona" / "val.jsonl")]
+    res_everyone = finetune(base, work / "ft-everyone", [str(work / "everyone.jsonl")], persona_val, a)
+    res_persona = finetune(base, work / "ft-persona", [str(work / "persona")], [], a)
+    base_loss = res_persona["before"]["val_loss"]
+    check = res_everyone["before"]["val_loss"]
+    assert abs(base_loss - check) < 1e-3, f"the two runs scored the base differently: {base_loss} vs {check}"
+    ev, pe = res_everyone["after"]["val_loss"], res_persona["after"]["val_loss"]
+    tokens = res_persona["before"].get("val_tokens")
+    print(f"masked loss on {person[0]}'s {len(val)} held-out replies ({tokens} scored tokens):")
+    print(f"  base                      {base_loss:.4f}")
+    print(f"  fine-tuned on everyone    {ev:.4f}   ({res_everyone['wall_s']:.0f} s)")
+    print(f"  fine-tuned on {person[0]:<11} {pe:.4f}   ({res_persona['wall_s']:.0f} s)")
+    best = pe < ev and pe < base_loss
+    print(f"persona margin: {ev - pe:+.4f} nats/token vs everyone, {base_loss - pe:+.4f} vs base; "
+          f"target (persona best): {'met' if best else 'missed'}")  # fmt: skip
+    print(json.dumps({"person": person, "train": len(train), "val": len(val), "val_tokens": tokens,
+                      "everyone_examples": len(everyone), "steps": a.steps, "base": base_loss, "everyone": ev,
+                      "persona": pe, "target_met": best}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
