@@ -271,3 +271,18 @@ def test_encoded_counts_report_truncation():
     assert enc.counts() == {"examples": 1, "truncated": 2, "dropped": 1, "tokens": 5, "loss_tokens": 3}
     x, y, s = example_row(enc.ids[0], enc.mask[0])
     assert x.tolist() == [0, 1, 2, 3] and y.tolist() == [-100, 2, 3, 4] and s.tolist() == [0, 0, 0, 0]
+
+
+def test_resume_keeps_partial_training_frozen(base, tmp_path):
+    common = ["finetune", "sft", str(base / "model"), "--data", str(base / "data.json"), "--out", str(tmp_path / "r"),
+              "--train-layers", "1", "--responses", "0", "--checkpoint-interval", "2", *FAST]  # fmt: skip
+    assert main([*common, "--max-iters", "2"]) == 0
+    first = load_file(tmp_path / "r" / "step_000002" / "model.safetensors")
+    assert main([*common, "--max-iters", "4", "--resume"]) == 0
+    last = load_file(tmp_path / "r" / "step_000004" / "model.safetensors")
+    assert torch.equal(
+        first["transformer.h.0.attn.c_attn.weight"], last["transformer.h.0.attn.c_attn.weight"]
+    )
+    assert not torch.equal(
+        first["transformer.h.1.attn.c_attn.weight"], last["transformer.h.1.attn.c_attn.weight"]
+    )

@@ -68,7 +68,9 @@ def test_a_step_budget_gets_warm_up_decay_and_evaluations_spread_over_it(tmp_pat
 def test_a_time_budget_warms_up_within_it_and_evaluates_more_than_once(tmp_path):
     summary = Trainer(_model(), _cfg(max_minutes=0.08), ToyTask(), tmp_path / "run").fit()
     rows = _metrics(tmp_path / "run")
-    state = json.loads((tmp_path / "run" / (tmp_path / "run" / "latest").read_text().strip() / "state.json").read_text())
+    state = json.loads(
+        (tmp_path / "run" / (tmp_path / "run" / "latest").read_text().strip() / "state.json").read_text()
+    )
     assert summary["status"] == "done" and rows[-1]["step"] == summary["step"]  # an evaluation closes the run
     if summary["step"] >= 40:  # a machine too busy for 40 steps in 5 s cannot show the shape
         assert len(rows) >= 5

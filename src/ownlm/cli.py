@@ -146,6 +146,18 @@ COMMANDS: list[Command] = [
         "fold a LoRA run's adapters into full weights",
     ),
     Command(
+        ("finetune", "classify"),
+        "ownlm.finetune.classify:ClassifyConfig",
+        "ownlm.finetune.classify:main",
+        "fine-tune a model to classify texts (spam or not, any labels) from a CSV/TSV/JSONL",
+    ),
+    Command(
+        ("classify",),
+        "ownlm.finetune.classify:PredictConfig",
+        "ownlm.finetune.classify:predict_main",
+        "label texts (or every row of a CSV/JSONL) with a classifier from `ownlm finetune classify`",
+    ),
+    Command(
         ("chat",),
         "ownlm.chat:ChatConfig",
         "ownlm.chat:main",

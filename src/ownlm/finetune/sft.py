@@ -36,6 +36,7 @@ import numpy as np
 
 from ownlm.config import opt, save_config, to_dict
 from ownlm.errors import UserError
+from ownlm.finetune.common import adapt, check_adapt, load_base
 from ownlm.train.config import TrainingConfig
 from ownlm.train.trainer import RunContext, Task
 
@@ -239,7 +240,8 @@ class SFTTask(Task):
 
     def loss(self, model, batch: dict):
         segments = batch["segments"] if self.train.pack else None
-        return model(batch["input_ids"], batch["labels"], segments=segments, reduction="sum")[1]
+        ids, labels = batch["input_ids"], batch["labels"]
+        return model(ids, labels, segments=segments, reduction="sum", scored_only=True)[1]
 
     def evaluate(self, model, ctx: RunContext) -> dict:
         if self.val is None or not self.val.ids:
@@ -266,7 +268,8 @@ def masked_loss(model, enc: Encoded, ctx: RunContext, batch_size: int, pad_id: i
     with torch.no_grad(), ctx.autocast():
         for b in batches[ctx.rank :: ctx.world]:
             batch = ctx.to_device(_pad_rows([example_row(enc.ids[k], enc.mask[k]) for k in b], pad_id))
-            sums[0] += model(batch["input_ids"], batch["labels"], reduction="sum")[1].double()
+            loss = model(batch["input_ids"], batch["labels"], reduction="sum", scored_only=True)[1]
+            sums[0] += loss.double()
             sums[1] += (batch["labels"] != IGNORE).sum()
     ctx.all_reduce(sums)
     return sums[0].item(), int(sums[1].item())
@@ -350,19 +353,6 @@ def choose_template(name: str, base_folder: Path, examples: list[dict], persona:
     return get_template("alpaca" if single and not persona else "chatml")
 
 
-def load_base(base: str, resume_folder: Path | None):
-    """(model, tokenizer, folder) of the base (or of the checkpoint a resumed run continues)."""
-    from ownlm.model.checkpoint import load_model, resolve_checkpoint
-
-    folder = resolve_checkpoint(resume_folder or base)
-    model, tok, _ = load_model(folder, merge_lora=resume_folder is None)
-    if tok is None:
-        raise UserError(
-            f"{folder}: the model has no tokenizer.json; fine-tuning needs the tokenizer it was trained with"
-        )
-    return model, tok, folder
-
-
 def prepare(cfg: SFTConfig, tokenizer, base_folder: Path, template_name: str | None = None):
     """Read, split, template and encode the data: (template, tokenizer with its specials, train, val, counts)."""
     from ownlm.finetune.data import load_examples, load_persona_split, split_examples
@@ -430,9 +420,8 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
     if world > 1:
         ddp_setup(device)
     try:
-        if not resume:
-            torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
-            _adapt(model, cfg)
+        torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
+        adapt(model, cfg, resume=bool(resume))
         model.train()
         batches = SFTBatches(train_enc, tc.batch_size, block, pad_id, tc.seed, cfg.pack, rank, world)
         per_epoch = math.ceil(batches.batches_per_epoch() / tc.grad_accum)
@@ -472,27 +461,9 @@ def _check(cfg: SFTConfig) -> None:
         raise UserError(
             "give the training data: --data FILE... (Alpaca JSON/JSONL, chat JSONL or a persona folder)"
         )
-    if cfg.lora_rank < 0:
-        raise UserError(f"--lora-rank must be >= 0, got {cfg.lora_rank}")
+    check_adapt(cfg)
     if cfg.max_length < 0 or cfg.epochs < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
         raise UserError("--max-length, --epochs and --responses must be >= 0 and --max-new-tokens >= 1")
-    if cfg.lora_rank and cfg.train_layers != "all":
-        raise UserError(
-            "give either --lora-rank (adapters) or --train-layers (partial fine-tuning), not both"
-        )
-
-
-def _adapt(model, cfg: SFTConfig) -> None:
-    """LoRA adapters, or freezing all but the last blocks, as the flags ask."""
-    if cfg.lora_rank:
-        from ownlm.finetune.lora import LoRAConfig, apply_lora
-
-        apply_lora(model, LoRAConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=list(cfg.lora_targets),
-                                     dropout=cfg.lora_dropout))  # fmt: skip
-    elif cfg.train_layers != "all":
-        from ownlm.finetune.lora import freeze_for_train_layers
-
-        freeze_for_train_layers(model, cfg.train_layers)
 
 
 def _summary_line(model, template, train_enc: Encoded, val_enc: Encoded | None, per_epoch: int, tc) -> str:

@@ -61,6 +61,8 @@ def save_model(directory, model, tokenizer=None, extra: dict | None = None, kind
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = unwrap(model)
+    head = model.head_config() if hasattr(model, "head_config") else None  # a classifier (GPT + head)
+    kind = "classifier" if head else kind
     state = model.state_dict()
     if has_lora(model):
         from ownlm.finetune.lora import base_state_dict, save_adapter
@@ -69,7 +71,7 @@ def save_model(directory, model, tokenizer=None, extra: dict | None = None, kind
         state = base_state_dict(model)
         kind = "lm+lora" if kind == "lm" else kind
     if model.config.tie_embeddings:
-        state.pop("lm_head.weight", None)  # the same tensor as transformer.wte.weight
+        state.pop(_head_key(model), None)  # the same tensor as transformer.wte.weight
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS}.", suffix=".tmp", dir=directory)
     os.close(fd)
@@ -82,9 +84,17 @@ def save_model(directory, model, tokenizer=None, extra: dict | None = None, kind
         raise
     if tokenizer is not None:
         tokenizer.save(directory)
-    write_json(directory / CONFIG, {"format": FORMAT, "version": VERSION, "kind": kind,
-                                    "model": model.config.to_dict(), "extra": extra or {}})  # fmt: skip
+    meta = {"format": FORMAT, "version": VERSION, "kind": kind, "model": model.config.to_dict(),
+            "extra": extra or {}}  # fmt: skip
+    if head:
+        meta["classifier"] = head
+    write_json(directory / CONFIG, meta)
     return directory
+
+
+def _head_key(model) -> str:
+    """The name of the language-model head's weight: ``lm_head.weight``, under ``gpt.`` in a classifier."""
+    return "gpt.lm_head.weight" if hasattr(model, "gpt") else "lm_head.weight"
 
 
 def resolve_checkpoint(path) -> Path:
@@ -126,11 +136,24 @@ def read_checkpoint_config(path) -> dict:
     return meta
 
 
+def _classifier(gpt, meta: dict, folder: Path):
+    """The ``GPTClassifier`` around ``gpt`` that ``config.json``'s ``classifier`` section describes."""
+    from ownlm.finetune.classifier import GPTClassifier
+
+    head = meta.get("classifier")
+    if not isinstance(head, dict) or not isinstance(head.get("n_labels"), int):
+        raise UserError(
+            f"{folder / CONFIG}: a classifier's config needs a 'classifier' section with n_labels"
+        )
+    return GPTClassifier(gpt, head["n_labels"], head.get("pool", "last"))
+
+
 def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("lm", "lm+lora")):
     """``(model, tokenizer or None, GPTConfig)`` from a checkpoint or run folder, in eval mode.
 
     LoRA adapters are merged into the weights (``merge_lora=False`` keeps them separate, to train on).
-    ``kinds``: what the caller can use; another kind is a ``UserError`` naming what the folder holds."""
+    ``kinds``: what the caller can use; another kind is a ``UserError`` naming what the folder holds. A
+    ``classifier`` comes back as a ``GPTClassifier`` (``ownlm.finetune.classifier``); its config is the trunk's."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -154,17 +177,20 @@ def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("
         raise UserError(f"{folder / WEIGHTS}: cannot read weights ({e})") from None
     with torch.device("meta"):
         model = GPT(cfg)  # no memory, no random init: the weights come from the file
+        if kind == "classifier":
+            model = _classifier(model, meta, folder)
+    gpt, head_key = getattr(model, "gpt", model), _head_key(model)
     if cfg.tie_embeddings:
-        state.pop("lm_head.weight", None)
+        state.pop(head_key, None)
     model.to_empty(device=device)
     if cfg.tie_embeddings:
-        model.lm_head.weight = model.transformer.wte.weight  # to_empty un-ties; tie again
+        gpt.lm_head.weight = gpt.transformer.wte.weight  # to_empty un-ties; tie again
     result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not (cfg.tie_embeddings and k == "lm_head.weight")]
+    missing = [k for k in result.missing_keys if not (cfg.tie_embeddings and k == head_key)]
     if missing or result.unexpected_keys:
         raise UserError(f"{folder / WEIGHTS}: weights do not match config.json "
                         f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})")  # fmt: skip
-    model.reset_buffers()
+    gpt.reset_buffers()
     if (folder / "adapter.json").is_file():
         from ownlm.finetune.lora import load_adapter
         from ownlm.finetune.lora import merge_lora as merge

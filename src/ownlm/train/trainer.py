@@ -10,6 +10,8 @@ A task says what is particular to it; the Trainer owns everything else, once::
     task.evaluate(model, ctx)-> {"val_loss": ..., other metrics}  ({} when there is nothing to evaluate)
     task.on_eval(model, step, record)   optional: samples, logs (process 0 only)
     task.save_extra(folder)  optional: files a checkpoint carries for this task (chat template, labels, ...)
+    task.should_stop()       optional: True to end the run after this evaluation (early stopping); decide from
+                                what ``evaluate`` returned, which is the same on every process
 
 One optimiser step is ``grad_accum`` micro-batches per process. The loss is normalised by the tokens that carry
 loss in the *whole* step (all micro-batches, all processes), so examples of different lengths weigh by their
@@ -143,6 +145,9 @@ class Task:
 
     def save_extra(self, folder: Path) -> None:
         pass
+
+    def should_stop(self) -> bool:
+        return False
 
 
 class Trainer:
@@ -469,7 +474,7 @@ class Trainer:
         self.last_ckpt = self.resume[0] if self.resume else None
         self.overhead, self.last_plot, self.val_loss = 0.0, -math.inf, None
         last_line = time.perf_counter()
-        status = "done"
+        status, self.stopped_early = "done", False
         try:
             if self.eval_at_start and not self.resume:
                 self.eval_and_save(checkpoint=False)
@@ -506,7 +511,15 @@ class Trainer:
                 at_end = stop or self._budget_spent(elapsed)
                 ck_every = cfg.checkpoint_interval
                 if self.eval_due(at_end, elapsed):
-                    self.eval_and_save(at_end or not ck_every or self.step % ck_every == 0, final=at_end)
+                    saved = at_end or not ck_every or self.step % ck_every == 0
+                    self.eval_and_save(saved, final=at_end)
+                    if not at_end and self.task.should_stop():  # early stopping: end here, with a checkpoint
+                        if not saved:
+                            self.last_ckpt = self.save(self.step, time.perf_counter() - self.t_start)
+                        if self.master:
+                            self.metrics.plot()
+                            self.log(f"stopping early at step {self.step}: the task asked to stop")
+                        at_end = self.stopped_early = True
                 elif ck_every and self.step % ck_every == 0:
                     self.last_ckpt = self.save(self.step, time.perf_counter() - self.t_start)
                 stop = stop or at_end
@@ -528,7 +541,7 @@ class Trainer:
             self.log(f"interrupted at step {self.step}: saved {self.last_ckpt}; continue with --resume")
         return {"status": status, "step": self.step, "val_loss": self.val_loss, "best_val_loss":
                 self.best_val if math.isfinite(self.best_val) else None, "checkpoint": str(self.last_ckpt),
-                "dtype": self.dtype}  # fmt: skip
+                "dtype": self.dtype, "stopped_early": self.stopped_early}  # fmt: skip
 
     def _budget_spent(self, elapsed: float) -> bool:
         if self.max_iters and self.step >= self.max_iters:
