@@ -288,3 +288,16 @@ def test_scored_only_gives_the_same_loss_and_gradients_as_the_full_head():
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for a, b in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change", [{"n_embd": 64}, {"vocab_size": 512}, {"mlp": "swiglu"}, {"n_embd": 2**20, "n_head": 2**10}]
+)
+def test_a_config_edited_to_another_shape_is_one_clear_error(tmp_path, change):
+    torch.manual_seed(0)
+    save_model(tmp_path / "m", GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=32)))
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["model"].update(change)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="do not belong together"):
+        load_model(tmp_path / "m")

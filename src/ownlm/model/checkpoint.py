@@ -148,6 +148,23 @@ def _classifier(gpt, meta: dict, folder: Path):
     return GPTClassifier(gpt, head["n_labels"], head.get("pool", "last"))
 
 
+def check_shapes(weights: Path, expected: dict[str, tuple]) -> None:
+    """Compare the tensor shapes in a safetensors file's header with those ``config.json`` describes, before
+    anything is allocated: a config edited to another shape (or to absurd sizes) is one clear error."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(weights, "pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{weights}: cannot read weights ({e})") from None
+    for name, shape in found.items():
+        if name in expected and expected[name] != shape:
+            raise UserError(f"{weights}: {name} has shape {list(shape)}, but config.json describes "
+                            f"{list(expected[name])}; the config and the weights do not belong together "
+                            "(was config.json edited?)")  # fmt: skip
+
+
 def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("lm", "lm+lora")):
     """``(model, tokenizer or None, GPTConfig)`` from a checkpoint or run folder, in eval mode.
 
@@ -171,15 +188,16 @@ def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("
         cfg = GPTConfig.from_dict(meta["model"])
     except (TypeError, ValueError) as e:
         raise UserError(f"{folder / CONFIG}: the model config is damaged ({e})") from None
-    try:
-        state = load_file(folder / WEIGHTS, device=str(device))
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{folder / WEIGHTS}: cannot read weights ({e})") from None
     with torch.device("meta"):
         model = GPT(cfg)  # no memory, no random init: the weights come from the file
         if kind == "classifier":
             model = _classifier(model, meta, folder)
     gpt, head_key = getattr(model, "gpt", model), _head_key(model)
+    check_shapes(folder / WEIGHTS, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    try:
+        state = load_file(folder / WEIGHTS, device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{folder / WEIGHTS}: cannot read weights ({e})") from None
     if cfg.tie_embeddings:
         state.pop(head_key, None)
     model.to_empty(device=device)
