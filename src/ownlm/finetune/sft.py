@@ -501,6 +501,12 @@ def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], s
     print(f"done: step {summary['step']}{vl}; checkpoint {summary['checkpoint']}; report {out / 'report.md'}")
 
 
+def _excerpt(text: str, limit: int = 300) -> str:
+    """One line of at most ``limit`` characters for the report (line breaks and runs of spaces collapsed)."""
+    flat = " ".join(text.split())
+    return (flat[:limit] + " …" if len(flat) > limit else flat) or "(nothing)"
+
+
 def write_sft_report(
     out: Path, cfg, metrics: list[dict], before: list[dict], after: list[dict], template
 ) -> Path:
@@ -527,13 +533,12 @@ def write_sft_report(
     if after:
         lines += ["## Some held-out exchanges", ""]
         for i, row in enumerate(after[:5]):
-            last = row["prompt"][-1] if row["prompt"] else {}
-            prompt = last.get("content", "") + (f"\n\n{last['input']}" if last.get("input") else "")
-            lines += [f"**Prompt:** {prompt.strip()[:400]}", "",
-                      f"**Reference:** {row['reference'].strip()[:400]}", ""]  # fmt: skip
+            turn = row["prompt"][-1] if row["prompt"] else {}
+            prompt = turn.get("content", "") + (f" {turn['input']}" if turn.get("input") else "")
+            lines += [f"**Prompt:** {_excerpt(prompt)}", "", f"**Reference:** {_excerpt(row['reference'])}", ""]
             if i < len(before):
-                lines += [f"**Before:** {before[i]['response'].strip()[:400] or '(nothing)'}", ""]
-            lines += [f"**After:** {row['response'].strip()[:400] or '(nothing)'}", ""]
+                lines += [f"**Before:** {_excerpt(before[i]['response'])}", ""]
+            lines += [f"**After:** {_excerpt(row['response'])}", ""]
     write_text(out / "report.md", "\n".join(lines))
     return out / "report.md"
 
