@@ -137,7 +137,9 @@ def main() -> None:
         loss, peer_wall = run_peer(tokens, a.iters, a.seed)
         res["peer"] = (loss, peer_wall)
         print(f"transformers GPT2LMHeadModel, nanoGPT recipe: val loss {loss:.4f}, {peer_wall:.1f} s")
-    recipe = ["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--block-size", "64", "--batch-size", "12",
+    # GPT-2's block (learned positions, LayerNorm, GELU): the same maths as the peer's GPT2LMHeadModel
+    recipe = ["--pos", "learned", "--norm", "layernorm", "--mlp", "gelu",
+              "--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--block-size", "64", "--batch-size", "12",
               "--max-iters", str(a.iters), "--lr", "1e-3", "--min-lr", "1e-4", "--warmup-iters", "100",
               "--dropout", "0", "--beta2", "0.99", "--weight-decay", "0.1", "--eval-interval", str(a.iters),
               "--eval-iters", "20", "--threads", str(a.threads), "--seed", str(a.seed)]  # fmt: skip

@@ -427,3 +427,24 @@ def test_deeply_nested_chat_json_is_a_reported_problem_and_the_batch_goes_on(tmp
     out = capsys.readouterr().out
     assert "result.json: line 1: not valid JSON: nested deeper than" in out and "Traceback" not in out
     assert "hello world" in (tmp_path / "out.jsonl").read_text()
+
+
+def test_files_without_text_and_undecodable_files_are_problems_and_guesses_are_noted(tmp_path, capsys):
+    import random
+
+    from ownlm.cli import main
+
+    rng = random.Random(0)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.txt").write_text("")
+    (tmp_path / "in" / "noise.txt").write_bytes(bytes(rng.randrange(128, 256) for _ in range(3000)))
+    (tmp_path / "in" / "latin.txt").write_bytes("café naïve résumé\n".encode("cp1252"))
+    (tmp_path / "in" / "ok.txt").write_text("hello world")
+    out = tmp_path / "o.jsonl"
+    assert main(["extract", str(tmp_path / "in"), "--out", str(out), "--errors", "strict"]) == 0
+    summary = json.loads((tmp_path / "o.summary.json").read_text())
+    problems = {p["file"].rsplit("/", 1)[-1]: p["reason"] for p in summary["errors"]}
+    assert "no text" in problems["empty.txt"] and "no other encoding fits" in problems["noise.txt"]
+    assert "decoded as cp1252" in capsys.readouterr().out
+    texts = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    assert sorted(texts) == ["café naïve résumé\n", "hello world"]

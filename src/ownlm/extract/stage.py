@@ -268,11 +268,12 @@ class Extraction:
 
     def consume(self, reader_name: str, name: str, size: int, items) -> None:
         """Write the records ``items()`` yields; problems and a failing reader go to the summary."""
-        index = 0
+        index, problems = 0, 0
         try:
             for item in items():
                 if isinstance(item, Problem):
                     self.fail(item.where, item.reason)
+                    problems += 1
                     continue
                 record = self.record(item, item.source if reader_name == "slack" else name, index)
                 index += 1
@@ -290,6 +291,10 @@ class Extraction:
             raise
         except Exception as e:  # a reader's library choking on a malformed file must not stop the run
             self.fail(name, f"{reader_name} reader failed: {type(e).__name__}: {e}")
+            self.summary.file(reader_name, size, failed=True)
+            return
+        if index == 0 and problems == 0:  # nothing came out, and nothing said why: say so
+            self.fail(name, "no text in this file (empty, or only whitespace or markup)")
             self.summary.file(reader_name, size, failed=True)
             return
         self.summary.file(reader_name, size, failed=False)

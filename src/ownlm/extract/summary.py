@@ -30,6 +30,7 @@ NOTES = {
     "failed_pages": "pages that could not be read: {}",
     "missing_chapters": "chapters missing or damaged: {}",
     "invalid_bytes": "{} invalid UTF-8 bytes replaced",
+    "decoded_as": "not UTF-8: decoded as {} (a guess; convert the file to UTF-8 if the text looks wrong)",
 }
 SHOW = 20  # problems listed on the terminal; the JSON has all of them
 

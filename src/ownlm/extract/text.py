@@ -87,8 +87,13 @@ def _decode(data: bytes, errors: str) -> tuple[str, str, int]:
     best = from_bytes(data[: 1 << 20]).best()
     if best is not None and best.encoding is not None:
         return data.decode(best.encoding, errors="replace"), best.encoding, 0
-    # No encoding fits: UTF-8 with replacement characters; the control-character check that follows
-    # still refuses real binary content.
+    # No encoding fits: UTF-8 with replacement characters (refused under --errors strict); the
+    # control-character check that follows still refuses real binary content.
+    if errors == "strict":
+        raise ReaderError(
+            f"not valid UTF-8 and no other encoding fits ({bad:,} invalid bytes, the first 0x{data[first_bad]:02x} "
+            f"at offset {first_bad}); fix the file, or run with --errors replace"
+        )
     return replaced, "utf-8", bad
 
 
@@ -141,6 +146,8 @@ class TextReader(Reader):
         meta: dict = {"encoding": encoding}
         if bad:
             meta["invalid_bytes"] = bad
+        elif encoding not in ("utf-8", "ascii") and not encoding.startswith(("utf_", "utf-")):
+            meta["decoded_as"] = encoding  # not UTF-8: a guess, said in the summary
         if src.suffix in (".md", ".markdown"):
             meta["format"] = "markdown"
         if text.strip():

@@ -535,7 +535,12 @@ def write_sft_report(
         for i, row in enumerate(after[:5]):
             turn = row["prompt"][-1] if row["prompt"] else {}
             prompt = turn.get("content", "") + (f" {turn['input']}" if turn.get("input") else "")
-            lines += [f"**Prompt:** {_excerpt(prompt)}", "", f"**Reference:** {_excerpt(row['reference'])}", ""]
+            lines += [
+                f"**Prompt:** {_excerpt(prompt)}",
+                "",
+                f"**Reference:** {_excerpt(row['reference'])}",
+                "",
+            ]
             if i < len(before):
                 lines += [f"**Before:** {_excerpt(before[i]['response'])}", ""]
             lines += [f"**After:** {_excerpt(row['response'])}", ""]
