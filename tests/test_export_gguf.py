@@ -9,11 +9,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from model_samples import make_run as random_run
 
 from ownlm.cli import main as cli
 from ownlm.generate import generate
-from ownlm.model.checkpoint import save_model
-from ownlm.model.gpt import GPT, GPTConfig
 from ownlm.tokenizer import Tokenizer
 from ownlm.tokenizer.export import bytes_to_unicode
 
@@ -39,18 +38,7 @@ def tok():
 
 
 def make_run(folder, tok, seed=0, **kw):
-    """A random tiny model (random biases and norm weights too, so a missed tensor shows) saved as a run."""
-    torch.manual_seed(seed)
-    cfg = GPTConfig(
-        vocab_size=64 * -(-tok.n_vocab // 64), block_size=32, n_layer=2, n_head=4, n_embd=64, **kw
-    )
-    model = GPT(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or ".ln_" in name or "ln_f" in name:
-                p.add_(torch.randn_like(p) * 0.2)
-    save_model(folder, model, tok)
-    return model
+    return random_run(folder, tok, seed, n_embd=64, **kw)
 
 
 def export(run, out, *extra):

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from model_samples import make_run
 
 from ownlm.cli import main as cli
 from ownlm.generate import generate
 from ownlm.model.checkpoint import save_model
-from ownlm.model.gpt import GPT, GPTConfig
 from ownlm.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -43,21 +43,6 @@ CONFIGS = {
 @pytest.fixture(scope="module")
 def tok():
     return Tokenizer.train([TEXT * 3], vocab_size=300, progress=False)
-
-
-def make_run(folder, tok, seed=0, **kw):
-    """A random tiny model (random biases and norm weights too, so a missed tensor shows) saved as a run."""
-    torch.manual_seed(seed)
-    cfg = GPTConfig(
-        vocab_size=64 * -(-tok.n_vocab // 64), block_size=32, n_layer=2, n_head=4, n_embd=32, **kw
-    )
-    model = GPT(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or ".ln_" in name or "ln_f" in name:
-                p.add_(torch.randn_like(p) * 0.2)
-    save_model(folder, model, tok)
-    return model
 
 
 def export(run, out, *extra):

@@ -159,6 +159,19 @@ def test_clean_text():
     assert clean_text("You deleted this message.") == ""
     assert clean_text("a <media> b") == "a <media> b"  # only whole lines are placeholders
     assert clean_text("  spaced  \n") == "spaced"
+    assert clean_text("<location>") == ""  # extract's placeholder for a shared location
+
+
+def test_cli_never_writes_into_a_users_folder(whatsapp_jsonl, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train.jsonl").write_text("my notes")
+    code, _, err = run(capsys, "persona", whatsapp_jsonl, "--person", "person2", "--out", mine)
+    assert code == 2 and "ownlm did not make it" in err
+    assert (mine / "train.jsonl").read_text() == "my notes"
+    again = tmp_path / "again"
+    for _ in range(2):  # its own output folder is reused
+        assert run(capsys, "persona", whatsapp_jsonl, "--person", "person2", "--out", again)[0] == 0
 
 
 def test_unknown_person_lists_senders_by_count():
@@ -195,21 +208,22 @@ def test_cli_end_to_end_on_a_whatsapp_export(whatsapp_jsonl, tmp_path, capsys):
     code, out, _ = run(capsys, "persona", whatsapp_jsonl, "--list-people")
     assert code == 0 and out.splitlines()[1].split() == ["21", "person1"]
     folder = tmp_path / "persona"
-    code, out, err = run(capsys, "persona", whatsapp_jsonl, "--person", "PERSON1", "--out", folder)
+    # person2 (person1's only replies in this chat are shared locations, which are not words to learn)
+    code, out, err = run(capsys, "persona", whatsapp_jsonl, "--person", "PERSON2", "--out", folder)
     assert code == 0, err
     stats = json.loads((folder / "stats.json").read_text())
     train = [json.loads(x) for x in (folder / "train.jsonl").read_text().splitlines()]
     val = [json.loads(x) for x in (folder / "val.jsonl").read_text().splitlines()]
     assert stats["examples"] == {"train": len(train), "val": len(val)} and train and val
-    assert stats["person"] == ["person1"] and stats["senders"]["person1"] == 21
+    assert stats["person"] == ["person2"] and stats["senders"]["person2"] == 21
     for e in train + val:
         assert e["messages"][-1]["role"] == "assistant" and e["messages"][0]["role"] == "user"
         for m in e["messages"]:
-            if m["role"] == "user":  # a group chat: every user line names its sender, never person1
-                assert all(
-                    line.split(": ")[0] in {"person2", "person3", "person4"}
-                    for line in m["content"].split("\n")
-                )
+            if (
+                m["role"] == "user"
+            ):  # a group chat: a user turn starts with its sender's name, never person2's
+                assert m["content"].split(": ")[0] in {"person1", "person3", "person4"}
+                assert not any(line.startswith("person2: ") for line in m["content"].split("\n"))
     assert max(e["time"] for e in train) < min(e["time"] for e in val)
     # The files load as instruction data, and the chat template can encode them.
     from ownlm.finetune.data import load_examples, load_persona_split

@@ -287,16 +287,13 @@ def adapt_classifier(model, cfg: ClassifyConfig) -> None:
 
 
 def main(cfg: ClassifyConfig) -> int:
-    import torch
 
     from ownlm.train.device import ddp_info
     from ownlm.train.trainer import run_folder
 
     tc = cfg.train
-    tc.check()
+    tc.start()
     _check(cfg)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
     out = Path(cfg.out)
     splits = prepare_splits(cfg)  # bad data stops here, before the run folder is touched
     rank, _, world = ddp_info()

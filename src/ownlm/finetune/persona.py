@@ -5,7 +5,7 @@ chosen person is the ``assistant`` and everyone else the ``user``, so a model fi
 that person does. How a conversation is cut up:
 
 1. Cleaning. Messages that say nothing the sender wrote are dropped: media placeholders (a line that is only
-   ``<media>``, ``<Media omitted>``, ``<attached: x.jpg>``, ``IMG-1.jpg (file attached)``; other lines of such a
+   ``<media>``, ``<location>``, ``<Media omitted>``, ``<attached: x.jpg>``, ``IMG-1.jpg (file attached)``; other lines of such a
    message, a caption, are kept) and notices WhatsApp writes in a sender's name ("This message was deleted",
    "You deleted this message", "Missed voice call").
    ``--redact`` replaces phone numbers, e-mail addresses and URLs as ``ownlm extract --redact`` does.
@@ -47,7 +47,7 @@ VERSION = 1
 
 # A line that only stands for an attachment (what ownlm's chat readers and raw exports write).
 _PLACEHOLDER = re.compile(
-    r"^(?:<media>|<[^<>\n]*\b(?:omitted|attached)\b[^<>\n]*>|[^\s<>]+\.\w{2,5} \(file attached\)"
+    r"^(?:<media>|<location>|<[^<>\n]*\b(?:omitted|attached)\b[^<>\n]*>|[^\s<>]+\.\w{2,5} \(file attached\)"
     r"|(?:image|video|audio|sticker|GIF|document) omitted)$",
     re.I,
 )
@@ -352,7 +352,7 @@ def _split_by_time(examples: list[tuple[tuple, dict]], val_fraction: float) -> t
 
 def main(cfg: PersonaConfig) -> int:
     """Run ``ownlm persona``."""
-    from ownlm.io import check_out, write_json, write_jsonl
+    from ownlm.io import RunLock, mark_output, prepare_output, write_json, write_jsonl
 
     if not cfg.list_people:
         if not cfg.person:
@@ -361,7 +361,7 @@ def main(cfg: PersonaConfig) -> int:
             )
         if not cfg.out:
             raise UserError("give the output folder with --out DIR")
-        check_out(cfg.out, folder=True)
+        prepare_output(cfg.out, kind="ownlm-persona", folder=True, inputs=cfg.inputs)  # never a user's folder
     conversations = read_conversations(cfg.inputs)
     if cfg.list_people:
         counts = sender_counts(conversations)
@@ -381,9 +381,11 @@ def main(cfg: PersonaConfig) -> int:
         redact=cfg.redact,
     )
     out = Path(cfg.out)
-    write_jsonl(out / "train.jsonl", train)
-    write_jsonl(out / "val.jsonl", val)
-    write_json(out / "stats.json", {**stats, "config": asdict(cfg)})
+    with RunLock(out):
+        write_jsonl(out / "train.jsonl", train)
+        write_jsonl(out / "val.jsonl", val)
+        write_json(out / "stats.json", {**stats, "config": asdict(cfg)})
+        mark_output(out, "ownlm-persona")
     print(
         f"persona {' / '.join(stats['person'])}: {len(train):,} train + {len(val):,} val examples "
         f"(mean {stats['mean_context_turns']:.1f} turns of context) -> {out}"

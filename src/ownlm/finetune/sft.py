@@ -374,16 +374,13 @@ def prepare(cfg: SFTConfig, tokenizer, base_folder: Path, template_name: str | N
 
 
 def main(cfg: SFTConfig) -> int:
-    import torch
 
     from ownlm.train.device import ddp_info
     from ownlm.train.trainer import run_folder
 
     tc = cfg.train
-    tc.check()
+    tc.start()
     _check(cfg)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
     out = Path(cfg.out)
     rank, _, world = ddp_info()
     with run_folder(out, cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]) as resume:

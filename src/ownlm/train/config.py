@@ -64,6 +64,14 @@ class TrainingConfig:
     progress: bool = opt(True, help="show a progress bar (a line every --log-seconds when not a terminal)")
     log_seconds: float = opt(30.0, help="when output is not a terminal: a progress line this often")
 
+    def start(self) -> None:
+        """What every training command does first: check the settings, then give PyTorch its thread count."""
+        self.check()
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
     def check(self) -> None:
         """A ``UserError`` naming the flag for values no run can use."""
         for name in ("batch_size", "grad_accum", "evals"):

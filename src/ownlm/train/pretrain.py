@@ -113,7 +113,6 @@ class PretrainTask(Task):
 
 
 def main(cfg: PretrainConfig) -> int:
-    import torch
 
     from ownlm.data.shards import check_tokenizer, read_tokens_manifest
     from ownlm.tokenizer import Tokenizer
@@ -121,10 +120,8 @@ def main(cfg: PretrainConfig) -> int:
     from ownlm.train.trainer import run_folder
 
     tc = cfg.train
-    tc.check()
+    tc.start()
     cfg.model.check()
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
     out = Path(cfg.out)
     manifest = read_tokens_manifest(cfg.data)
     tokenizer = (
