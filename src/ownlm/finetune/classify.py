@@ -160,16 +160,16 @@ def score_split(
     n = min(len(enc.ids), limit) if limit else len(enc.ids)
     order = sorted(range(n), key=lambda k: len(enc.ids[k]))
     batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    sums = torch.zeros(1 + n_labels * n_labels, dtype=torch.float64, device=ctx.device)
+    sums = torch.zeros(1 + n_labels * n_labels, dtype=ctx.sum_dtype, device=ctx.device)
     with torch.no_grad(), ctx.autocast():
         for b in batches[ctx.rank :: ctx.world]:
             batch = pad_batch([enc.ids[k] for k in b], pad_id)
             batch["labels"] = enc.labels[b]
             batch = ctx.to_device(batch)
             logits, loss = model(batch["input_ids"], batch["lengths"], batch["labels"])
-            sums[0] += loss.double()
+            sums[0] += loss.to(sums.dtype)
             cell = batch["labels"] * n_labels + logits.argmax(-1)
-            sums[1:] += torch.bincount(cell, minlength=n_labels * n_labels).double()
+            sums[1:] += torch.bincount(cell, minlength=n_labels * n_labels).to(sums.dtype)
     ctx.all_reduce(sums)
     return sums[0].item(), sums[1:].long().cpu().numpy().reshape(n_labels, n_labels)
 

@@ -264,12 +264,12 @@ def masked_loss(model, enc: Encoded, ctx: RunContext, batch_size: int, pad_id: i
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if max_batches:
         batches = batches[:max_batches]
-    sums = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    sums = torch.zeros(2, dtype=ctx.sum_dtype, device=ctx.device)
     with torch.no_grad(), ctx.autocast():
         for b in batches[ctx.rank :: ctx.world]:
             batch = ctx.to_device(_pad_rows([example_row(enc.ids[k], enc.mask[k]) for k in b], pad_id))
             loss = model(batch["input_ids"], batch["labels"], reduction="sum", scored_only=True)[1]
-            sums[0] += loss.double()
+            sums[0] += loss.to(sums.dtype)
             sums[1] += (batch["labels"] != IGNORE).sum()
     ctx.all_reduce(sums)
     return sums[0].item(), int(sums[1].item())

@@ -111,6 +111,13 @@ class RunContext:
 
         return autocast(self.device, self.dtype)
 
+    @property
+    def sum_dtype(self):
+        """The dtype for evaluation sums: float64, except on Apple's MPS, which has none."""
+        import torch
+
+        return torch.float32 if self.device.type == "mps" else torch.float64
+
     def all_reduce(self, tensor):
         """Sum ``tensor`` over processes, in place (nothing with one process)."""
         if self.world > 1:
@@ -384,8 +391,8 @@ class Trainer:
         cfg = self.cfg
         batches = [self.task.batch(self.step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
         counts = torch.tensor([float(sum(self.task.count(b) for b in batches)),
-                               float(sum(self.task.tokens(b) for b in batches))])  # fmt: skip
-        self.ctx.all_reduce(counts)  # CPU tensors are fine for gloo; NCCL needs the device
+                               float(sum(self.task.tokens(b) for b in batches))], device=self.device)  # fmt: skip
+        self.ctx.all_reduce(counts)  # on the run's device: NCCL reduces only GPU tensors
         return batches, counts[0].item(), int(counts[1].item())
 
     def _train_step(self) -> tuple[float, bool, bool, int, float]:
