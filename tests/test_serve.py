@@ -8,6 +8,7 @@ import json
 import statistics
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,20 @@ def raw(url: str, method: str, path: str, body=None, headers=None) -> tuple[int,
     payload = res.read()
     conn.close()
     return res.status, json.loads(payload) if payload else {}
+
+
+def crawling(engine, seconds: float, never: Sequence[int] = ()):
+    """``engine._forward`` slowed by ``seconds`` a step, with the ids in ``never`` (stop tokens) masked out, so a
+    random model cannot end a generation early by sampling one."""
+    slow = engine._forward
+
+    def crawl(*a):
+        time.sleep(seconds)
+        logits = slow(*a)
+        logits[:, list(never)] = float("-inf")
+        return logits
+
+    return crawl
 
 
 def greedy_text(model, tok, ids, n, stop_ids):
@@ -172,13 +187,7 @@ def test_engine_stop_strings_cut_the_text_and_stop_tokens_are_not_returned():
 def test_engine_cancel_and_timeout_end_a_sequence_early():
     model = tiny()
     with Engine(model, BYTES_TOK, max_batch=1) as engine:
-        slow = engine._forward
-
-        def crawl(*a):
-            time.sleep(0.01)
-            return slow(*a)
-
-        engine._forward = crawl
+        engine._forward = crawling(engine, 0.01)
         timed = engine.generate([1, 2], SamplingParams(max_tokens=60, temperature=0), timeout_s=0.1)
         assert timed.finish == "timeout" and timed.completion_tokens < 60
         events = []
@@ -339,13 +348,8 @@ def test_api_key_and_chat_without_a_template(tmp_path):
 def test_a_client_that_goes_away_stops_its_generation(server, monkeypatch):
     url, app = server
     engine = app.state.engine
-    slow = engine._forward
-
-    def crawl(*a):  # ~60 steps of 20 ms: long enough to see the generation stop early
-        time.sleep(0.02)
-        return slow(*a)
-
-    monkeypatch.setattr(engine, "_forward", crawl)
+    # ~60 steps of 20 ms: long enough to see the generation stop early
+    monkeypatch.setattr(engine, "_forward", crawling(engine, 0.02, never=[engine.tokenizer.eot_id]))
     before = engine.finished["cancelled"]
     conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
     conn.request(
@@ -370,13 +374,7 @@ def test_a_client_that_goes_away_stops_its_generation(server, monkeypatch):
 def test_a_request_over_the_time_limit_gets_504(run, monkeypatch):
     folder, tok, model = run
     engine = Engine(model, tok)
-    slow = engine._forward
-
-    def crawl(*a):
-        time.sleep(0.02)
-        return slow(*a)
-
-    monkeypatch.setattr(engine, "_forward", crawl)
+    monkeypatch.setattr(engine, "_forward", crawling(engine, 0.02, never=[tok.eot_id]))
     app = create_app(engine, "my-run", limits=Limits(timeout_s=0.2))
     with serve_in_thread(app) as url:
         status, body = raw(url, "POST", "/v1/completions", {"prompt": "a", "max_tokens": 60})
