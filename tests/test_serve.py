@@ -367,7 +367,7 @@ def test_a_client_that_goes_away_stops_its_generation(server, monkeypatch):
     quick.close()
     t0 = time.monotonic()
     while engine.finished["cancelled"] < before + 2:
-        assert time.monotonic() - t0 < 1.0, f"still generating: {dict(engine.finished)}"
+        assert time.monotonic() - t0 < 5.0, f"still generating: {dict(engine.finished)}"
         time.sleep(0.01)
 
 
