@@ -309,7 +309,56 @@ def test_patience_stops_early_with_a_checkpoint(base, tmp_path):
     assert main(args) == 0  # with lr 0 the validation loss never improves: stop after 1 + 2 evaluations
     m = json.loads((out / "metrics.json").read_text())
     assert m["stopped_early"] and m["steps"] == 15
-    assert (out / "latest").read_text().strip() == "step_000015"
+    # the first evaluation stays the best (later ones only equal it): the run ends on it
+    assert m["checkpoint_step"] == 5 and (out / "latest").read_text().strip() == "step_000005"
+    assert (out / "step_000015").is_dir() and "kept is step 5 (the lowest validation loss)" in (
+        out / "report.md"
+    ).read_text()
+    last = tmp_path / "last"
+    assert main([*args[:6], str(last), *args[7:], "--no-restore-best"]) == 0
+    assert json.loads((last / "metrics.json").read_text())["checkpoint_step"] == 15
+    assert (last / "latest").read_text().strip() == "step_000015"
+
+
+def test_restore_best_ends_on_the_lowest_validation_loss(base, tmp_path):
+    rng = np.random.default_rng(1)  # labels unrelated to the texts: training overfits, validation loss climbs
+    words = ["the", "a", "film", "was", "good", "bad", "plot", "long"]
+
+    def table(path, n):
+        rows = [(" ".join(rng.choice(words, 4)) + f" {i}", str(rng.choice(["pos", "neg"]))) for i in range(n)]
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([("review", "sentiment"), *rows])
+        return rows
+
+    table(tmp_path / "train.csv", 120)
+    test_rows = table(tmp_path / "test.csv", 30)
+    out = tmp_path / "run"
+    args = ["finetune", "classify", str(base / "model"), "--data", str(tmp_path / "train.csv"), "--out", str(out),
+            "--test-data", str(tmp_path / "test.csv"), "--max-iters", "40", "--eval-interval", "5", "--lr", "0.03",
+            "--warmup-iters", "0", "--keep-checkpoints", "2", *FAST]  # fmt: skip
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    best = min((r for r in records if r["step"] > 0), key=lambda r: r["val_loss"])
+    assert (
+        best["step"] < 30
+    )  # the data makes the best evaluation an early one, pruned but for the `best` file
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["checkpoint_step"] == best["step"] and m["val_accuracy"] == best["val_accuracy"]
+    assert (
+        (out / "latest").read_text().strip()
+        == (out / "best").read_text().strip()
+        == f"step_{best['step']:06d}"
+    )
+    assert sorted(p.name for p in out.glob("step_*")) == [
+        f"step_{best['step']:06d}",
+        "step_000035",
+        "step_000040",
+    ]
+    # the kept model is the one scored on the test split
+    pred = Classifier.load(out).predict([text for text, _ in test_rows])
+    assert np.mean([p == label for p, (_, label) in zip(pred, test_rows)]) == pytest.approx(
+        m["test_accuracy"]
+    )
 
 
 def test_trainer_should_stop_hook(tmp_path):

@@ -19,7 +19,9 @@ the start, ``left`` the end; they are counted in ``DIR/data.json``. The head rea
 
 Every evaluation scores the whole validation split (loss, accuracy, macro-F1) and a sample of the training
 split (accuracy); ``--patience N`` stops when validation loss has not improved for N evaluations. At the end
-the test split is scored: ``DIR/metrics.json`` (``test_accuracy``, ``test_macro_f1``, per-class precision and
+the run keeps the checkpoint with the lowest validation loss (``--restore-best``, the default: ``latest`` is
+pointed at it, so ``ownlm classify DIR``, export and serving use it; ``--no-restore-best`` keeps the last step),
+and the test split is scored with that model: ``DIR/metrics.json`` (``test_accuracy``, ``test_macro_f1``, per-class precision and
 recall, the confusion matrix), ``confusion.png``, ``curves.png`` and ``DIR/report.md``.
 
 Bad input stops before anything is written, with one line naming the file and row: a row without a text or a
@@ -84,6 +86,9 @@ class ClassifyConfig:
     )
     epochs: float = opt(0.0, help="passes over the training rows (0: 5 when no other budget is given)")
     patience: int = opt(0, help="stop when validation loss has not improved for N evaluations (0: never)")
+    restore_best: bool = opt(
+        True, help="end on the checkpoint with the lowest validation loss (else: the last step's)"
+    )
     lora_rank: int = opt(0, help="train LoRA adapters of this rank (and the head) instead of the full model")
     lora_alpha: float = opt(16.0, help="LoRA scale numerator: updates are scaled by alpha / rank")
     lora_targets: list[str] = opt(
@@ -374,22 +379,39 @@ def _finish(cfg, out: Path, model, test: Encoded, labels, pad_id, device, summar
     from ownlm.finetune.classify_report import plot_confusion, plot_curves, scores, write_report
     from ownlm.io import iter_jsonl, write_json
 
+    best = summary.get("best_checkpoint")
+    if cfg.restore_best and best and Path(best) != Path(summary["checkpoint"]):
+        model = restore_checkpoint(out, Path(best), device)
+        print(f"restore-best: {out / 'latest'} now names {Path(best).name}, the lowest validation loss "
+              f"({summary['best_val_loss']:.4f}); the last step's checkpoint stays in {summary['checkpoint']}")  # fmt: skip
+        summary = {**summary, "checkpoint": best}
     model.eval()
     _, conf = score_split(model, test, RunContext(device, "fp32"), cfg.train.batch_size, pad_id, len(labels))
     test_scores = scores(conf, labels)
     records = [r for _, r in iter_jsonl(out / "metrics.jsonl", errors="skip") if isinstance(r, dict)]
-    last = records[-1] if records else {}
+    kept_step = int(Path(summary["checkpoint"]).name.removeprefix("step_"))
+    last = next((r for r in reversed(records) if r.get("step") == kept_step), records[-1] if records else {})
     result = {"test_accuracy": test_scores["accuracy"], "test_macro_f1": test_scores["macro_f1"],
               "val_accuracy": last.get("val_accuracy"), "val_macro_f1": last.get("val_macro_f1"),
               "labels": labels, "test": {**test_scores, "confusion": conf.tolist()}, "data": info,
               "steps": summary["step"], "train_seconds": seconds, "stopped_early": summary.get("stopped_early"),
-              "checkpoint": summary["checkpoint"]}  # fmt: skip
+              "checkpoint": summary["checkpoint"], "checkpoint_step": kept_step}  # fmt: skip
     write_json(out / "metrics.json", result)
     plot_confusion(conf, labels, out / "confusion.png")
     plot_curves(records, out / "curves.png")
     write_report(out, cfg, result)
     print(f"done: test accuracy {100 * test_scores['accuracy']:.2f} %, macro-F1 {100 * test_scores['macro_f1']:.2f} "
           f"%; checkpoint {summary['checkpoint']}; report {out / 'report.md'}")  # fmt: skip
+
+
+def restore_checkpoint(out: Path, folder: Path, device):
+    """Point the run's ``latest`` at ``folder`` (one of its step folders) and return that classifier."""
+    from ownlm.io import write_text
+    from ownlm.model.checkpoint import load_model
+
+    model, _, _ = load_model(folder, device=device, kinds=("classifier",))
+    write_text(out / "latest", folder.name + "\n")
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- ownlm classify

@@ -123,10 +123,12 @@ def write_report(out: Path, cfg, result: dict) -> Path:
              f"({data['split']}). {data['truncated']:,} text{'' if data['truncated'] == 1 else 's'} longer than {data['max_length']} tokens cut "
              f"({'keeping the start' if cfg.truncate == 'right' else 'keeping the end'}).", "",
              f"Pooling `{cfg.pool}`; {how}; {result['steps']:,} steps in {result['train_seconds']:.0f} s"
-             f"{' (stopped early)' if result.get('stopped_early') else ''}.", "",
+             f"{' (stopped early)' if result.get('stopped_early') else ''}; the model kept is step "
+             f"{result.get('checkpoint_step', result['steps']):,}"
+             f"{' (the lowest validation loss)' if cfg.restore_best else ' (the last)'}.", "",
              "| test split | value |", "|---|---|",
              f"| accuracy | {pct(test['accuracy'])} |", f"| macro-F1 | {pct(test['macro_f1'])} |",
-             f"| validation accuracy (last evaluation) | {pct(result.get('val_accuracy'))} |", "",
+             f"| validation accuracy (the kept step) | {pct(result.get('val_accuracy'))} |", "",
              "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]  # fmt: skip
     for lab, s in test["per_class"].items():
         lines.append(

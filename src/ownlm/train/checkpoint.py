@@ -92,9 +92,11 @@ def save_checkpoint(
     keep: int = 2,
     kind: str = "lm",
     extra_files=None,
+    best: bool = False,
 ) -> Path:
     """Write ``run_dir/step_NNNNNN`` and then ``run_dir/latest``; keep the newest ``keep`` step folders
-    (0 keeps all). ``kind`` says what the model is (see ``ownlm.model.checkpoint``); ``extra_files(folder)``
+    (0 keeps all) and the one the ``best`` file names. ``best=True`` marks this step as the lowest validation loss so
+    far (``run_dir/best`` names it). ``kind`` says what the model is (see ``ownlm.model.checkpoint``); ``extra_files(folder)``
     adds a task's own files (chat template, labels) before the folder is renamed into place. Returns the
     step folder."""
     from safetensors.torch import save_file
@@ -127,11 +129,19 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     write_text(run_dir / "latest", step_name(step) + "\n")
+    if best:
+        write_text(run_dir / "best", step_name(step) + "\n")
+    kept = {final, run_dir / read_pointer(run_dir / "best")} if (run_dir / "best").is_file() else {final}
     if keep > 0:
-        steps = sorted(p for p in run_dir.glob("step_*") if p.is_dir() and p != final)
+        steps = sorted(p for p in run_dir.glob("step_*") if p.is_dir() and p not in kept)
         for p in steps[: max(0, len(steps) - (keep - 1))]:
             shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+def read_pointer(path: Path) -> str:
+    """The step folder's name a ``latest`` or ``best`` file holds."""
+    return path.read_text(encoding="utf-8").strip()
 
 
 def _fsync_dir(path: Path) -> None:

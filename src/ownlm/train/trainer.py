@@ -246,6 +246,7 @@ class Trainer:
             MetricsLog(self.run_dir, resume_step=self.step if self.resume else None) if self.master else None
         )
         self.best_val = state.get("best_val_loss") or math.inf
+        self.best_saved = state.get("best_saved_val_loss")
         self.tokens_seen = int(state.get("tokens_seen", 0))
         self.warmup = state.get("warmup_steps")  # fixed once known
         self.warmup_progress = state.get("warmup_progress")
@@ -254,6 +255,13 @@ class Trainer:
         if self.run_config is None:
             self.run_config = state.get("run_config") or {}
         return self._run()
+
+    def _best_checkpoint(self) -> str | None:
+        """The saved step folder with the lowest validation loss (named by the run's ``best`` file), if any."""
+        from ownlm.train.checkpoint import read_pointer
+
+        pointer = self.run_dir / "best"
+        return str(self.run_dir / read_pointer(pointer)) if pointer.is_file() else None
 
     @staticmethod
     def _empty_window(lr: float) -> dict:
@@ -323,21 +331,21 @@ class Trainer:
         self.wrapped.train()
         return result
 
-    def save(self, at_step: int, elapsed: float) -> Path | None:
+    def save(self, at_step: int, elapsed: float, is_best: bool = False) -> Path | None:
         from ownlm.train import checkpoint as ckpt
 
         path = None
         if self.master:
             best = self.best_val if math.isfinite(self.best_val) else None
             extra = {"tokens_seen": self.tokens_seen, "data_position": at_step * self.cfg.grad_accum,
-                     "best_val_loss": best, "elapsed_s": elapsed,
+                     "best_val_loss": best, "best_saved_val_loss": self.best_saved, "elapsed_s": elapsed,
                      "setup_s": self.setup_s, "dtype": self.dtype, "warmup_steps": self.warmup,
                      "warmup_progress": self.warmup_progress, "next_eval": self.next_eval, "window": self.window,
                      "world_size": self.world, "run_config": self.run_config}  # fmt: skip
             path = ckpt.save_checkpoint(self.run_dir, at_step, self.raw, self.optimizer, extra,
                                         tokenizer=self.tokenizer, scaler=self.scaler,
                                         keep=self.cfg.keep_checkpoints, kind=self.task.kind,
-                                        extra_files=self.task.save_extra)  # fmt: skip
+                                        extra_files=self.task.save_extra, best=is_best)  # fmt: skip
         if self.world > 1:
             import torch.distributed as dist
 
@@ -381,7 +389,11 @@ class Trainer:
             self.task.on_eval(self.raw, self.step, record)
             self.raw.train()
         if checkpoint:
-            self.last_ckpt = self.save(self.step, time.perf_counter() - self.t_start)
+            # the `best` file names the saved checkpoint with the lowest validation loss
+            is_best = val is not None and val < (self.best_saved if self.best_saved is not None else math.inf)
+            if is_best:
+                self.best_saved = val
+            self.last_ckpt = self.save(self.step, time.perf_counter() - self.t_start, is_best=is_best)
         self.overhead = time.perf_counter() - t_eval
 
     # ------------------------------------------------------------------ the loop
@@ -548,7 +560,7 @@ class Trainer:
             self.log(f"interrupted at step {self.step}: saved {self.last_ckpt}; continue with --resume")
         return {"status": status, "step": self.step, "val_loss": self.val_loss, "best_val_loss":
                 self.best_val if math.isfinite(self.best_val) else None, "checkpoint": str(self.last_ckpt),
-                "dtype": self.dtype, "stopped_early": self.stopped_early}  # fmt: skip
+                "best_checkpoint": self._best_checkpoint(), "dtype": self.dtype, "stopped_early": self.stopped_early}  # fmt: skip
 
     def _budget_spent(self, elapsed: float) -> bool:
         if self.max_iters and self.step >= self.max_iters:
