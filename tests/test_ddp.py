@@ -84,3 +84,49 @@ def test_sft_two_processes_match_one_with_the_same_global_batch(tmp_path):
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
         if ra["train_loss"] is not None:
             assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-4)
+
+
+def test_classify_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    """Classification under torchrun: each process scores its share of the rows, the losses, counts and
+    confusion matrices are summed over processes, so curves, checkpoints and test scores agree with one process."""
+    if not torch.distributed.is_gloo_available():
+        pytest.skip("this PyTorch has no gloo backend")
+    import csv
+
+    from ownlm.model.checkpoint import save_model
+    from ownlm.model.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=320, block_size=64, n_layer=2, n_head=2, n_embd=32, pos="rope")
+    save_model(tmp_path / "base", GPT(cfg), Tokenizer(special_tokens={"<|endoftext|>": 256}))
+    words = ["the", "a", "film", "was", "long", "plot"]
+    with open(tmp_path / "d.csv", "w", newline="", encoding="utf-8") as f:
+        rows = [(" ".join(words[(i * k) % 6] for k in range(1 + i % 5)) + (" good" if i % 3 else " bad"),
+                 "pos" if i % 3 else "neg") for i in range(90)]  # fmt: skip
+        csv.writer(f).writerows([("text", "label"), *rows])
+    args = ["finetune", "classify", str(tmp_path / "base"), "--data", str(tmp_path / "d.csv"), "--max-iters", "12",
+            "--eval-interval", "4", "--threads", "1", "--dtype", "fp32", "--no-progress", "--device", "cpu",
+            "--lr", "3e-3", "--balance", "weights"]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main([*args, "--out", str(one), "--batch-size", "8"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ownlm",
+           *args, "--out", str(two), "--batch-size", "4"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)
+    )
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 8, 12]
+    for ra, rb in zip(a, b):
+        for key in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-4), key
+    ma, mb = (json.loads((run / "metrics.json").read_text()) for run in (one, two))
+    assert (
+        ma["test"]["confusion"] == mb["test"]["confusion"] and ma["checkpoint_step"] == mb["checkpoint_step"]
+    )
+    wa, wb = (
+        load_file(run / f"step_{ma['checkpoint_step']:06d}" / "model.safetensors") for run in (one, two)
+    )
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
