@@ -161,8 +161,27 @@ def test_engine_seeded_sampling_is_the_same_alone_and_in_a_batch_and_seeds_diffe
         results = submit_all(engine, [([1, 2, 3], SamplingParams(max_tokens=15, temperature=1.0, top_p=0.9,
                                                                  seed=s)) for s in seeds])  # fmt: skip
         assert engine.peak_batch == 4
+        assert (
+            engine.prefills_shared == 3
+        )  # one prompt, read once for the four sequences that joined together
     assert results[1].tokens == alone
     assert other.tokens != alone
+
+
+def test_engine_sequences_sharing_a_prompt_read_match_each_alone():
+    model = tiny(pos="rope", n_kv_head=1)
+    prompt = [5, 17, 200, 3]
+    params = [SamplingParams(max_tokens=12, temperature=0, repetition_penalty=3.0),  # rewrites its logits
+              SamplingParams(max_tokens=1, temperature=0),  # leaves at once: its slot is taken by the next
+              SamplingParams(max_tokens=12, temperature=0),
+              SamplingParams(max_tokens=9, temperature=0.7, seed=3)]  # fmt: skip
+    with Engine(model, BYTES_TOK, max_batch=4) as engine:
+        alone = [engine.generate(prompt, p).tokens for p in params]
+        assert engine.prefills_shared == 0
+        together = submit_all(engine, [(prompt, p) for p in params])
+        assert engine.prefills_shared >= 2
+    assert [r.tokens for r in together] == alone
+    assert alone[0][0] != alone[2][0]  # the penalty changes the first token: a shared logits row would show
 
 
 def test_engine_stop_strings_cut_the_text_and_stop_tokens_are_not_returned():

@@ -162,6 +162,7 @@ class Engine:
         self.stopping = False
         self.steps = 0  # decode steps taken
         self.peak_batch = 0  # the most sequences decoded in one step
+        self.prefills_shared = 0  # prompts not read again: the same prompt was just read for another choice
         self.finished: collections.Counter[str] = collections.Counter()  # finish reason -> sequences
 
     # ------------------------------------------------------------------------------------------ public
@@ -272,13 +273,22 @@ class Engine:
                 self._leave(t, "cancelled")
             elif t.deadline is not None and now > t.deadline:
                 self._leave(t, "timeout")
+        read: dict[tuple, tuple] = {}  # prompt -> (its ticket, logits): `n` choices read their prompt once
         for t in new:  # prefill: read the prompt alone into the next free slot, sample its first token
             slot = len(self.active)
             self.active.append(t)
-            idx = torch.tensor([t.prompt], device=self.device)  # (1, T)
-            logits = self._forward(idx, torch.zeros(1, dtype=torch.long, device=self.device), slot)
+            twin, logits = read.get(tuple(t.prompt), (None, None))
+            if twin in self.active:  # the same prompt was just read into a slot still held: copy its cache
+                src, n = self.active.index(twin), len(t.prompt)
+                self.k[:, slot, :, :n] = self.k[:, src, :, :n]
+                self.v[:, slot, :, :n] = self.v[:, src, :, :n]
+                self.prefills_shared += 1
+            else:
+                idx = torch.tensor([t.prompt], device=self.device)  # (1, T)
+                logits = self._forward(idx, torch.zeros(1, dtype=torch.long, device=self.device), slot)
+                read[tuple(t.prompt)] = (t, logits)
             t.length = len(t.prompt)
-            self._accept(t, self._sample(logits, [t])[0])
+            self._accept(t, self._sample(logits.clone(), [t])[0])
         if not self.active:
             return
         batch = list(self.active)
