@@ -51,6 +51,11 @@ def main() -> None:
     from ownlm.model.gpt import GPT, config_from_preset
     from ownlm.tokenizer import Tokenizer
 
+    try:
+        import llama_cpp
+    except ImportError:
+        llama_cpp = None
+        print("# llama-cpp-python is not installed: no llama.cpp rows")
     torch.set_num_threads(args.threads)
     if (SHARED / "encoder.json").is_file():
         tok = Tokenizer.from_gpt2(SHARED / "encoder.json", SHARED / "vocab.bpe")
@@ -97,6 +102,8 @@ def main() -> None:
 
                 _, t = timed(read_all)
                 rows.append((label, f"GGUFReader, every tensor ({dtype})", t, None))
+                if llama_cpp is not None:
+                    rows += llama_cpp_rows(llama_cpp, label, dtype, path, model, tok, args.threads)
                 path.unlink()
             shutil.rmtree(out)
             shutil.rmtree(run)
@@ -105,6 +112,40 @@ def main() -> None:
     print("\n| block | step | seconds | size (MB) |\n|---|---|---:|---:|")
     for label, step, t, mb in rows:
         print(f"| {label} | {step} | {t:.2f} | {'' if mb is None else f'{mb:,.0f}'} |")
+
+
+def llama_cpp_rows(llama_cpp, label: str, dtype: str, path: Path, model, tok, threads: int) -> list[tuple]:
+    """Load the file in llama.cpp; its logits against ownlm's on 64 random tokens; greedy decoding speed of
+    llama.cpp and of ownlm's ``generate`` (KV cache) for the same 64 new tokens after a 16-token prompt."""
+    import numpy as np
+    import torch
+
+    from ownlm.generate import generate
+
+    llm, t_load = timed(lambda: llama_cpp.Llama(str(path), n_ctx=256, n_threads=threads, n_batch=256,
+                                                verbose=False, logits_all=True))  # fmt: skip
+    ids = torch.randint(0, tok.n_vocab, (1, 64))
+    llm.reset()
+    llm.eval(ids[0].tolist())
+    with torch.no_grad():
+        want = model(ids)[0][0].numpy()
+    diff = float(np.abs(np.asarray(llm.scores[:64]) - want).max())
+    print(f"{label} {dtype}: max |logits ownlm - llama.cpp| = {diff:.2e}")
+    prompt, n = ids[0, :16].tolist(), 64
+
+    def llama_decode():
+        out = []
+        for t in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+            out.append(t)
+            if len(out) == n:
+                return out
+
+    llama_decode()  # warm up
+    _, t_llama = timed(llama_decode)
+    _, t_ours = timed(lambda: generate(model, prompt, n, temperature=0))
+    return [(label, f"llama.cpp load ({dtype})", t_load, None),
+            (label, f"llama.cpp greedy, {n} tokens ({dtype}): {n / t_llama:.0f} tok/s; ownlm generate (f32): "
+                    f"{n / t_ours:.0f} tok/s", t_llama, None)]  # fmt: skip
 
 
 if __name__ == "__main__":
