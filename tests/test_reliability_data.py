@@ -242,14 +242,14 @@ def test_a_small_zip_of_a_huge_member_is_a_problem_not_a_memory_blowup(tmp_path,
 
 
 def test_archive_total_is_capped_even_when_headers_lie(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("OWNLM_MAX_FILE_MB", "1")
-    monkeypatch.setenv("OWNLM_MAX_ARCHIVE_MB", "2")
+    monkeypatch.setenv("OWNLM_MAX_ARCHIVE_MB", "500")  # the flags win over the environment
     members = {f"part{i}.txt": (f"part {i} " * 100_000)[:900_000].encode() for i in range(5)}
     (tmp_path / "in.zip").write_bytes(_zip(members))
-    code, _ = _run(capsys, "extract", tmp_path / "in.zip", "--out", tmp_path / "docs.jsonl")
+    code, _ = _run(capsys, "extract", tmp_path / "in.zip", "--out", tmp_path / "docs.jsonl", "--max-file-mb", "1",
+                   "--max-archive-mb", "2")  # fmt: skip
     assert code == 0
     text = (tmp_path / "docs.summary.json").read_text()
-    assert "OWNLM_MAX_ARCHIVE_MB" in text
+    assert "--max-archive-mb" in text
     kept = [json.loads(line)["source"] for line in (tmp_path / "docs.jsonl").read_text().splitlines()]
     assert 1 <= len(kept) <= 2  # 2 MiB of 0.9 MB members: the rest was not read
 
@@ -261,6 +261,14 @@ def test_a_file_over_the_limit_is_refused_up_front(tmp_path, capsys, monkeypatch
     code, _ = _run(capsys, "extract", tmp_path, "--out", tmp_path / "out" / "docs.jsonl")
     assert code == 0
     assert "big.txt" in (tmp_path / "out" / "docs.summary.json").read_text()
+    code, _ = _run(
+        capsys, "extract", tmp_path / "big.txt", "--out", tmp_path / "o2" / "docs.jsonl", "--max-file-mb", "2"
+    )
+    assert code == 0 and "line of a log" in (tmp_path / "o2" / "docs.jsonl").read_text()
+    code, err = _run(
+        capsys, "extract", tmp_path / "ok.txt", "--out", tmp_path / "o3.jsonl", "--max-file-mb", "-1"
+    )
+    assert code == 2 and "--max-file-mb must be a size in MiB >= 0" in err
 
 
 def test_text_too_big_for_memory_is_refused_with_the_figure(tmp_path):

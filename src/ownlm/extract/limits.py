@@ -4,8 +4,8 @@ A reader gets a file's bytes whole (parsers for PDF, EPUB, DOCX and zips need ra
 to bound memory is to bound what is read. Files and zip members are read in ``chunk_bytes`` pieces and counted
 as they come (a zip's own size headers can lie), and refused with a clear problem past:
 
-- ``max_file_bytes`` (default 128 MiB, ``OWNLM_MAX_FILE_MB``): one file, or one zip member once decompressed;
-- ``max_archive_bytes`` (default 1 GiB, ``OWNLM_MAX_ARCHIVE_MB``): a zip on disk, and everything decompressed
+- ``max_file_bytes`` (default 128 MiB; ``--max-file-mb`` or ``OWNLM_MAX_FILE_MB``): one file, or one zip member once decompressed;
+- ``max_archive_bytes`` (default 1 GiB; ``--max-archive-mb`` or ``OWNLM_MAX_ARCHIVE_MB``): a zip on disk, and everything decompressed
   from it, nested zips included.
 
 Memory bound: the archive being read (at most ``max_archive_bytes``), plus a nested zip per level (at most 3,
@@ -15,7 +15,7 @@ defaults, whatever the input size. A 1 MB zip holding 1 GB of text stops at the 
 
 >>> Limits(max_file_bytes=10).check_size(11)
 Traceback (most recent call last):
-ownlm.extract.limits.LimitExceeded: 11 bytes, over the 10-byte limit for one file (OWNLM_MAX_FILE_MB); split it or raise the limit
+ownlm.extract.limits.LimitExceeded: 11 bytes, over the 10-byte limit for one file; split it or raise the limit (--max-file-mb)
 """
 
 from __future__ import annotations
@@ -56,9 +56,13 @@ class Limits:
     _archive_used: int = field(default=0, repr=False)
 
     @classmethod
-    def from_env(cls) -> Limits:
-        """The defaults, or ``OWNLM_MAX_FILE_MB`` / ``OWNLM_MAX_ARCHIVE_MB`` when set."""
-        return cls(_env_mb("OWNLM_MAX_FILE_MB", 128), _env_mb("OWNLM_MAX_ARCHIVE_MB", 1024))
+    def from_env(cls, file_mb: float = 0, archive_mb: float = 0) -> Limits:
+        """The given figures in MiB (the command's ``--max-file-mb`` / ``--max-archive-mb``), else
+        ``OWNLM_MAX_FILE_MB`` / ``OWNLM_MAX_ARCHIVE_MB`` when set, else the defaults."""
+        return cls(
+            int(file_mb * MiB) if file_mb > 0 else _env_mb("OWNLM_MAX_FILE_MB", 128),
+            int(archive_mb * MiB) if archive_mb > 0 else _env_mb("OWNLM_MAX_ARCHIVE_MB", 1024),
+        )
 
     def check_size(self, size: int, limit: int | None = None) -> None:
         """Refuse up front a file whose size on disk is already over the limit."""
@@ -77,8 +81,8 @@ class Limits:
             total += len(block)
             if total > limit:
                 raise LimitExceeded(
-                    f"more than {_figure(limit)} once read (the limit for one file or zip member, "
-                    "OWNLM_MAX_FILE_MB); unpack or split it, or raise the limit"
+                    f"more than {_figure(limit)} once read (the limit for one file or zip member); unpack or "
+                    "split it, or raise the limit (--max-file-mb)"
                 )
             chunks.append(block)
         return b"".join(chunks)
@@ -102,6 +106,6 @@ class Limits:
         self._archive_used += n
         if self._archive_used > self.max_archive_bytes:
             raise LimitExceeded(
-                f"the archive decompresses past {_figure(self.max_archive_bytes)} "
-                "(OWNLM_MAX_ARCHIVE_MB); the rest of it was not read — unpack it, or raise the limit"
+                f"the archive decompresses past {_figure(self.max_archive_bytes)}; the rest of it was not read — "
+                "unpack it, or raise the limit (--max-archive-mb)"
             )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import sys
 import time
 import zipfile
@@ -75,6 +76,13 @@ class ExtractConfig:
         help="web pages: whose main-text extraction (auto: trafilatura when installed, else ownlm's own)",
     )
     min_chars: int = opt(1, help="drop documents and conversations with fewer characters than this")
+    max_file_mb: float = opt(
+        0.0, help="largest file or zip member read, in MiB, decompressed (0: $OWNLM_MAX_FILE_MB, else 128)"
+    )
+    max_archive_mb: float = opt(
+        0.0,
+        help="most a zip may decompress to, nested zips included, in MiB (0: $OWNLM_MAX_ARCHIVE_MB, else 1024)",
+    )
     strict: bool = opt(
         False, help="stop at the first unreadable file or record instead of reporting it at the end"
     )
@@ -153,7 +161,9 @@ class Extraction:
             html_engine=cfg.html_engine,
         )
         self.summary = Summary()
-        self.limits = Limits.from_env()  # bounded reads: see ownlm.extract.limits
+        self.limits = Limits.from_env(
+            cfg.max_file_mb, cfg.max_archive_mb
+        )  # bounded reads: ownlm.extract.limits
 
     def fail(self, where: str, reason: str) -> None:
         if self.cfg.strict:
@@ -360,6 +370,12 @@ def main(cfg: ExtractConfig) -> int:
 
     if cfg.min_chars < 0:
         raise UserError(f"--min-chars must be >= 0, got {cfg.min_chars}")
+    for name in ("max_file_mb", "max_archive_mb"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(
+                f"--{name.replace('_', '-')} must be a size in MiB >= 0 (0: the default), got {value}"
+            )
     out = Path(cfg.out)
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; give a file name such as {out / 'docs.jsonl'}")
