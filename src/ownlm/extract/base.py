@@ -125,6 +125,8 @@ READERS: list[str] = [
     "ownlm.extract.instagram:InstagramReader",
     "ownlm.extract.discord:DiscordReader",
     "ownlm.extract.slack:SlackReader",
+    "ownlm.extract.imessage:IMessageReader",
+    "ownlm.extract.signal:SignalReader",
     "ownlm.extract.pdf:PdfReader",
     "ownlm.extract.epub:EpubReader",
     "ownlm.extract.docx:DocxReader",

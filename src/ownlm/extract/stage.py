@@ -355,6 +355,24 @@ def _slack_bundles(files: list[tuple[Path, str, bool]], run: Extraction) -> list
     return [f for f in files if f[1] not in taken]
 
 
+SIGNAL_COMPANIONS = ("data.json", "index.html", "chat.html")  # signal-export writes these beside each chat.md
+
+
+def _signal_companions(files: list[tuple[Path, str, bool]], run: Extraction) -> list[tuple[Path, str, bool]]:
+    """signal-export's folders hold the chat three times (``chat.md``, ``data.json``, ``index.html``): read the
+    Markdown only, and list the others as skipped, not as documents or problems."""
+    from ownlm.extract.signal import is_signal_markdown
+
+    chats = {p.parent for p, n, _ in files if p.name == "chat.md" and is_signal_markdown(p)}
+    keep = []
+    for f in files:
+        if f[0].parent in chats and f[0].name in SIGNAL_COMPANIONS and not f[2]:
+            run.summary.skip(f[1], f[0].suffix)
+        else:
+            keep.append(f)
+    return keep
+
+
 def _public_config(cfg: ExtractConfig) -> dict:
     values = asdict(cfg)
     if values.get("password"):
@@ -386,7 +404,7 @@ def main(cfg: ExtractConfig) -> int:
     start = time.perf_counter()
     with atomic_write(out) as sink:
         run = Extraction(cfg, readers, sink)
-        files = _slack_bundles(files, run)
+        files = _signal_companions(_slack_bundles(files, run), run)
         for path, name, named in tqdm(files, desc="extract", unit="file", disable=None, file=sys.stderr):
             run.file(path, name, named)
         if run.summary.records == 0:
