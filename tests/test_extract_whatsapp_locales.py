@@ -241,6 +241,52 @@ def test_buddhist_four_digit_years_and_persian_digits():
     assert conv.messages[0].time == "2024-02-13T18:30:00"
 
 
+# 1 Farvardin (Nowruz) in the Gregorian calendar, as Iran's official calendar has it
+NOWRUZ = {1388: (2009, 3, 21), 1391: (2012, 3, 20), 1395: (2016, 3, 20), 1398: (2019, 3, 21), 1399: (2020, 3, 20),
+          1400: (2021, 3, 21), 1401: (2021 + 1, 3, 21), 1402: (2023, 3, 21), 1403: (2024, 3, 20), 1404: (2025, 3, 21)}  # fmt: skip
+
+
+def test_solar_hijri_dates_convert_to_the_gregorian_calendar():
+    from datetime import date
+
+    from ownlm.extract.whatsapp_dates import solar_hijri_leap, solar_hijri_to_gregorian
+
+    for year, gregorian in NOWRUZ.items():
+        assert solar_hijri_to_gregorian(year, 1, 1) == gregorian
+    # walking the Solar Hijri calendar day by day from Nowruz 1388 steps one Gregorian day at a time
+    day = date(*NOWRUZ[1388])
+    for year in range(1388, 1410):
+        for month in range(1, 13):
+            length = 31 if month <= 6 else 30 if month < 12 or solar_hijri_leap(year) else 29
+            for d in range(1, length + 1):
+                assert solar_hijri_to_gregorian(year, month, d) == (day.year, day.month, day.day)
+                day += timedelta(days=1)
+            with pytest.raises(ValueError):
+                solar_hijri_to_gregorian(year, month, length + 1)
+
+
+def test_a_persian_calendar_export_reads_like_its_gregorian_twin():
+    from ownlm.extract.whatsapp_dates import solar_hijri_to_gregorian
+
+    fa_digits = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+    to_hijri = {solar_hijri_to_gregorian(y, mo, d): (y, mo, d) for y in (1402, 1403) for mo in range(1, 13)
+                for d in range(1, 32 if mo <= 6 else 31) if (y, mo, d) != (1402, 12, 30)}  # fmt: skip
+    times = [datetime(2023, 12, 30, 9, 5) + timedelta(days=17 * i, minutes=71 * i) for i in range(12)]
+    gregorian = "".join(
+        f"{t:%Y/%m/%d، %H:%M} - {'AB'[i % 2]}: پیام {'abcdefghijkl'[i]}\n" for i, t in enumerate(times)
+    )
+    hijri = "".join(
+        "{:04d}/{:02d}/{:02d}، {:%H:%M} - {}: پیام {}\n".format(*to_hijri[(t.year, t.month, t.day)], t, "AB"[i % 2], "abcdefghijkl"[i])
+        for i, t in enumerate(times)
+    )  # fmt: skip
+    _, want = read(gregorian)
+    problems, got = read(hijri.translate(fa_digits))
+    assert problems == [] and messages(got) == messages(want)
+    assert got.meta["calendar"] == "solar-hijri" and "calendar" not in want.meta
+    _, bad = read("1402/07/31، 10:00 - A: x\n1402/07/29، 10:00 - A: y\n")  # Mehr has 30 days
+    assert [m.text for m in bad.messages] == ["y"]
+
+
 YEAR_FIRST = [
     ("year-first", lambda t: f"{t:%y-%m-%d %H:%M} - "),
     ("year-day-month", lambda t: f"{t:%y-%d-%m %H:%M} - "),

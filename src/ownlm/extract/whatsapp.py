@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
 from ownlm.extract.whatsapp_dates import (
     INVISIBLE,
+    SOLAR_HIJRI_YEARS,
     STRIP_INVISIBLE,
     infer_order,
     iso,
@@ -105,6 +106,7 @@ class Dates:
     orders: list[str] = field(default_factory=list)
     buddhist: bool = False
     era: bool = False
+    solar_hijri: bool = False
     ambiguous: list[tuple[int, str]] = field(default_factory=list)  # (first line, order taken)
 
 
@@ -137,6 +139,7 @@ def parse_lines(
         year = group[0][1]["d1" if order.startswith("year") else "d3"]
         dates.buddhist |= buddhist or len(year) == 4 and int(year) >= 2400
         dates.era |= bool(group[0][1]["era"])
+        dates.solar_hijri |= len(year) == 4 and int(year) in SOLAR_HIJRI_YEARS and not group[0][1]["era"]
         if ambiguous:
             dates.ambiguous.append((group[0][0], order))
         starts.update((i, (m, order, buddhist)) for i, m in group)
@@ -292,7 +295,8 @@ class WhatsAppReader(Reader):
             yield Problem(src.name, f"a chat export with no messages: only {len(system)} system line(s)")
         orders = dates.orders
         meta: dict = {"format": "whatsapp", "date_order": orders[0] if len(orders) == 1 else orders}
-        calendar = [c for c, used in (("buddhist", dates.buddhist), ("japanese-era", dates.era)) if used]
+        calendar = [c for c, used in (("buddhist", dates.buddhist), ("japanese-era", dates.era),
+                                      ("solar-hijri", dates.solar_hijri)) if used]  # fmt: skip
         if calendar:  # converted to Gregorian; the export showed these years
             meta["calendar"] = calendar[0] if len(calendar) == 1 else calendar
         for part in reversed(src.name.split("/")):

@@ -6,6 +6,7 @@ A message line starts with a date and a time in the phone's short formats, in ei
     [21:41:35, 3/27/22] Ann: hi            time first (some iOS settings)
     2565-03-27 21:41 - Ann: hi             Buddhist year (Thai calendar): 2565 - 543 = 2022
     R4/03/27 21:41 - Ann: hi               Japanese era (Reiwa 4 = 2022)
+    1401/01/07 21:41 - Ann: hi             Solar Hijri (Persian calendar): 7 Farvardin 1401 = 2022-03-27
     ١٣/٢/٢٠٢٤، ٦:٣٠ م - Ann: hi            Arabic-Indic digits, Arabic PM word
 
 The date order (day/month/year, month/day/year, year/month/day, year/day/month, 2- or 4-digit year) is
@@ -127,6 +128,36 @@ def possible_orders(st: tuple) -> tuple[str, ...]:
     return ORDERS
 
 
+SOLAR_HIJRI_YEARS = range(1300, 1500)  # 1921-2121: a 4-digit year here is Iranian (WhatsApp's life is 1387+)
+_NOWRUZ_1400 = date(2021, 3, 21)  # 1 Farvardin 1400
+
+
+def solar_hijri_leap(year: int) -> bool:
+    """The 33-year rule, which matches Iran's astronomical calendar for the years 1178-1633.
+
+    >>> [y for y in range(1395, 1405) if solar_hijri_leap(y)]
+    [1395, 1399, 1403]
+    """
+    return (25 * year + 11) % 33 < 8
+
+
+def solar_hijri_to_gregorian(year: int, month: int, day: int) -> tuple[int, int, int]:
+    """A Solar Hijri date as (year, month, day) in the Gregorian calendar; ``ValueError`` for a day the
+    month does not have (months 1-6 have 31 days, 7-11 have 30, Esfand 29 or 30 in a leap year).
+
+    >>> solar_hijri_to_gregorian(1401, 1, 7), solar_hijri_to_gregorian(1402, 12, 29)
+    ((2022, 3, 27), (2024, 3, 19))
+    """
+    length = 31 if month <= 6 else 30 if month <= 11 else 30 if solar_hijri_leap(year) else 29
+    if not (1 <= month <= 12 and 1 <= day <= length):
+        raise ValueError(f"{year}/{month}/{day} is not a Solar Hijri date")
+    years = range(1400, year) if year >= 1400 else range(year, 1400)
+    shift = sum(366 if solar_hijri_leap(y) else 365 for y in years) * (1 if year >= 1400 else -1)
+    into = (month - 1) * 31 - max(0, month - 7) + day - 1  # days before this one in its year
+    g = date.fromordinal(_NOWRUZ_1400.toordinal() + shift + into)
+    return g.year, g.month, g.day
+
+
 def _year(raw: str, value: int, era: str | None, buddhist: bool) -> int:
     if era:
         return ERAS[era.upper() if len(era) == 1 else era] + value - 1
@@ -136,15 +167,23 @@ def _year(raw: str, value: int, era: str | None, buddhist: bool) -> int:
 
 
 def ymd(m: re.Match, order: str, buddhist: bool = False) -> tuple[int, int, int]:
-    """(year, month, day) of a match read in ``order``; the values are not checked."""
+    """(year, month, day) of a match read in ``order``, in the Gregorian calendar (Buddhist, Japanese-era and
+    Solar Hijri years converted); only Solar Hijri dates are checked here, the others by the caller."""
     s1, s2, s3 = m.group("d1", "d2", "d3")
     d1, d2, d3 = int(s1), int(s2), int(s3)
     if order == "year-first":
-        return _year(s1, d1, m["era"], buddhist), d2, d3
-    if order == "year-day-month":
-        return _year(s1, d1, m["era"], buddhist), d3, d2
-    year = _year(s3, d3, None, buddhist)
-    return (year, d2, d1) if order == "day-first" else (year, d1, d2)
+        y, mo, d = _year(s1, d1, m["era"], buddhist), d2, d3
+    elif order == "year-day-month":
+        y, mo, d = _year(s1, d1, m["era"], buddhist), d3, d2
+    else:
+        y = _year(s3, d3, None, buddhist)
+        mo, d = (d2, d1) if order == "day-first" else (d1, d2)
+    if y in SOLAR_HIJRI_YEARS and not m["era"]:  # a Persian phone's calendar: checked and converted
+        try:
+            return solar_hijri_to_gregorian(y, mo, d)
+        except ValueError:
+            return y, 13, d  # not a date in either calendar: the caller's check rejects month 13
+    return y, mo, d
 
 
 def hms(m: re.Match) -> tuple[int, int, int]:
