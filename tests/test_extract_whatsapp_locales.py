@@ -243,7 +243,7 @@ def test_buddhist_four_digit_years_and_persian_digits():
 
 # 1 Farvardin (Nowruz) in the Gregorian calendar, as Iran's official calendar has it
 NOWRUZ = {1388: (2009, 3, 21), 1391: (2012, 3, 20), 1395: (2016, 3, 20), 1398: (2019, 3, 21), 1399: (2020, 3, 20),
-          1400: (2021, 3, 21), 1401: (2021 + 1, 3, 21), 1402: (2023, 3, 21), 1403: (2024, 3, 20), 1404: (2025, 3, 21)}  # fmt: skip
+          1400: (2021, 3, 21), 1401: (2022, 3, 21), 1402: (2023, 3, 21), 1403: (2024, 3, 20), 1404: (2025, 3, 21)}  # fmt: skip
 
 
 def test_solar_hijri_dates_convert_to_the_gregorian_calendar():
