@@ -34,6 +34,8 @@ from collections import Counter, deque
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _pretrained import ROOT, SHAKESPEARE, pretrained_base, shakespeare_split  # noqa: E402
 
@@ -121,6 +123,41 @@ def finetune(base: Path, out: Path, data: list[str], val: list[str], a) -> dict:
     return {"before": scored[0], "after": scored[-1], "wall_s": time.perf_counter() - t0}
 
 
+def per_reply_losses(run: Path, examples: list[dict]) -> np.ndarray:
+    """(n, 2): each held-out reply's summed masked loss and its scored tokens, under the run's model, encoded
+    exactly as ``ownlm finetune sft`` scores them (``encode_examples``, truncated to the context)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ownlm.finetune.sft import encode_examples
+    from ownlm.model.checkpoint import load_model, resolve_checkpoint
+    from ownlm.tokenizer.chat import load_template
+
+    model, tok, _ = load_model(run)
+    template = load_template(resolve_checkpoint(run))
+    enc = encode_examples(examples, template, tok, model.config.block_size + 1, "truncate")
+    out = []
+    with torch.no_grad():
+        for ids, mask in zip(enc.ids, enc.mask):
+            logits = model(torch.from_numpy(ids[None, :-1]))[0][0]  # (T, V)
+            ce = F.cross_entropy(logits.float(), torch.from_numpy(ids[1:]), reduction="none")
+            m = torch.from_numpy(mask[1:].astype(np.float32))
+            out.append((float((ce * m).sum()), float(m.sum())))
+    return np.asarray(out)
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, n: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean loss per token of ``a`` minus ``b`` over the same replies, with a 95 % interval from resampling the
+    replies (each keeps its own token count: the statistic is a ratio of sums, as the loss is)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n, len(a)))
+    diffs = a[idx, 0].sum(1) / a[idx, 1].sum(1) - b[idx, 0].sum(1) / b[idx, 1].sum(1)
+    point = a[:, 0].sum() / a[:, 1].sum() - b[:, 0].sum() / b[:, 1].sum()
+    return float(point), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--person", nargs="*", default=None, help="speaker name(s) (default: chosen as above)")
@@ -140,6 +177,9 @@ def main() -> None:
     convs = play_conversations(text)
     write_jsonl(work / "plays.jsonl", convs)
     person = a.person or [choose_person(text)]
+    import shutil
+
+    shutil.rmtree(work / "persona", ignore_errors=True)  # the benchmark's own scratch folder, rebuilt each run
     ownlm("persona", str(work / "plays.jsonl"), "--person", *person, "--out", str(work / "persona"),
           "--context-turns", str(a.context_turns), "--val-fraction", "0.1")  # fmt: skip
     val = [json.loads(line) for line in (work / "persona" / "val.jsonl").read_text().splitlines() if line]
@@ -167,9 +207,15 @@ def main() -> None:
     best = pe < ev and pe < base_loss
     print(f"persona margin: {ev - pe:+.4f} nats/token vs everyone, {base_loss - pe:+.4f} vs base; "
           f"target (persona best): {'met' if best else 'missed'}")  # fmt: skip
+    ours, theirs = per_reply_losses(work / "ft-persona", val), per_reply_losses(work / "ft-everyone", val)
+    assert abs(ours[:, 0].sum() / ours[:, 1].sum() - pe) < 1e-3, "per-reply scoring disagrees with the run's"
+    margin, lo, hi = paired_bootstrap(theirs, ours)
+    wins = int((theirs[:, 0] / theirs[:, 1] > ours[:, 0] / ours[:, 1]).sum())
+    print(f"paired bootstrap over the {len(ours)} replies: margin {margin:+.4f} nats/token, 95 % interval "
+          f"[{lo:+.4f}, {hi:+.4f}]; the persona model is better on {wins} of {len(ours)} replies")  # fmt: skip
     print(json.dumps({"person": person, "train": len(train), "val": len(val), "val_tokens": tokens,
                       "everyone_examples": len(everyone), "steps": a.steps, "base": base_loss, "everyone": ev,
-                      "persona": pe, "target_met": best}))  # fmt: skip
+                      "persona": pe, "target_met": best, "margin_ci95": [lo, hi], "replies_won": wins}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -359,6 +359,13 @@ def test_restore_best_ends_on_the_lowest_validation_loss(base, tmp_path):
     assert np.mean([p == label for p, (_, label) in zip(pred, test_rows)]) == pytest.approx(
         m["test_accuracy"]
     )
+    # --resume continues from the newest step (named in `last`), not from the restored best one
+    assert (out / "last").read_text().strip() == "step_000040"
+    i = args.index("--max-iters")
+    assert main([*args[:i], "--max-iters", "50", *args[i + 2 :], "--resume"]) == 0
+    after = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in after] == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]
+    assert after[: len(records)] == records  # the first 40 steps' records stand
 
 
 def test_trainer_should_stop_hook(tmp_path):

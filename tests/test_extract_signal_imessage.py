@@ -92,13 +92,18 @@ def im_chat(style: str) -> tuple[str, list[tuple[str, str, str]], list[str]]:
     """A chat with every kind of block, its expected messages and its expected system kinds."""
     t = [T0 + timedelta(minutes=i) for i in range(14)]
     rename = "named the conversation Trip" if style == "templates" else "renamed the conversation to Trip"
-    reply = {"time": t[3], "name": "Ann", "parts": ["sure,\nsee you"], "reply": True}
+    reply = {
+        "time": t[3],
+        "name": "Ann",
+        "parts": ["sure,\nsee you\n\nat noon"],
+        "reply": True,
+    }  # 2 paragraphs
     blocks = [
         im_announcement(t[0], f"You {rename}"),
         im_message({"time": t[1], "name": "Me", "read": "them after 1 hour, 49 seconds",
                     "parts": ["Hello world\n\nsecond paragraph"], "effect": "Confetti",
                     "tapbacks": ["Loved by Ann", "☕️ by Bob"]}, style),  # fmt: skip
-        im_message({"time": t[2], "name": "Bob", "parts": ["Lunch?"], "replies": [reply]}, style),
+        im_message({"time": t[2], "name": "Bob", "parts": ["Lunch?", "the usual place"], "replies": [reply]}, style),
         im_message(reply, style),
         im_message({"time": t[4], "name": "Ann", "parts": [
             "/Users/me/Library/Messages/Attachments/ab/11/F00D/IMG_1234.HEIC", "look at this"]}, style),  # fmt: skip
@@ -115,8 +120,8 @@ def im_chat(style: str) -> tuple[str, list[tuple[str, str, str]], list[str]]:
     iso = [x.isoformat() for x in t]
     expected = [
         ("Me", iso[1], "Hello world\n\nsecond paragraph"),
-        ("Bob", iso[2], "Lunch?"),
-        ("Ann", iso[3], "sure,\nsee you"),
+        ("Bob", iso[2], "Lunch?\nthe usual place"),  # the nested copy of the reply skipped whole
+        ("Ann", iso[3], "sure,\nsee you\n\nat noon"),
         ("Ann", iso[4], "look at this"),
         ("Me", iso[5], "<media>"),
         ("+15551234567", iso[6], "<media>"),
@@ -346,7 +351,23 @@ def test_a_batch_with_a_damaged_file_keeps_the_others(tmp_path):
         ("imessage", 1), ("imessage", len(expected)), ("signal-export", 2)]  # fmt: skip
     summary = json.loads((tmp_path / "out.summary.json").read_text("utf-8"))
     assert [e["file"] for e in summary["errors"]] == [f"{(tmp_path / 'in' / 'Bob.txt').as_posix()}:5"]
-    assert {Path(n).name for n in summary["skipped"]["files"]} == {"data.json", "index.html"}
+    copies = [n for n in summary["notes"] if "signal-export's copy" in n["note"]]
+    assert {Path(n["file"]).name for n in copies} == {"data.json", "index.html"} and not summary["skipped"][
+        "files"
+    ]
+    # the same export zipped: the copies are left out of the archive too
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "signal.zip", "w") as zf:
+        for f in ("chat.md", "data.json", "index.html"):
+            zf.write(tmp_path / "in" / "Ann" / f, f"Ann/{f}")
+    zipped = tmp_path / "zipped.jsonl"
+    assert main(["extract", str(tmp_path / "signal.zip"), "--out", str(zipped)]) == 0
+    records = [json.loads(line) for line in zipped.read_text("utf-8").splitlines()]
+    assert [(r["meta"]["format"], len(r["messages"])) for r in records] == [("signal-export", 2)]
+    notes = json.loads((tmp_path / "zipped.summary.json").read_text("utf-8"))["notes"]
+    assert sorted(n["file"].rpartition("/")[2] for n in notes if "signal-export's copy" in n["note"]) == [
+        "data.json", "index.html"]  # fmt: skip
 
 
 def test_each_export_goes_to_its_own_reader_and_others_are_left_alone():
@@ -361,7 +382,10 @@ def test_each_export_goes_to_its_own_reader_and_others_are_left_alone():
         "notes.md": ("# Notes\n\n[2024-01-15 10:30] was a meeting\n", "text"),
         "notes.txt": ("May 17, 2022  5:29:42 PM\n\nthe day we met\n", "text"),
         "log.txt": ("Conversation: with the landlord\n\nFrom: me\nabout the rent\n", "text"),
-        "readme.md": ("[2024-01-15 10:30:05] Me: written by hand?\n", "signal"),
+        "readme.md": ("[2024-01-15 10:30:05] Me: written by hand?\n", "text"),  # one line, not chat.md
+        "log.md": ("[2024-01-15 10:30] Ann: hi\n\n[2024-01-15 10:31] Me: yo\n", "signal"),  # two: a chat
+        "diary.txt": ("Jan 05, 2023  9:03:07 AM\nWoke up early today.\nThen coffee.\n", "text"),
+        "one.txt": ("Jan 05, 2023  9:03:07 AM\n+15551234567\nhi\n", "imessage"),
     }
     for name, (text, reader) in cases.items():
         assert pick_reader(Source(name, text.encode()), readers).name == reader, name

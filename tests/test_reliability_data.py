@@ -223,7 +223,7 @@ def _zip(members: dict[str, bytes]) -> bytes:
 def test_limits_read_in_chunks_and_stop_past_the_cap():
     lim = Limits(max_file_bytes=1000, chunk_bytes=64)
     assert lim.read(io.BytesIO(b"x" * 1000)) == b"x" * 1000
-    with pytest.raises(LimitExceeded, match="more than 1,000-byte"):
+    with pytest.raises(LimitExceeded, match="more than 1,000 bytes once read, over the limit for one file"):
         lim.read(io.BytesIO(b"x" * 1001))
 
 

@@ -4,7 +4,7 @@ several samples at once, streaming to the terminal — all on top of the KV cach
     ownlm generate runs/shakespeare --prompt "ROMEO:" --max-new-tokens 200 --num-samples 3 --seed 1
 
 >>> new = generate(model, tok.encode("Hello"), 50, temperature=0.8, top_k=200, seed=0)  # doctest: +SKIP
->>> tok.decode(new[0])
+>>> tok.decode(new[0])  # doctest: +SKIP
 """
 
 from __future__ import annotations

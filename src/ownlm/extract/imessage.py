@@ -100,11 +100,30 @@ def _starts(lines: list[str]) -> list[tuple[int, str]]:
     return starts
 
 
-def _skip_nested(body: list[str], i: int) -> int:
-    """Index past a reply nested 4 spaces in (a copy; it is written again in time order): to its blank line."""
+def _skip_nested(body: list[str], i: int, sizes: dict[tuple[str, str], int]) -> int:
+    """Index past a reply nested 4 spaces in: a copy of a block the exporter writes again in time order, so it
+    spans as many lines as that block (``sizes``, by timestamp and sender line), blank lines inside it included.
+    A reply whose own block is missing runs to its first blank line."""
+    n = sizes.get((body[i].strip(), body[i + 1].strip()))
+    if n is not None:  # and the blank line the exporter's add_line leaves after the copy
+        return i + n + (i + n < len(body) and not body[i + n].strip())
     while i < len(body) and body[i].strip():
         i += 1
     return i + 1
+
+
+def _block_sizes(lines: list[str], starts: list[tuple[int, str]]) -> dict[tuple[str, str], int]:
+    """(timestamp line, sender line) -> the lines of that message block as a nested copy writes it: without
+    the blank lines that end it and without the reply note, which only the block in time order carries."""
+    sizes = {}
+    for n, (start, kind) in enumerate(starts):
+        if kind != "message":
+            continue
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
+        while end > start and (not lines[end - 1].strip() or lines[end - 1] == REPLY_NOTE):
+            end -= 1
+        sizes[(lines[start].strip(), lines[start + 1].strip())] = end - start
+    return sizes
 
 
 def _tapbacks(body: list[str], i: int, found: list[str]) -> int:
@@ -122,7 +141,7 @@ def _tapbacks(body: list[str], i: int, found: list[str]) -> int:
     return i
 
 
-def _body(body: list[str]) -> dict[str, Any]:
+def _body(body: list[str], sizes: dict[tuple[str, str], int]) -> dict[str, Any]:
     """One message's body lines -> ``lines`` (its text), ``media``, ``tapbacks``, ``unsent`` and flags for what
     was normalised (``edited``, ``reply``, ``preview``)."""
     out: dict[str, Any] = {"lines": [], "tapbacks": [], "unsent": [], "media": False, "edited": False}
@@ -137,7 +156,7 @@ def _body(body: list[str]) -> dict[str, Any]:
             and i + 1 < len(body)
             and body[i + 1].strip()
         ):
-            i = _skip_nested(body, i)
+            i = _skip_nested(body, i, sizes)
             continue
         if line in ("Tapbacks:", "Reactions:") and i + 1 < len(body) and TAPBACK.match(body[i + 1]):
             i = _tapbacks(body, i, out["tapbacks"])
@@ -176,12 +195,19 @@ class IMessageReader(Reader):
     extensions = (".txt",)
 
     def sniff(self, src: Source) -> bool:
-        """Yes when a ``.txt`` starts with an exporter timestamp line (alone, or with a read receipt) and a
-        sender line, or with an announcement line followed by a blank line."""
+        """Yes when a ``.txt`` starts with an exporter block (a timestamp line, alone or with a read receipt,
+        then a sender line; or an announcement line and a blank line) and either a second block follows in the
+        first 4 KB or the first sender line reads like a name, not a sentence (a diary entry under a date)."""
         if not super().sniff(src):
             return False
-        lines = [ln.rstrip("\r") for ln in src.head_text.split("\n")[:3]]
-        return any(i == 0 for i, _ in _starts(lines))
+        lines = [ln.rstrip("\r") for ln in src.head_text.split("\n")]
+        starts = _starts(lines)
+        if not starts or starts[0][0] != 0:
+            return False
+        if len(starts) > 1:
+            return True
+        sender = lines[1].strip() if starts[0][1] == "message" else ""
+        return bool(sender) and len(sender) <= 80 and sender[-1] not in ".!?,;:"
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Conversation | Problem]:
         try:
@@ -199,6 +225,7 @@ class IMessageReader(Reader):
                 f"{src.name}:1", f"text before the first message block; skipped (expected {EXPECTED})"
             )
         messages, system = [], []
+        sizes = _block_sizes(lines, starts)
         counts = {"edited": 0, "media": 0, "replies": 0, "link_previews": 0}
         me = None
         for n, (start, kind) in enumerate(starts):
@@ -217,7 +244,7 @@ class IMessageReader(Reader):
                 continue
             name = lines[start + 1].strip()
             me = me or (name if name == "Me" else None)
-            body = _body(lines[start + 2 : end])
+            body = _body(lines[start + 2 : end], sizes)
             system += [{**where, "text": t, "kind": "tapback"} for t in body["tapbacks"]]
             system += [{**where, "name": name, "text": t, "kind": "unsent"} for t in body["unsent"]]
             text = "\n".join(body["lines"])

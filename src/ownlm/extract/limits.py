@@ -15,7 +15,7 @@ defaults, whatever the input size. A 1 MB zip holding 1 GB of text stops at the 
 
 >>> Limits(max_file_bytes=10).check_size(11)
 Traceback (most recent call last):
-ownlm.extract.limits.LimitExceeded: 11 bytes, over the 10-byte limit for one file; split it or raise the limit (--max-file-mb)
+ownlm.extract.limits.LimitExceeded: 11 bytes, over the limit for one file or zip member (--max-file-mb): 10 bytes; split it or raise the limit
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _env_mb(name: str, default_mb: int) -> int:
 
 
 def _figure(n: int) -> str:
-    return f"{n:,}-byte" if n < MiB else f"{n / MiB:,.0f} MiB"
+    return f"{n:,} bytes" if n < MiB else f"{n / MiB:,.0f} MiB"
 
 
 @dataclass
@@ -64,25 +64,27 @@ class Limits:
             int(archive_mb * MiB) if archive_mb > 0 else _env_mb("OWNLM_MAX_ARCHIVE_MB", 1024),
         )
 
+    def _which(self, limit: int | None) -> tuple[int, str]:
+        """The limit in bytes and what it caps, with the flag that raises it."""
+        if limit is None or limit == self.max_file_bytes:
+            return self.max_file_bytes, "the limit for one file or zip member (--max-file-mb)"
+        return limit, "the limit for one archive (--max-archive-mb)"
+
     def check_size(self, size: int, limit: int | None = None) -> None:
-        """Refuse up front a file whose size on disk is already over the limit."""
-        limit = self.max_file_bytes if limit is None else limit
+        """Refuse up front a file whose size on disk is already over the limit (default: one file's)."""
+        limit, what = self._which(limit)
         if size > limit:
-            raise LimitExceeded(
-                f"{size:,} bytes, over the {_figure(limit)} limit for one file (OWNLM_MAX_FILE_MB); "
-                "split it or raise the limit"
-            )
+            raise LimitExceeded(f"{size:,} bytes, over {what}: {_figure(limit)}; split it or raise the limit")
 
     def read(self, f: BinaryIO, limit: int | None = None) -> bytes:
         """Read ``f`` to the end in ``chunk_bytes`` pieces, stopping past ``limit`` (default: one file's)."""
-        limit = self.max_file_bytes if limit is None else limit
+        limit, what = self._which(limit)
         chunks, total = [], 0
         while block := f.read(min(self.chunk_bytes, limit + 1 - total)):
             total += len(block)
             if total > limit:
                 raise LimitExceeded(
-                    f"more than {_figure(limit)} once read (the limit for one file or zip member); unpack or "
-                    "split it, or raise the limit (--max-file-mb)"
+                    f"more than {_figure(limit)} once read, over {what}; unpack or split it, or raise the limit"
                 )
             chunks.append(block)
         return b"".join(chunks)

@@ -48,7 +48,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
@@ -59,13 +58,20 @@ MD_LINE = re.compile(
 )
 
 
-def is_signal_markdown(path: Path) -> bool:
-    """Whether ``path`` opens like signal-export's ``chat.md`` (its first line is a message line)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return bool(MD_LINE.match(f.readline(4096).rstrip("\r\n")))
-    except OSError:
-        return False
+COMPANIONS = ("data.json", "index.html", "chat.html")  # signal-export writes the chat again in these
+
+
+def export_copies(names: list[str], first_line) -> set[str]:
+    """The files among ``names`` (``folder/file`` paths) that signal-export wrote beside a ``chat.md``: the same
+    chat again, as JSON lines and as a web page. ``first_line(name)`` gives a file's first line, to check that
+    the ``chat.md`` is signal-export's."""
+
+    def split(name: str) -> tuple[str, str]:
+        folder, _, file = name.rpartition("/")
+        return folder, file
+
+    chats = {split(n)[0] for n in names if split(n)[1] == "chat.md" and MD_LINE.match(first_line(n))}
+    return {n for n in names if split(n)[1] in COMPANIONS and split(n)[0] in chats}
 
 
 _MD_REACTIONS = re.compile(r"^\(- (?P<list>.*?) -\)(?P<rest>.*)$")
@@ -138,13 +144,17 @@ class SignalReader(Reader):
     extensions = (".md", ".txt")
 
     def sniff(self, src: Source) -> bool:
-        """Yes for a ``.md`` whose first line is a signal-export message line, or a ``.txt`` that starts with
+        """Yes for a ``.md`` that opens with signal-export message lines, or a ``.txt`` that starts with
         sigtop's ``Conversation:`` line followed by a message's ``From:``/``Type:`` fields."""
         if not super().sniff(src):
             return False
-        lines = [ln.rstrip("\r") for ln in src.head_text.split("\n")[:5]]
-        if src.suffix == ".md":
-            return bool(MD_LINE.match(lines[0]))
+        lines = [ln.rstrip("\r") for ln in src.head_text.split("\n")[:12]]
+        if src.suffix == ".md":  # signal-export names it chat.md; another name needs a second message line
+            if not MD_LINE.match(lines[0]):
+                return False
+            return (
+                src.name.rpartition("/")[2] == "chat.md" or sum(bool(MD_LINE.match(ln)) for ln in lines) >= 2
+            )
         return (
             lines[0].startswith("Conversation: ")
             and len(lines) > 3

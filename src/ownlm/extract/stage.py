@@ -214,6 +214,7 @@ class Extraction:
             if not members:
                 self.summary.note(src.name, "empty zip archive")
             members = self.slack_members(src.name, zf, members)
+            members = self.signal_members(src.name, zf, members)
             for info in members:
                 name = f"{src.name}/{info.filename}"
                 try:
@@ -234,6 +235,22 @@ class Extraction:
                     self.fail(name, f"damaged zip member ({e})")
                     continue
                 self.source(Source(name, data), named=False, depth=depth + 1)
+
+    def signal_members(self, name: str, zf: zipfile.ZipFile, members: list) -> list:
+        """The members left once signal-export's copies of each ``chat.md`` are noted and left out."""
+        from ownlm.extract.signal import export_copies
+
+        def first_line(member: str) -> str:
+            try:
+                with zf.open(member) as f:
+                    return f.readline(4096).decode("utf-8", errors="replace").rstrip("\r\n")
+            except (RuntimeError, zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError):
+                return ""  # read (and reported) with the other members
+
+        copies = export_copies([i.filename for i in members], first_line)
+        for member in sorted(copies):
+            self.summary.note(f"{name}/{member}", COPY_NOTE)
+        return [i for i in members if i.filename not in copies]
 
     def slack_members(self, name: str, zf: zipfile.ZipFile, members: list) -> list:
         """Read the Slack exports inside a zip as bundles; the members left for the other readers."""
@@ -355,22 +372,26 @@ def _slack_bundles(files: list[tuple[Path, str, bool]], run: Extraction) -> list
     return [f for f in files if f[1] not in taken]
 
 
-SIGNAL_COMPANIONS = ("data.json", "index.html", "chat.html")  # signal-export writes these beside each chat.md
+COPY_NOTE = "signal-export's copy of the chat.md beside it: skipped (the chat is read once, from chat.md)"
 
 
-def _signal_companions(files: list[tuple[Path, str, bool]], run: Extraction) -> list[tuple[Path, str, bool]]:
-    """signal-export's folders hold the chat three times (``chat.md``, ``data.json``, ``index.html``): read the
-    Markdown only, and list the others as skipped, not as documents or problems."""
-    from ownlm.extract.signal import is_signal_markdown
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline(4096).rstrip("\r\n")
+    except OSError:
+        return ""
 
-    chats = {p.parent for p, n, _ in files if p.name == "chat.md" and is_signal_markdown(p)}
-    keep = []
-    for f in files:
-        if f[0].parent in chats and f[0].name in SIGNAL_COMPANIONS and not f[2]:
-            run.summary.skip(f[1], f[0].suffix)
-        else:
-            keep.append(f)
-    return keep
+
+def _signal_copies(files: list[tuple[Path, str, bool]], run: Extraction) -> list[tuple[Path, str, bool]]:
+    """Leave out the copies signal-export writes beside each ``chat.md`` (noted in the summary)."""
+    from ownlm.extract.signal import export_copies
+
+    paths = {name: path for path, name, named in files if not named}
+    copies = export_copies(list(paths), lambda name: _first_line(paths[name]))
+    for name in sorted(copies):
+        run.summary.note(name, COPY_NOTE)
+    return [f for f in files if f[1] not in copies]
 
 
 def _public_config(cfg: ExtractConfig) -> dict:
@@ -404,7 +425,7 @@ def main(cfg: ExtractConfig) -> int:
     start = time.perf_counter()
     with atomic_write(out) as sink:
         run = Extraction(cfg, readers, sink)
-        files = _signal_companions(_slack_bundles(files, run), run)
+        files = _signal_copies(_slack_bundles(files, run), run)
         for path, name, named in tqdm(files, desc="extract", unit="file", disable=None, file=sys.stderr):
             run.file(path, name, named)
         if run.summary.records == 0:

@@ -382,8 +382,9 @@ def _finish(cfg, out: Path, model, test: Encoded, labels, pad_id, device, summar
     best = summary.get("best_checkpoint")
     if cfg.restore_best and best and Path(best) != Path(summary["checkpoint"]):
         model = restore_checkpoint(out, Path(best), device)
-        print(f"restore-best: {out / 'latest'} now names {Path(best).name}, the lowest validation loss "
-              f"({summary['best_val_loss']:.4f}); the last step's checkpoint stays in {summary['checkpoint']}")  # fmt: skip
+        print(f"restore-best: {out / 'latest'} now names {Path(best).name}, the saved checkpoint with the lowest "
+              f"validation loss ({summary['best_saved_val_loss']:.4f}); the last step's stays in "
+              f"{summary['checkpoint']} (--resume continues from it)")  # fmt: skip
         summary = {**summary, "checkpoint": best}
     model.eval()
     _, conf = score_split(model, test, RunContext(device, "fp32"), cfg.train.batch_size, pad_id, len(labels))
@@ -405,12 +406,17 @@ def _finish(cfg, out: Path, model, test: Encoded, labels, pad_id, device, summar
 
 
 def restore_checkpoint(out: Path, folder: Path, device):
-    """Point the run's ``latest`` at ``folder`` (one of its step folders) and return that classifier."""
+    """Point the run's ``latest`` at ``folder`` (one of its step folders) and return that classifier. The
+    newest step is named in ``last``, so ``--resume`` continues the run from where it stopped."""
     from ownlm.io import write_text
     from ownlm.model.checkpoint import load_model
+    from ownlm.train.checkpoint import read_pointer
 
     model, _, _ = load_model(folder, device=device, kinds=("classifier",))
-    write_text(out / "latest", folder.name + "\n")
+    newest = read_pointer(out / "latest")
+    if newest != folder.name:
+        write_text(out / "last", newest + "\n")
+        write_text(out / "latest", folder.name + "\n")
     return model
 
 

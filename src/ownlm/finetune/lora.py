@@ -16,11 +16,11 @@ Partial fine-tuning (``freeze_for_train_layers``) is the other cheap option, as 
 Language Model (From Scratch)*: train only the last few blocks, the final norm and the output head.
 
 >>> cfg = LoRAConfig(rank=8, targets=["attn"])
->>> names = apply_lora(model, cfg)  # doctest: +SKIP   (in place; everything else is frozen)
+>>> names = apply_lora(model, cfg)  # in place; everything else is frozen  # doctest: +SKIP
 >>> trainable_summary(model)        # doctest: +SKIP
 'trainable 0.29M of 10.4M parameters (2.8%)'
 >>> save_adapter("out/adapter", model, cfg)  # doctest: +SKIP
->>> merge_lora(model)                        # doctest: +SKIP   (a plain GPT again)
+>>> merge_lora(model)                        # a plain GPT again  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -393,7 +393,7 @@ def freeze_for_train_layers(model: nn.Module, n: int | str) -> None:
     the head. With tied embeddings the head's weight *is* the token embedding (``wte``), so ``wte`` stays
     trainable too; with untied embeddings ``wte`` (and learned positions) are frozen.
 
-    >>> freeze_for_train_layers(model, 2)  # doctest: +SKIP   (last 2 blocks + ln_f + lm_head)
+    >>> freeze_for_train_layers(model, 2)  # last 2 blocks + ln_f + lm_head  # doctest: +SKIP
     """
     if isinstance(n, str):
         text = n.strip().lower()

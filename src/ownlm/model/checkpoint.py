@@ -17,7 +17,7 @@ A run folder holds step folders and a ``latest`` text file naming the newest one
 accepts either.
 
 >>> save_model("out/model", model, tokenizer)  # doctest: +SKIP
->>> model, tokenizer, cfg = load_model("out/run")
+>>> model, tokenizer, cfg = load_model("out/run")  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ Works with grouped-query attention (it stores ``n_kv_head`` heads, not ``n_head`
 stored already rotated; ``GPT.forward`` numbers new tokens from ``cache.pos``).
 
 >>> cache = KVCache.for_model(model, batch_size=1)  # doctest: +SKIP
->>> logits, _ = model(prompt, kv_cache=cache)          # prefill: cache.pos == len(prompt)
->>> logits, _ = model(next_token, kv_cache=cache)      # one step: attends to every cached position
+>>> logits, _ = model(prompt, kv_cache=cache)  # prefill: cache.pos == len(prompt)  # doctest: +SKIP
+>>> logits, _ = model(next_token, kv_cache=cache)  # one step: attends to every cached position  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the bytes of fp32; activations stay in floating point (bf16 inside the matmul), 
 cache. The logits are close to, not equal to, the fp32 model's (about 1% relative error per matmul); the
 approach is the one of gpt-fast and LLM.int8's weight-only mode.
 
->>> quantize_int8(model)  # doctest: +SKIP   (in place; the token embedding stays fp32 for lookups)
+>>> quantize_int8(model)  # in place; the token embedding stays fp32 for lookups  # doctest: +SKIP
 """
 
 from __future__ import annotations

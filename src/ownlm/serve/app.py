@@ -11,7 +11,7 @@ type, a value out of range, a prompt over the context) is answered in OpenAI's e
 ``{"error": {"message", "type", "param", "code"}}`` with the status OpenAI uses, and the server keeps serving.
 
 >>> app = create_app(Engine(model, tok), "my-run", template)  # doctest: +SKIP
->>> uvicorn.run(app, host="127.0.0.1", port=8000)
+>>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ whole batch, so the forward pass here calls the model's own parts (wte, wpe or R
 projections, MLPs) with a position per row. Greedy output is the same alone and among others (tested).
 
 >>> engine = Engine(model, tokenizer, max_batch=8).start()  # doctest: +SKIP
->>> engine.generate(tokenizer.encode("Hello"), SamplingParams(max_tokens=20, temperature=0)).text
->>> engine.close()
+>>> engine.generate(tokenizer.encode("Hello"), SamplingParams(max_tokens=20, temperature=0)).text  # doctest: +SKIP
+>>> engine.close()  # doctest: +SKIP
 """
 
 from __future__ import annotations

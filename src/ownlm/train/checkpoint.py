@@ -128,9 +128,14 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_text(run_dir / "latest", step_name(step) + "\n")
-    if best:
+    if (
+        best
+    ):  # before `latest`: a kill between the two leaves the state.json's best loss and its folder in step
         write_text(run_dir / "best", step_name(step) + "\n")
+    if (run_dir / "last").is_file():  # `latest` was pointed at the best model; this step is the newest now
+        write_text(run_dir / "last", step_name(step) + "\n")
+    write_text(run_dir / "latest", step_name(step) + "\n")
+    (run_dir / "last").unlink(missing_ok=True)
     kept = {final, run_dir / read_pointer(run_dir / "best")} if (run_dir / "best").is_file() else {final}
     if keep > 0:
         steps = sorted(p for p in run_dir.glob("step_*") if p.is_dir() and p not in kept)
@@ -156,10 +161,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 def read_state(path) -> tuple[Path, dict]:
-    """``(step folder, state.json)`` of a run folder's newest checkpoint or of a step folder."""
+    """``(step folder, state.json)`` of a run folder's newest checkpoint or of a step folder. A run whose
+    ``latest`` was pointed back at its best model (``finetune classify --restore-best``) names its newest step
+    in a ``last`` file: training continues from there."""
     from ownlm.model.checkpoint import resolve_checkpoint
 
-    folder = resolve_checkpoint(path)
+    last = Path(path) / "last"
+    folder = Path(path) / read_pointer(last) if last.is_file() else resolve_checkpoint(path)
     if not (folder / STATE).is_file():
         raise UserError(f"{folder}: a model without training state ({STATE}); it cannot be resumed")
     state = read_json(folder / STATE, what="training state")

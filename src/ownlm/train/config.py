@@ -52,7 +52,10 @@ class TrainingConfig:
     evals: int = opt(10, help="evaluations per run when --eval-interval is 0 (the last one closes the run)")
     eval_iters: int = opt(20, help="validation batches per evaluation")
     checkpoint_interval: int = opt(0, help="checkpoint every N steps (0: at every evaluation)")
-    keep_checkpoints: int = opt(2, help="step folders to keep (0: all)")
+    keep_checkpoints: int = opt(
+        2,
+        help="newest step folders to keep (0: all); the lowest-validation-loss one (the run's `best` file) stays too",
+    )
     # machine
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to train")
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = opt(

@@ -560,7 +560,7 @@ class Trainer:
             self.log(f"interrupted at step {self.step}: saved {self.last_ckpt}; continue with --resume")
         return {"status": status, "step": self.step, "val_loss": self.val_loss, "best_val_loss":
                 self.best_val if math.isfinite(self.best_val) else None, "checkpoint": str(self.last_ckpt),
-                "best_checkpoint": self._best_checkpoint(), "dtype": self.dtype, "stopped_early": self.stopped_early}  # fmt: skip
+                "best_checkpoint": self._best_checkpoint(), "best_saved_val_loss": self.best_saved, "dtype": self.dtype, "stopped_early": self.stopped_early}  # fmt: skip
 
     def _budget_spent(self, elapsed: float) -> bool:
         if self.max_iters and self.step >= self.max_iters:
