@@ -20,6 +20,21 @@ ARGS = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16
         "--eval-interval", "10", "--warmup-iters", "5", "--device", "cpu"]  # fmt: skip
 
 
+def one_and_two_processes(args: list[str], one, two, batch: int) -> None:
+    """``ownlm ARGS`` in this process with ``batch`` rows a step into ``one``, then under torchrun as two gloo
+    processes with half the rows each into ``two``: the same global batch."""
+    assert main([*args, "--out", str(one), "--batch-size", str(batch)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ownlm",
+           *args, "--out", str(two), "--batch-size", str(batch // 2)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def curve(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     pytest.importorskip("torch.distributed")
     if not torch.distributed.is_gloo_available():
@@ -30,16 +45,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     encode_corpus(EncodeConfig(corpus=[str(tmp_path / "t.txt")], tokenizer=str(tmp_path / "tok"), out=str(tokens),
                                progress=False))  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main(["pretrain", "--data", str(tokens), "--out", str(one), "--batch-size", "4", *ARGS]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ownlm",
-           "pretrain", "--data", str(tokens), "--out", str(two), "--batch-size", "2", *ARGS]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    def curve(run):
-        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
+    one_and_two_processes(["pretrain", "--data", str(tokens), *ARGS], one, two, batch=4)
     a, b = curve(one), curve(two)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [10, 20, 30]
     assert a[-1]["tokens"] == b[-1]["tokens"]  # the same global batch
@@ -70,15 +76,8 @@ def test_sft_two_processes_match_one_with_the_same_global_batch(tmp_path):
             "--eval-interval", "5", "--responses", "0", "--threads", "1", "--dtype", "fp32", "--no-progress",
             "--device", "cpu", "--lr", "1e-3"]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main([*args, "--out", str(one), "--batch-size", "4"]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ownlm",
-           *args, "--out", str(two), "--batch-size", "2"]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = (
-        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)
-    )
+    one_and_two_processes(args, one, two, batch=4)
+    a, b = curve(one), curve(two)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 5, 10]
     for ra, rb in zip(a, b):
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
@@ -108,15 +107,8 @@ def test_classify_two_processes_match_one_with_the_same_global_batch(tmp_path):
             "--eval-interval", "4", "--threads", "1", "--dtype", "fp32", "--no-progress", "--device", "cpu",
             "--lr", "3e-3", "--balance", "weights"]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main([*args, "--out", str(one), "--batch-size", "8"]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ownlm",
-           *args, "--out", str(two), "--batch-size", "4"]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = (
-        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)
-    )
+    one_and_two_processes(args, one, two, batch=8)
+    a, b = curve(one), curve(two)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [4, 8, 12]
     for ra, rb in zip(a, b):
         for key in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1"):

@@ -103,6 +103,24 @@ def load_json(data: bytes | str, what_to_do: str) -> Any:
         raise ReaderError(f"line {str(e).removeprefix('line:')}; {what_to_do}") from None
 
 
+def system_meta(system: list, opts: ExtractOptions) -> dict:
+    """What a chat's ``meta`` says of its system lines: their count when they are dropped (the default), or the
+    lines themselves with ``--keep-system``."""
+    return {"system_dropped": len(system)} if opts.drop_system else {"system": system}
+
+
+def text_lines(src: Source, opts: ExtractOptions) -> list[str]:
+    """A text chat export's lines (UTF-8, a BOM dropped, CR line ends undone); undecodable bytes follow
+    ``--errors``, and under ``strict`` they are a ``ReaderError`` naming the byte."""
+    try:
+        decoded = src.data.decode("utf-8-sig", errors=opts.encoding_errors)
+    except UnicodeDecodeError as e:
+        raise ReaderError(
+            f"invalid UTF-8 at byte {e.start} (--errors {opts.encoding_errors}); use --errors replace"
+        ) from None
+    return [ln.rstrip("\r") for ln in decoded.split("\n")]
+
+
 class Reader:
     """Base class. Subclasses set ``name`` and ``extensions`` and implement ``read``."""
 

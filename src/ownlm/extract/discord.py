@@ -34,6 +34,7 @@ from ownlm.extract.base import (
     ReaderError,
     Source,
     load_json,
+    system_meta,
 )
 
 _JSON_HEAD = re.compile(r'^\s*\{\s*"guild"\s*:\s*\{')
@@ -108,10 +109,7 @@ class DiscordReader(Reader):
         if offsets:
             meta["utc_offsets"] = sorted(offsets)
         meta.update(self.channel)
-        if opts.drop_system:
-            meta["system_dropped"] = len(system)
-        else:
-            meta["system"] = system
+        meta.update(system_meta(system, opts))
         yield Conversation(source=src.name, messages=messages, meta=meta)
 
     def _json(self, text: str, src: Source) -> Iterator[tuple | Problem]:

@@ -37,7 +37,17 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
+from ownlm.extract.base import (
+    Conversation,
+    ExtractOptions,
+    Message,
+    Problem,
+    Reader,
+    ReaderError,
+    Source,
+    system_meta,
+    text_lines,
+)
 
 _TIME = r"(?P<time>[A-Z][a-z]{2} \d\d, \d{4} [ \d]\d:\d\d:\d\d [AP]M)"
 _TIME_FORMAT = "%b %d, %Y %I:%M:%S %p"
@@ -210,13 +220,7 @@ class IMessageReader(Reader):
         return bool(sender) and len(sender) <= 80 and sender[-1] not in ".!?,;:"
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Conversation | Problem]:
-        try:
-            decoded = src.data.decode("utf-8-sig", errors=opts.encoding_errors)
-        except UnicodeDecodeError as e:
-            raise ReaderError(
-                f"invalid UTF-8 at byte {e.start} (--errors {opts.encoding_errors}); use --errors replace"
-            ) from None
-        lines = [ln.rstrip("\r") for ln in decoded.split("\n")]
+        lines = text_lines(src, opts)
         starts = _starts(lines)
         if not starts:
             raise ReaderError(f"no imessage-exporter message blocks found; expected {EXPECTED}")
@@ -274,10 +278,7 @@ class IMessageReader(Reader):
         if me:
             meta["self"] = me
         meta.update(counts)
-        if opts.drop_system:
-            meta["system_dropped"] = len(system)
-        else:
-            meta["system"] = system
+        meta.update(system_meta(system, opts))
         yield Conversation(source=src.name, messages=messages, meta=meta)
 
 

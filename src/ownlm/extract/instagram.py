@@ -29,6 +29,7 @@ from ownlm.extract.base import (
     ReaderError,
     Source,
     load_json,
+    system_meta,
 )
 
 _HEAD = re.compile(r'"messages"\s*:\s*\[\s*\{[^{}]*"sender_name"\s*:')
@@ -97,8 +98,5 @@ class InstagramReader(Reader):
         meta: dict[str, Any] = {"format": "instagram", "time_zone": "UTC"}
         if isinstance(data.get("title"), str):
             meta["chat"] = fix_meta_text(data["title"])
-        if opts.drop_system:
-            meta["system_dropped"] = len(system)
-        else:
-            meta["system"] = [{"time": t, "name": n, "text": x} for t, n, x in sorted(system)]
+        meta.update(system_meta([{"time": t, "name": n, "text": x} for t, n, x in sorted(system)], opts))
         yield Conversation(src.name, [Message(name=n, time=t, text=x) for t, n, x in rows], meta)

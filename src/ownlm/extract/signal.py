@@ -50,7 +50,17 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
+from ownlm.extract.base import (
+    Conversation,
+    ExtractOptions,
+    Message,
+    Problem,
+    Reader,
+    ReaderError,
+    Source,
+    system_meta,
+    text_lines,
+)
 
 # signal-export's message line (its own merge step reads lines the same way, sigexport/merge.py).
 MD_LINE = re.compile(
@@ -163,13 +173,7 @@ class SignalReader(Reader):
         )
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Conversation | Problem]:
-        try:
-            decoded = src.data.decode("utf-8-sig", errors=opts.encoding_errors)
-        except UnicodeDecodeError as e:
-            raise ReaderError(
-                f"invalid UTF-8 at byte {e.start} (--errors {opts.encoding_errors}); use --errors replace"
-            ) from None
-        lines = [ln.rstrip("\r") for ln in decoded.split("\n")]
+        lines = text_lines(src, opts)
         sigtop = lines[0].startswith("Conversation: ")
         rows = self._sigtop(lines, src) if sigtop else self._markdown(lines, src)
         messages, system, offsets = [], [], set()
@@ -213,10 +217,7 @@ class SignalReader(Reader):
         if "Me" in names or "You" in names:
             meta["self"] = "You" if sigtop else "Me"
         meta.update(counts)
-        if opts.drop_system:
-            meta["system_dropped"] = len(system)
-        else:
-            meta["system"] = system
+        meta.update(system_meta(system, opts))
         yield Conversation(source=src.name, messages=messages, meta=meta)
 
     def _markdown(self, lines: list[str], src: Source) -> Iterator[tuple | Problem]:

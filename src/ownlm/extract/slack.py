@@ -38,6 +38,7 @@ from ownlm.extract.base import (
     ReaderError,
     Source,
     load_json,
+    system_meta,
 )
 
 INDEX_FILES = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json")
@@ -184,10 +185,7 @@ def _channel(root, channel, rows, users, channels, opts) -> Iterator[Conversatio
             threads.setdefault(str(thread), []).append((ts, message))
         main.append((ts, message))
     meta: dict[str, Any] = {"format": "slack", "chat": channel, "time_zone": "UTC", "edited": edited}
-    if opts.drop_system:
-        meta["system_dropped"] = len(system)
-    else:
-        meta["system"] = system
+    meta.update(system_meta(system, opts))
     source = f"{root}/{channel}" if root else channel
     yield Conversation(source, [m for _, m in sorted(main, key=lambda x: x[0])], meta)
     for thread, replies in sorted(threads.items()):

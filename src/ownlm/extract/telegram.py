@@ -38,6 +38,7 @@ from ownlm.extract.base import (
     ReaderError,
     Source,
     load_json,
+    system_meta,
 )
 
 # A Telegram export names its messages' fields in the first few hundred bytes of each chat; a full
@@ -152,10 +153,7 @@ def _conversation(
         if key in chat:
             meta["chat" if key == "name" else f"chat_{key}"] = chat[key]
     meta["time_zone"] = clock.zone
-    if opts.drop_system:
-        meta["system_dropped"] = len(system)
-    else:
-        meta["system"] = system
+    meta.update(system_meta(system, opts))
     return Conversation(source=src.name, messages=messages, meta=meta)
 
 

@@ -38,7 +38,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ownlm.extract.base import Conversation, ExtractOptions, Message, Problem, Reader, ReaderError, Source
+from ownlm.extract.base import (
+    Conversation,
+    ExtractOptions,
+    Message,
+    Problem,
+    Reader,
+    ReaderError,
+    Source,
+    system_meta,
+)
 from ownlm.extract.whatsapp_dates import (
     INVISIBLE,
     SOLAR_HIJRI_YEARS,
@@ -304,8 +313,5 @@ class WhatsAppReader(Reader):
                 meta["chat"] = chat.group(1)
                 break
         meta.update(counts)
-        if opts.drop_system:
-            meta["system_dropped"] = len(system)
-        else:
-            meta["system"] = system
+        meta.update(system_meta(system, opts))
         yield Conversation(source=src.name, messages=messages, meta=meta)
