@@ -83,6 +83,10 @@ class BuildConfig:
         [], help="held-out examples for that fine-tuning (default: 10%% of --sft-data)"
     )
     sft_minutes: float = opt(3.0, help="fine-tuning time budget in minutes")
+    sft_epochs: float = opt(
+        3.0,
+        help="passes over the fine-tuning examples at most, within --sft-minutes (0: the time budget alone)",
+    )
     sft_lr: float = opt(5e-4, help="fine-tuning peak learning rate")
     lora_rank: int = opt(
         0, help="fine-tune LoRA adapters of this rank instead of the whole model (0: whole model)"
@@ -313,9 +317,14 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
             )
         sft_train = {"max_minutes": cfg.sft_minutes, "lr": cfg.sft_lr, "min_lr": cfg.sft_lr / 10,
                      "device": cfg.train.device, "dtype": cfg.train.dtype, "seed": cfg.train.seed}  # fmt: skip
+        budget = (
+            f"{cfg.sft_epochs:g} epochs or {cfg.sft_minutes:g} minutes"
+            if cfg.sft_epochs
+            else f"{cfg.sft_minutes:g} minutes"
+        )
         p.run("sft", ("finetune", "sft"), {"base": str(run), "data": data, "val_data": val, "out": str(out / "sft"),
-              "lora_rank": cfg.lora_rank, "train": sft_train}, _sha(run_fp, data_fp), out / "sft",
-              f"fine-tuning on {what} ({cfg.sft_minutes:g} minutes)")  # fmt: skip
+              "lora_rank": cfg.lora_rank, "epochs": cfg.sft_epochs, "train": sft_train}, _sha(run_fp, data_fp),
+              out / "sft", f"fine-tuning on {what} ({budget}, whichever ends first)")  # fmt: skip
     _samples(p, cfg, run, run_fp)
     from ownlm.report import write_report
 
