@@ -271,6 +271,7 @@ def test_tokenizer_metadata(tmp_path, tok):
 
 def test_chat_template_embedded(tmp_path, tok):
     from ownlm.tokenizer import chat
+
     template = chat.get_template("chatml")
     tok2 = chat.add_special_tokens(tok, template.special_tokens())
     make_run(tmp_path / "run", tok2, **MODERN)
@@ -293,6 +294,7 @@ def test_llama_cpp_chat_formatting_is_ownlms(tmp_path, tok, name):
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     from ownlm.tokenizer import chat
+
     template = chat.get_template(name)
     tok2 = chat.add_special_tokens(tok, template.special_tokens())
     make_run(tmp_path / "run", tok2, **MODERN)

@@ -164,6 +164,7 @@ CONVERSATIONS = [
 @pytest.mark.parametrize("name", ["chatml", "alpaca"])
 def test_chat_template_renders_ownlm_ids(tmp_path, tok, name):
     from ownlm.tokenizer import chat
+
     template = chat.get_template(name)
     tok2 = chat.add_special_tokens(tok, template.special_tokens())
     make_run(tmp_path / "run", tok2, **CONFIGS["llama"])

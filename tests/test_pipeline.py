@@ -198,9 +198,20 @@ def test_build_with_person_goes_from_a_chat_export_to_a_chat_model(tmp_path, cap
     flags = _flags({**TINY, "block_size": 64, "sft_minutes": 0.05})
     assert cli(["build", str(chats), "--out", str(out), "--person", "Ann", *flags]) == 0
     state = _state(out)
-    assert state["last_run"]["persona"] == "ran" and state["last_run"]["sft"] == "ran"
+    assert (
+        state["last_run"]["persona"] == state["last_run"]["sft-others"] == state["last_run"]["sft"] == "ran"
+    )
     stats = json.loads((out / "persona" / "stats.json").read_text())
-    assert stats["examples"]["train"] > 0
+    assert stats["examples"]["train"] > 0 and stats["examples"]["others"] > 0
+    # the other senders' replies come first, all from before the person's held-out ones, none of them Ann's
+    others = [json.loads(line) for line in (out / "persona" / "others.jsonl").read_text().splitlines()]
+    assert all(ex["time"] < stats["val_from"] for ex in others)
+    bob = {line.split(" - Bob: ", 1)[1] for line in lines if " - Bob: " in line}
+    assert {ex["messages"][-1]["content"] for ex in others} <= bob and len(others) == stats["examples"][
+        "others"
+    ]
+    sft_config = json.loads((out / "sft" / "config.json").read_text())
+    assert Path(sft_config["base"]) == out / "sft-others"  # the person's stage continues the others' model
     step = out / "sft" / (out / "sft" / "latest").read_text().strip()
     assert json.loads((step / "chat_template.json").read_text())["name"] == "chatml"
     assert "## Fine-tuning" in (out / "report.md").read_text()
@@ -212,3 +223,6 @@ def test_build_with_person_goes_from_a_chat_export_to_a_chat_model(tmp_path, cap
     assert "bits/byte" in capsys.readouterr().out
     assert cli(["build", str(chats), "--out", str(out), "--person", "Ann", *flags]) == 0
     assert set(_state(out)["last_run"].values()) == {"skipped"}
+    # --no-others-first: the person's replies alone, straight from the pretrained model
+    assert cli(["build", str(chats), "--out", str(out), "--person", "Ann", "--no-others-first", *flags]) == 0
+    assert Path(json.loads((out / "sft" / "config.json").read_text())["base"]) == out / "run"

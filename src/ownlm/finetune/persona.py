@@ -84,6 +84,11 @@ class PersonaConfig:
     )
     min_reply_chars: int = opt(1, help="shorter replies of the person are kept as context only")
     system: str | None = opt(None, help="a system prompt put first in every example (default: none)")
+    others: bool = opt(
+        False,
+        help="also write others.jsonl: every other sender's replies as the assistant, from before the validation "
+        "replies (a first fine-tuning stage; `ownlm build --person` uses it)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -330,6 +335,33 @@ def build_persona(
     return train, val, stats
 
 
+def others_examples(
+    conversations: list[dict], persons: list[str], before: str | None, **options
+) -> list[dict]:
+    """Every other sender in turn as the assistant: their replies, with context, from before ``before`` (the
+    person's first validation reply, so nothing of that period leaks in), oldest first. Fine-tuned on first, they
+    teach the chats' back-and-forth; the person's own replies then teach the voice (``ownlm build --person``).
+    ``options`` are ``build_persona``'s (context turns, gaps, system prompt, redaction).
+
+    >>> conv = {"id": "c", "messages": [{"name": "Bob", "time": "2024-01-01T10:00:00", "text": "Hi"},
+    ...                                 {"name": "Ann", "time": "2024-01-01T10:01:00", "text": "Hey!"},
+    ...                                 {"name": "Bob", "time": "2024-01-01T10:02:00", "text": "Lunch?"}]}
+    >>> [ex["messages"][-1]["content"] for ex in others_examples([conv], ["ann"], None)]
+    ['Lunch?']
+    """
+    wanted = {p.strip().casefold() for p in persons}
+    out = []
+    for name in sender_counts(conversations):
+        if name.strip().casefold() in wanted:
+            continue
+        try:
+            train, _, _ = build_persona(conversations, [name], val_fraction=0.0, **options)
+        except UserError:  # a sender who never answers anyone
+            continue
+        out += [ex for ex in train if before is None or (ex["time"] is not None and ex["time"] < before)]
+    return sorted(out, key=lambda ex: ex["time"] or "")
+
+
 def _split_by_time(examples: list[tuple[tuple, dict]], val_fraction: float) -> tuple[list[dict], list[dict]]:
     """Sorted ``(key, example)`` -> ``(train, val)``: val is the latest ``val_fraction``, cut where the time
     changes so that every validation reply is strictly later than every training reply."""
@@ -380,14 +412,24 @@ def main(cfg: PersonaConfig) -> int:
         system=cfg.system,
         redact=cfg.redact,
     )
+    others = None
+    if cfg.others:
+        options = dict(context_turns=cfg.context_turns, turn_gap_minutes=cfg.turn_gap_minutes,
+                       session_gap_hours=cfg.session_gap_hours, min_reply_chars=cfg.min_reply_chars,
+                       system=cfg.system, redact=cfg.redact)  # fmt: skip
+        others = others_examples(conversations, cfg.person, stats["val_from"], **options)
+        stats["examples"]["others"] = len(others)
     out = Path(cfg.out)
     with RunLock(out):
         write_jsonl(out / "train.jsonl", train)
         write_jsonl(out / "val.jsonl", val)
+        if others is not None:
+            write_jsonl(out / "others.jsonl", others)
         write_json(out / "stats.json", {**stats, "config": asdict(cfg)})
         mark_output(out, "ownlm-persona")
+    extra = f", {len(others):,} replies of the others" if others is not None else ""
     print(
-        f"persona {' / '.join(stats['person'])}: {len(train):,} train + {len(val):,} val examples "
+        f"persona {' / '.join(stats['person'])}: {len(train):,} train + {len(val):,} val examples{extra} "
         f"(mean {stats['mean_context_turns']:.1f} turns of context) -> {out}"
     )
     return 0
