@@ -16,9 +16,12 @@ scored by the masked loss (chatml, loss on the reply and its end marker) on that
 3. "persona": the base fine-tuned on the person's own training replies (``ownlm persona`` + ``ownlm finetune sft``).
 
 Both fine-tunes: the same base, template, learning rate, batch size and number of steps. Target: the persona model
-has the lowest loss; the margins are printed.
+has the lowest loss; the margins are printed, with a 95 % interval from a paired bootstrap over the held-out
+replies. ``--people N`` repeats the comparison for the N eligible speakers with most speeches (each with their own
+"everyone" model, cut at their own first held-out reply) and pools their replies for one interval.
 
     python bench/bench_persona.py                       # 8-minute base (reused when present), 60 steps each
+    python bench/bench_persona.py --base-minutes 12 --people 8
     python bench/bench_persona.py --steps 100 --person PETRUCHIO
 """
 
@@ -71,8 +74,8 @@ def play_conversations(text: str, window: int = 8, start: datetime = datetime(20
     return convs
 
 
-def choose_person(text: str, val_fraction: float = 0.1) -> str:
-    """The speaker with the most speeches whose latest ``val_fraction`` all lie after the base's 90 % cut."""
+def eligible_people(text: str, val_fraction: float = 0.1) -> list[str]:
+    """Speakers whose latest ``val_fraction`` of speeches all lie after the base's 90 % cut, most speeches first."""
     head, _ = shakespeare_split(text)
     items = speeches(text)
     seen_in_base = len(speeches(head))
@@ -80,7 +83,12 @@ def choose_person(text: str, val_fraction: float = 0.1) -> str:
     for i, (name, _) in enumerate(items):
         where.setdefault(name, []).append(i)
     ok = {n: len(ix) for n, ix in where.items() if ix[-max(1, round(len(ix) * val_fraction))] >= seen_in_base}
-    return max(ok, key=lambda n: (ok[n], n))
+    return sorted(ok, key=lambda n: (-ok[n], n))
+
+
+def choose_person(text: str, val_fraction: float = 0.1) -> str:
+    """The speaker with the most speeches whose held-out part the base never saw."""
+    return eligible_people(text, val_fraction)[0]
 
 
 def everyone_examples(convs: list[dict], before: str, context_turns: int) -> list[dict]:
@@ -107,15 +115,16 @@ def ownlm(*args: str) -> None:
         )
 
 
-def finetune(base: Path, out: Path, data: list[str], val: list[str], a) -> dict:
-    """``ownlm finetune sft`` with the benchmark's budget; (first and last metrics records, wall seconds)."""
+def finetune(base: Path, out: Path, data: list[str], val: list[str], a, steps: int = 0) -> dict:
+    """``ownlm finetune sft`` with the benchmark's budget (``steps``, default ``--steps``); the first and last
+    metrics records, and the wall seconds."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     extra = ["--val-data", *val] if val else []
     ownlm("finetune", "sft", str(base), "--data", *data, *extra, "--out", str(out), "--template", "chatml",
-          "--max-iters", str(a.steps), "--lr", str(a.lr), "--min-lr", str(a.lr / 10), "--batch-size", "8",
+          "--max-iters", str(steps or a.steps), "--lr", str(a.lr), "--min-lr", str(a.lr / 10), "--batch-size", "8",
           "--responses", "0", "--eval-iters", "100000", "--evals", "2", "--threads", str(a.threads),
           "--seed", "1337", "--no-progress", "--keep-checkpoints", "1")  # fmt: skip
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -166,6 +175,15 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4, help="fine-tuning peak learning rate (both)")
     ap.add_argument("--context-turns", type=int, default=3, help="turns of context before each reply")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--people", type=int, default=1, help="how many people (the eligible ones with most speeches)"
+    )
+    ap.add_argument(
+        "--then-steps", type=int, default=0, help="also: everyone's model, then N steps on the person's"
+    )
+    ap.add_argument(
+        "--control", action="store_true", help="with --then-steps: everyone's model for as many steps"
+    )
     a = ap.parse_args()
 
     from ownlm.io import write_jsonl
@@ -176,25 +194,75 @@ def main() -> None:
     text = SHAKESPEARE.read_text(encoding="utf-8")
     convs = play_conversations(text)
     write_jsonl(work / "plays.jsonl", convs)
-    person = a.person or [choose_person(text)]
+    people = [[p] for p in a.person] if a.person else [[p] for p in eligible_people(text)[: a.people]]
+    pooled: dict[str, list] = {"persona": [], "everyone": [], "then": [], "control": []}
+    rows = []
+    for person in people:
+        row, ours, theirs, then, control = one_person(person, base, convs, work, a)
+        rows.append(row)
+        pooled["persona"].append(ours)
+        pooled["everyone"].append(theirs)
+        if then is not None:
+            pooled["then"].append(then)
+        if control is not None:
+            pooled["control"].append(control)
+    if len(rows) > 1:
+        theirs = np.concatenate(pooled["everyone"])
+        summary = {"people": rows}
+        for name in ("persona", "then"):
+            if not pooled[name]:
+                continue
+            ours = np.concatenate(pooled[name])
+            margin, lo, hi = paired_bootstrap(theirs, ours)
+            wins = int((theirs[:, 0] / theirs[:, 1] > ours[:, 0] / ours[:, 1]).sum())
+            label = (
+                "the person's replies only"
+                if name == "persona"
+                else f"everyone's, then {a.then_steps} steps on the person's"
+            )
+            print(f"all {len(rows)} people pooled ({len(ours)} held-out replies), {label} against everyone's: margin "
+                  f"{margin:+.4f} nats/token, 95 % interval [{lo:+.4f}, {hi:+.4f}]; better on {wins} of {len(ours)} "
+                  "replies")  # fmt: skip
+            summary[name] = {"replies": len(ours), "margin": margin, "ci95": [lo, hi], "replies_won": wins}
+        if pooled["control"]:
+            control, then = np.concatenate(pooled["control"]), np.concatenate(pooled["then"])
+            margin, lo, hi = paired_bootstrap(control, then)
+            wins = int((control[:, 0] / control[:, 1] > then[:, 0] / then[:, 1]).sum())
+            print(f"everyone's then the person's, against everyone's for as many steps ({a.steps + a.then_steps}): "
+                  f"margin {margin:+.4f} nats/token, 95 % interval [{lo:+.4f}, {hi:+.4f}]; better on {wins} of "
+                  f"{len(then)} replies")  # fmt: skip
+            summary["then_vs_control"] = {"margin": margin, "ci95": [lo, hi], "replies_won": wins}
+        print(json.dumps(summary))
+
+
+def one_person(
+    person: list[str], base: Path, convs: list[dict], work: Path, a
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The persona benchmark for one person: their own fine-tune against everyone's, scored on their held-out
+    replies. Returns the figures and the two models' per-reply (loss sum, tokens)."""
     import shutil
 
-    shutil.rmtree(work / "persona", ignore_errors=True)  # the benchmark's own scratch folder, rebuilt each run
-    ownlm("persona", str(work / "plays.jsonl"), "--person", *person, "--out", str(work / "persona"),
+    from ownlm.io import write_jsonl
+
+    tag = re.sub(r"\W+", "-", person[0]).strip("-").lower()
+    folder = work / f"persona-{tag}"
+    shutil.rmtree(folder, ignore_errors=True)  # the benchmark's own scratch folder, rebuilt each run
+    ownlm("persona", str(work / "plays.jsonl"), "--person", *person, "--out", str(folder),
           "--context-turns", str(a.context_turns), "--val-fraction", "0.1")  # fmt: skip
-    val = [json.loads(line) for line in (work / "persona" / "val.jsonl").read_text().splitlines() if line]
-    train = [json.loads(line) for line in (work / "persona" / "train.jsonl").read_text().splitlines() if line]
+    val = [json.loads(line) for line in (folder / "val.jsonl").read_text().splitlines() if line]
+    train = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines() if line]
     cutoff = min(ex["time"] for ex in val)
     everyone = everyone_examples(convs, cutoff, a.context_turns)
-    write_jsonl(work / "everyone.jsonl", everyone)
+    write_jsonl(work / f"everyone-{tag}.jsonl", everyone)
     n_msgs = sum(len(c["messages"]) for c in convs)
-    print(f"{len(convs):,} conversations, {n_msgs:,} speeches; person {' / '.join(person)}: {len(train)} training "
+    print(f"\n{len(convs):,} conversations, {n_msgs:,} speeches; person {' / '.join(person)}: {len(train)} training "
           f"replies, {len(val)} held out (from {cutoff}); everyone: {len(everyone):,} replies of all speakers "
           f"before that; {a.steps} steps x batch 8 each, lr {a.lr:g}, {a.threads} threads")  # fmt: skip
-
-    persona_val = [str(work / "persona" / "val.jsonl")]
-    res_everyone = finetune(base, work / "ft-everyone", [str(work / "everyone.jsonl")], persona_val, a)
-    res_persona = finetune(base, work / "ft-persona", [str(work / "persona")], [], a)
+    val_files = [str(folder / "val.jsonl")]
+    res_everyone = finetune(
+        base, work / f"ft-everyone-{tag}", [str(work / f"everyone-{tag}.jsonl")], val_files, a
+    )
+    res_persona = finetune(base, work / f"ft-persona-{tag}", [str(folder)], [], a)
     base_loss = res_persona["before"]["val_loss"]
     check = res_everyone["before"]["val_loss"]
     assert abs(base_loss - check) < 1e-3, f"the two runs scored the base differently: {base_loss} vs {check}"
@@ -207,15 +275,43 @@ def main() -> None:
     best = pe < ev and pe < base_loss
     print(f"persona margin: {ev - pe:+.4f} nats/token vs everyone, {base_loss - pe:+.4f} vs base; "
           f"target (persona best): {'met' if best else 'missed'}")  # fmt: skip
-    ours, theirs = per_reply_losses(work / "ft-persona", val), per_reply_losses(work / "ft-everyone", val)
+    ours = per_reply_losses(work / f"ft-persona-{tag}", val)
+    theirs = per_reply_losses(work / f"ft-everyone-{tag}", val)
     assert abs(ours[:, 0].sum() / ours[:, 1].sum() - pe) < 1e-3, "per-reply scoring disagrees with the run's"
     margin, lo, hi = paired_bootstrap(theirs, ours)
     wins = int((theirs[:, 0] / theirs[:, 1] > ours[:, 0] / ours[:, 1]).sum())
     print(f"paired bootstrap over the {len(ours)} replies: margin {margin:+.4f} nats/token, 95 % interval "
           f"[{lo:+.4f}, {hi:+.4f}]; the persona model is better on {wins} of {len(ours)} replies")  # fmt: skip
-    print(json.dumps({"person": person, "train": len(train), "val": len(val), "val_tokens": tokens,
-                      "everyone_examples": len(everyone), "steps": a.steps, "base": base_loss, "everyone": ev,
-                      "persona": pe, "target_met": best, "margin_ci95": [lo, hi], "replies_won": wins}))  # fmt: skip
+    row = {"person": person, "train": len(train), "val": len(val), "val_tokens": tokens,
+           "everyone_examples": len(everyone), "steps": a.steps, "base": base_loss, "everyone": ev, "persona": pe,
+           "target_met": best, "margin_ci95": [lo, hi], "replies_won": wins}  # fmt: skip
+    then = None
+    if a.then_steps:  # everyone's replies first, then the person's: the general dialogue, then the voice
+        res_then = finetune(
+            work / f"ft-everyone-{tag}", work / f"ft-then-{tag}", [str(folder)], [], a, a.then_steps
+        )
+        then = per_reply_losses(work / f"ft-then-{tag}", val)
+        tm, tlo, thi = paired_bootstrap(theirs, then)
+        twins = int((theirs[:, 0] / theirs[:, 1] > then[:, 0] / then[:, 1]).sum())
+        row.update(then=res_then["after"]["val_loss"], then_margin_ci95=[tlo, thi], then_replies_won=twins)
+        print(f"  everyone, then {a.then_steps} steps on {person[0]}: {res_then['after']['val_loss']:.4f}; margin over "
+              f"everyone {tm:+.4f} [{tlo:+.4f}, {thi:+.4f}], better on {twins} of {len(then)} replies")  # fmt: skip
+    control = None
+    if (
+        a.then_steps and a.control
+    ):  # the same number of steps, all on everyone's replies: is it the person's data?
+        steps = a.steps + a.then_steps
+        everyone_files = [str(work / f"everyone-{tag}.jsonl")]
+        res_ctrl = finetune(base, work / f"ft-control-{tag}", everyone_files, val_files, a, steps)
+        control = per_reply_losses(work / f"ft-control-{tag}", val)
+        row.update(control=res_ctrl["after"]["val_loss"])
+        print(f"  everyone for {steps} steps (control): {res_ctrl['after']['val_loss']:.4f}")
+    print(json.dumps(row))
+    for run in ("everyone", "persona", "then", "control"):
+        shutil.rmtree(
+            work / f"ft-{run}-{tag}", ignore_errors=True
+        )  # checkpoints per person: scored, not needed
+    return row, ours, theirs, then, control
 
 
 if __name__ == "__main__":
