@@ -226,3 +226,23 @@ def test_build_with_person_goes_from_a_chat_export_to_a_chat_model(tmp_path, cap
     # --no-others-first: the person's replies alone, straight from the pretrained model
     assert cli(["build", str(chats), "--out", str(out), "--person", "Ann", "--no-others-first", *flags]) == 0
     assert Path(json.loads((out / "sft" / "config.json").read_text())["base"]) == out / "run"
+
+
+def test_build_person_with_too_few_replies_to_hold_any_out(tmp_path):
+    """One reply of the person leaves no validation replies: the others' stage then holds out some of its own."""
+    lines = [f"13/01/2024, {10 + i // 60}:{i % 60:02d} - {('Bob', 'Cat')[i % 2]}: hi" for i in range(120)]
+    lines.insert(60, "13/01/2024, 11:00 - Ann: ok")
+    chats = tmp_path / "chats"
+    chats.mkdir()
+    (chats / "WhatsApp Chat with Bob.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    flags = _flags({**TINY, "block_size": 128, "sft_minutes": 0.05, "compare": None})[:-1]
+    flags[flags.index("--compare")] = "--no-compare"
+    assert cli(["build", str(chats), "--out", str(out), "--person", "Ann", *flags]) == 0
+    stats = json.loads((out / "persona" / "stats.json").read_text())
+    assert (
+        stats["examples"] == {"train": 1, "val": 0, "others": stats["examples"]["others"]}
+        and stats["examples"]["others"]
+    )
+    assert json.loads((out / "sft-others" / "config.json").read_text())["val_data"] == []
+    assert (out / "sft" / "latest").is_file()

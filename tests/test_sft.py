@@ -138,8 +138,14 @@ def test_overlong_examples_are_truncated_or_dropped_by_the_rule():
     short = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
     all_user = {"messages": [{"role": "user", "content": "x " * 200}, {"role": "assistant", "content": "b"}]}
     enc = encode_examples([long, short, all_user], template, tok, max_len=120, overlong="truncate")
-    assert enc.truncated == 1 and enc.dropped == 1 and len(enc.ids) == 2  # no reply token left: dropped
+    assert enc.truncated == 2 and enc.dropped == 0 and len(enc.ids) == 3
     assert all(len(x) <= 120 for x in enc.ids)
+    # the reply starts inside the window: the start is kept; it starts after it: the end is kept (context cut)
+    full_long, _ = template.encode(tok, long["messages"])
+    full_user, user_mask = template.encode(tok, all_user["messages"])
+    assert enc.ids[0].tolist() == full_long[:120]
+    assert enc.ids[2].tolist() == full_user[-120:] and enc.mask[2].tolist() == user_mask[-120:]
+    assert tok.decode([t for t, m in zip(full_user[-120:], user_mask[-120:]) if m]).startswith("b")
     enc = encode_examples([long, short], template, tok, max_len=120, overlong="drop")
     assert enc.dropped == 1 and enc.truncated == 0 and len(enc.ids) == 1
 

@@ -338,9 +338,11 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
                 p.total -= 1  # nobody else replies in these chats: the person's stage alone
             if n_others:  # the chats' dialogue first, from everyone else's replies; then the person's voice
                 minutes = cfg.sft_minutes / 2
+                # scored on the person's held-out replies; too few of them for any: a part of the others' own
+                person_val = [str(persona / "val.jsonl")] if stats["examples"]["val"] else []
                 base = out / "sft-others"
                 base_fp = p.run("sft-others", ("finetune", "sft"), {"base": str(run),
-                                "data": [str(persona / "others.jsonl")], "val_data": [str(persona / "val.jsonl")],
+                                "data": [str(persona / "others.jsonl")], "val_data": person_val,
                                 "out": str(base), "lora_rank": cfg.lora_rank, "epochs": 1.0,
                                 "train": {**_sft_train(cfg), "max_minutes": minutes}}, _sha(run_fp, persona_fp), base,
                                 f"fine-tuning on the other senders' {n_others:,} replies (1 epoch or {minutes:g} "

@@ -16,8 +16,8 @@ attending only to itself and with its positions restarting at 0 (``GPT.forward(s
 batch ``i`` is a pure function of ``(seed, i)``, so ``--resume`` continues exactly.
 
 Examples longer than the context: ``--overlong truncate`` (default) keeps the first ``block_size + 1`` tokens
-when at least one response token survives, otherwise drops the example; ``--overlong drop`` drops every one.
-Both are counted in ``DIR/data.json``.
+when a response token is among them, otherwise the last ones (the latest context and the reply: a long chat
+history is cut from its oldest end); ``--overlong drop`` drops every one. Both are counted in ``DIR/data.json``.
 
 At the end, the held-out prompts are answered greedily by the model before and after fine-tuning:
 ``DIR/responses.jsonl`` holds both answers and their ROUGE-L F1 against the reference answers, and
@@ -74,7 +74,10 @@ class SFTConfig:
         False, help="pack several examples per row (attention and loss kept within each example)"
     )
     max_length: int = opt(0, help="longest example in tokens (0: the model's context length)")
-    overlong: Literal["truncate", "drop"] = opt("truncate", help="examples longer than --max-length")
+    overlong: Literal["truncate", "drop"] = opt(
+        "truncate",
+        help="examples longer than --max-length: keep the start, or the end when the reply starts later",
+    )
     epochs: float = opt(0.0, help="passes over the training examples (0: 2 when no other budget is given)")
     lora_rank: int = opt(
         0, help="train LoRA adapters of this rank instead of the full model (0: full fine-tuning)"
@@ -121,10 +124,13 @@ def encode_examples(examples: list[dict], template, tokenizer, max_len: int, ove
         except UserError as e:
             raise UserError(f"{ex.get('where', 'example')}: {e}") from None
         if len(ids) > max_len:
-            if overlong == "drop" or not any(mask[1:max_len]):
+            if overlong == "drop":
                 enc.dropped += 1
                 continue
-            ids, mask = ids[:max_len], mask[:max_len]
+            if any(mask[1:max_len]):  # the reply starts inside the window: keep the start
+                ids, mask = ids[:max_len], mask[:max_len]
+            else:  # a long context (a busy group chat) pushes the reply out: keep the latest context and the reply
+                ids, mask = ids[-max_len:], mask[-max_len:]
             enc.truncated += 1
         if len(ids) < 2 or not any(mask[1:]):
             enc.dropped += 1

@@ -45,7 +45,8 @@ class MetricsLog:
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats/token)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:  # a run too short for any record has nothing to label
+            ax.legend()
         fig.tight_layout()
         with atomic_write(path, "wb") as f:
             fig.savefig(f, format="png")
