@@ -87,7 +87,7 @@ class BuildConfig:
         [], help="instruction or chat data to fine-tune on after pretraining (adds that stage)"
     )
     sft_val_data: list[str] = opt(
-        [], help="held-out examples for that fine-tuning (default: 10%% of --sft-data)"
+        [], help="held-out examples for that fine-tuning (default: 10% of --sft-data)"
     )
     sft_minutes: float = opt(3.0, help="fine-tuning time budget in minutes")
     sft_epochs: float = opt(
