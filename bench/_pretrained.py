@@ -29,7 +29,7 @@ GUTENBERG = DATA / "gutenberg"
 RECIPES = {"shakespeare": (2048, 0.1), "gutenberg": (8192, 0.0)}
 
 
-def _ownlm(*args: str) -> None:
+def ownlm(*args: str) -> None:
     """Run one ``ownlm`` stage in a subprocess (its own threads and memory); stop on failure."""
     cmd = [sys.executable, "-m", "ownlm", *args]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -64,12 +64,12 @@ def pretrained_base(corpus: str = "shakespeare", minutes: float = 8.0, threads: 
         sources = [str(text)]
         what = "tinyshakespeare, first 90 % of the text (encode keeps its last 10 % for validation)"
     else:
-        _ownlm("extract", str(GUTENBERG), "--out", str(work / "docs.jsonl"))
-        _ownlm("corpus", str(work / "docs.jsonl"), "--out", str(work / "corpus"), "--force")
+        ownlm("extract", str(GUTENBERG), "--out", str(work / "docs.jsonl"))
+        ownlm("corpus", str(work / "docs.jsonl"), "--out", str(work / "corpus"), "--force")
         sources = [str(work / "corpus")]
         what = "58 Gutenberg books (ownlm extract + corpus: 10 % of the books for validation)"
     train_text = [str(work / "corpus" / "train.jsonl")] if corpus == "gutenberg" else sources
-    _ownlm(
+    ownlm(
         "tokenizer",
         "train",
         *train_text,
@@ -79,9 +79,9 @@ def pretrained_base(corpus: str = "shakespeare", minutes: float = 8.0, threads: 
         str(vocab),
         *quiet,
     )
-    _ownlm("encode", *sources, "--tokenizer", str(work / "tokenizer"), "--out", str(work / "tokens"), *quiet)
+    ownlm("encode", *sources, "--tokenizer", str(work / "tokenizer"), "--out", str(work / "tokens"), *quiet)
     prep_s = time.perf_counter() - t0
-    _ownlm("pretrain", "--data", str(work / "tokens"), "--out", str(work / "run"), "--preset", preset,
+    ownlm("pretrain", "--data", str(work / "tokens"), "--out", str(work / "run"), "--preset", preset,
            "--dropout", str(dropout), "--max-minutes", str(minutes), "--threads", str(threads), "--samples", "0",
            "--evals", "4", "--eval-iters", "10", "--no-progress", "--seed", "1337")  # fmt: skip
     manifest = json.loads((work / "tokens" / "manifest.json").read_text())

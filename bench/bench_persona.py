@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import time
 from collections import Counter, deque
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _pretrained import ROOT, SHAKESPEARE, pretrained_base, shakespeare_split  # noqa: E402
+from _pretrained import ROOT, SHAKESPEARE, ownlm, pretrained_base, shakespeare_split  # noqa: E402
 
 
 def speeches(text: str) -> list[tuple[str, str]]:
@@ -104,15 +103,6 @@ def everyone_examples(convs: list[dict], before: str, context_turns: int) -> lis
             continue
         out += [{"messages": ex["messages"]} for ex in train if ex["time"] < before]
     return out
-
-
-def ownlm(*args: str) -> None:
-    cmd = [sys.executable, "-m", "ownlm", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-2000:]}{out.stderr[-3000:]}"
-        )
 
 
 def finetune(base: Path, out: Path, data: list[str], val: list[str], a, steps: int = 0) -> dict:

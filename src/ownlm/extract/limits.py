@@ -64,21 +64,21 @@ class Limits:
             int(archive_mb * MiB) if archive_mb > 0 else _env_mb("OWNLM_MAX_ARCHIVE_MB", 1024),
         )
 
-    def _which(self, limit: int | None) -> tuple[int, str]:
+    def _cap(self, archive: bool) -> tuple[int, str]:
         """The limit in bytes and what it caps, with the flag that raises it."""
-        if limit is None or limit == self.max_file_bytes:
-            return self.max_file_bytes, "the limit for one file or zip member (--max-file-mb)"
-        return limit, "the limit for one archive (--max-archive-mb)"
+        if archive:
+            return self.max_archive_bytes, "the limit for one archive (--max-archive-mb)"
+        return self.max_file_bytes, "the limit for one file or zip member (--max-file-mb)"
 
-    def check_size(self, size: int, limit: int | None = None) -> None:
-        """Refuse up front a file whose size on disk is already over the limit (default: one file's)."""
-        limit, what = self._which(limit)
+    def check_size(self, size: int, archive: bool = False) -> None:
+        """Refuse up front a file (or, with ``archive``, a zip) whose size on disk is already over its limit."""
+        limit, what = self._cap(archive)
         if size > limit:
             raise LimitExceeded(f"{size:,} bytes, over {what}: {_figure(limit)}; split it or raise the limit")
 
-    def read(self, f: BinaryIO, limit: int | None = None) -> bytes:
-        """Read ``f`` to the end in ``chunk_bytes`` pieces, stopping past ``limit`` (default: one file's)."""
-        limit, what = self._which(limit)
+    def read(self, f: BinaryIO, archive: bool = False) -> bytes:
+        """Read ``f`` to the end in ``chunk_bytes`` pieces, stopping past its limit (one file's, or an archive's)."""
+        limit, what = self._cap(archive)
         chunks, total = [], 0
         while block := f.read(min(self.chunk_bytes, limit + 1 - total)):
             total += len(block)
@@ -89,11 +89,11 @@ class Limits:
             chunks.append(block)
         return b"".join(chunks)
 
-    def read_file(self, path: Path, limit: int | None = None) -> bytes:
+    def read_file(self, path: Path, archive: bool = False) -> bytes:
         """A file's bytes, refused up front by its size and again while reading (it may grow)."""
-        self.check_size(path.stat().st_size, limit)
+        self.check_size(path.stat().st_size, archive)
         with open(path, "rb") as f:
-            return self.read(f, limit)
+            return self.read(f, archive)
 
     def start_archive(self) -> None:
         """A new top-level archive: its decompressed bytes are counted from zero."""

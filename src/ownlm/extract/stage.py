@@ -173,7 +173,7 @@ class Extraction:
     def file(self, path: Path, name: str, named: bool) -> None:
         try:
             zipped = name.lower().endswith(".zip")
-            data = self.limits.read_file(path, self.limits.max_archive_bytes if zipped else None)
+            data = self.limits.read_file(path, archive=zipped)
             self.limits.start_archive()
         except LimitExceeded as e:
             self.fail(name, str(e))
@@ -218,10 +218,7 @@ class Extraction:
             for info in members:
                 name = f"{src.name}/{info.filename}"
                 try:
-                    self.limits.check_size(info.file_size)  # what the header claims; counted again below
-                    with zf.open(info) as f:
-                        data = self.limits.read(f)
-                    self.limits.take(len(data))
+                    data = self.member_bytes(zf, info)
                 except LimitExceeded as e:
                     self.fail(name, str(e))
                     if self.limits.archive_full():
@@ -235,6 +232,15 @@ class Extraction:
                     self.fail(name, f"damaged zip member ({e})")
                     continue
                 self.source(Source(name, data), named=False, depth=depth + 1)
+
+    def member_bytes(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+        """A zip member's bytes within the caps: refused by the size its header claims, then counted as it is
+        decompressed (headers can lie) against one file's limit and the archive's."""
+        self.limits.check_size(info.file_size)
+        with zf.open(info) as f:
+            data = self.limits.read(f)
+        self.limits.take(len(data))
+        return data
 
     def signal_members(self, name: str, zf: zipfile.ZipFile, members: list) -> list:
         """The members left once signal-export's copies of each ``chat.md`` are noted and left out."""
@@ -263,11 +269,7 @@ class Extraction:
             files = {}
             for info in mine:
                 try:
-                    self.limits.check_size(info.file_size)
-                    with zf.open(info) as f:
-                        data = self.limits.read(f)
-                    self.limits.take(len(data))
-                    files[info.filename[len(prefix) :]] = data
+                    files[info.filename[len(prefix) :]] = self.member_bytes(zf, info)
                 except LimitExceeded as e:
                     self.fail(f"{name}/{info.filename}", str(e))
                 except (

@@ -168,7 +168,8 @@ def _year(raw: str, value: int, era: str | None, buddhist: bool) -> int:
 
 def ymd(m: re.Match, order: str, buddhist: bool = False) -> tuple[int, int, int]:
     """(year, month, day) of a match read in ``order``, in the Gregorian calendar (Buddhist, Japanese-era and
-    Solar Hijri years converted); only Solar Hijri dates are checked here, the others by the caller."""
+    Solar Hijri years converted). Only Solar Hijri dates are checked here (``ValueError``), the others by the
+    caller."""
     s1, s2, s3 = m.group("d1", "d2", "d3")
     d1, d2, d3 = int(s1), int(s2), int(s3)
     if order == "year-first":
@@ -178,11 +179,10 @@ def ymd(m: re.Match, order: str, buddhist: bool = False) -> tuple[int, int, int]
     else:
         y = _year(s3, d3, None, buddhist)
         mo, d = (d2, d1) if order == "day-first" else (d1, d2)
-    if y in SOLAR_HIJRI_YEARS and not m["era"]:  # a Persian phone's calendar: checked and converted
-        try:
-            return solar_hijri_to_gregorian(y, mo, d)
-        except ValueError:
-            return y, 13, d  # not a date in either calendar: the caller's check rejects month 13
+    if (
+        y in SOLAR_HIJRI_YEARS and not m["era"]
+    ):  # a Persian phone's calendar: checked (ValueError) and converted
+        return solar_hijri_to_gregorian(y, mo, d)
     return y, mo, d
 
 
@@ -251,4 +251,11 @@ def infer_order(matches: list[re.Match], forced: str | None = None) -> tuple[str
 
 def _differ(matches: list[re.Match], a: str, b: str) -> bool:
     """Whether two readings give a different date for some line (3/3/24 is the same either way)."""
-    return any(ymd(m, a) != ymd(m, b) for m in matches)
+
+    def reading(m, order):
+        try:
+            return ymd(m, order)
+        except ValueError:
+            return None
+
+    return any(reading(m, a) != reading(m, b) for m in matches)

@@ -401,22 +401,12 @@ def main(cfg: PersonaConfig) -> int:
         for line in people_lines(counts):
             print("  " + line)
         return 0
-    train, val, stats = build_persona(
-        conversations,
-        cfg.person,
-        context_turns=cfg.context_turns,
-        turn_gap_minutes=cfg.turn_gap_minutes,
-        session_gap_hours=cfg.session_gap_hours,
-        val_fraction=cfg.val_fraction,
-        min_reply_chars=cfg.min_reply_chars,
-        system=cfg.system,
-        redact=cfg.redact,
-    )
+    options = dict(context_turns=cfg.context_turns, turn_gap_minutes=cfg.turn_gap_minutes,
+                   session_gap_hours=cfg.session_gap_hours, min_reply_chars=cfg.min_reply_chars,
+                   system=cfg.system, redact=cfg.redact)  # fmt: skip
+    train, val, stats = build_persona(conversations, cfg.person, val_fraction=cfg.val_fraction, **options)
     others = None
     if cfg.others:
-        options = dict(context_turns=cfg.context_turns, turn_gap_minutes=cfg.turn_gap_minutes,
-                       session_gap_hours=cfg.session_gap_hours, min_reply_chars=cfg.min_reply_chars,
-                       system=cfg.system, redact=cfg.redact)  # fmt: skip
         others = others_examples(conversations, cfg.person, stats["val_from"], **options)
         stats["examples"]["others"] = len(others)
     out = Path(cfg.out)

@@ -209,7 +209,9 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope=None, kv_cache=None, attn_mask=None) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor, rope=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (B, nh, T, hs), keys and values (B, nkv, T, hs) of ``x`` (B, T, C), rotated when ``rope`` is
+        given; the serving engine's batched cache uses it too."""
         B, T, C = x.shape
         hs, nh, nkv = self.head_size, self.n_head, self.n_kv_head
         q, k, v = self.c_attn(x).split([nh * hs, nkv * hs, nkv * hs], dim=2)
@@ -218,6 +220,12 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, rope=None, kv_cache=None, attn_mask=None) -> torch.Tensor:
+        B, T, C = x.shape
+        nh, nkv = self.n_head, self.n_kv_head
+        q, k, v = self.qkv(x, rope)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, L, hs), L = cached + T
         L = k.size(2)

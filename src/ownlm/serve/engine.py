@@ -411,16 +411,9 @@ class Engine:
         import torch
         import torch.nn.functional as F
 
-        from ownlm.model.gpt import apply_rotary
-
         B, T, C = x.shape
-        hs, nh, nkv = attn.head_size, attn.n_head, attn.n_kv_head
-        q, k, v = attn.c_attn(x).split([nh * hs, nkv * hs, nkv * hs], dim=2)
-        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
-        v = v.view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        nh, nkv = attn.n_head, attn.n_kv_head
+        q, k, v = attn.qkv(x, rope)  # (B, nh, T, hs), (B, nkv, T, hs) x 2
         kc, vc = self.k[attn.layer_idx, rows], self.v[attn.layer_idx, rows]  # (B, nkv, block, hs) views
         if T == 1:  # a decode step: one new position per row, each at its own place
             b = torch.arange(B, device=x.device)
