@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ownlm.errors import UserError
 from ownlm.model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint, save_model
 from ownlm.model.gpt import GPT, PRESETS, GPTConfig, config_from_depth, config_from_preset
-from ownlm.model.kv_cache import KVCache
+from ownlm.runtime.kv_cache import KVCache
 
 VOCAB = 61  # odd on purpose: nothing may assume a round vocabulary
 
@@ -52,6 +52,41 @@ def test_kv_cache_steps_equal_full_forward(opts):
     assert cache.pos == 24
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(model(x, last_only=True)[0], full[:, -1:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=_id)
+def test_rows_at_different_positions_equal_each_row_alone(opts):
+    """One forward pass over cache rows of different lengths (the serving engine's step) gives each row the
+    logits of that row alone with a fresh cache; several new tokens per row too."""
+    model = tiny(**opts)
+    seqs = [torch.randint(0, VOCAB, (n,)) for n in (9, 3, 14)]
+    cache = KVCache.for_model(model, batch_size=4)  # one slot more than used: it must not matter
+    for slot, s in enumerate(seqs):  # prefill each row but its last 3 tokens, alone, into its own slot
+        model(s[None, :-3], kv_cache=cache.rows(slot, 1))
+    assert cache.lengths[:3].tolist() == [6, 0, 11]
+    step = torch.stack([s[-3:-1] for s in seqs])  # (3, 2): two tokens per row, each row at its own place
+    got = [model(step, kv_cache=cache.rows(0, 3))[0]]
+    got.append(model(torch.stack([s[-1:] for s in seqs]), kv_cache=cache.rows(0, 3))[0])  # then one
+    got = torch.cat(got, dim=1)  # (3, 3, V)
+    for b, s in enumerate(seqs):
+        alone = KVCache.for_model(model)
+        model(s[None, :-3], kv_cache=alone)
+        want = torch.cat(
+            [model(s[None, -3:-1], kv_cache=alone)[0], model(s[None, -1:], kv_cache=alone)[0]], 1
+        )
+        torch.testing.assert_close(got[b], want[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got[b], model(s[None])[0][0, -3:], atol=1e-5, rtol=1e-5)
+
+
+def test_cache_copy_moves_a_row_to_another_slot():
+    model = tiny(pos="rope", n_kv_head=2)
+    s = torch.randint(0, VOCAB, (1, 10))
+    cache = KVCache.for_model(model, batch_size=3)
+    model(s[:, :9], kv_cache=cache.rows(0, 1))
+    cache.copy(0, 2)
+    assert cache.lengths.tolist() == [9, 0, 9]
+    torch.testing.assert_close(model(s[:, 9:], kv_cache=cache.rows(2, 1))[0][0, -1], model(s)[0][0, -1],
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
 
 
 @pytest.mark.parametrize("opts", OPTIONS[::5], ids=_id)

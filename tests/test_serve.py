@@ -142,10 +142,9 @@ def test_engine_forward_gives_the_model_logits_at_each_rows_own_position():
     engine = Engine(model, BYTES_TOK, max_batch=3)
     with torch.inference_mode():
         for slot, s in enumerate(seqs):  # prefill each sequence but its last token into its slot
-            engine._forward(torch.tensor([s[:-1]]), torch.zeros(1, dtype=torch.long), slot)
+            engine._forward(torch.tensor([s[:-1]]), engine.cache.rows(slot, 1))
         last = torch.tensor([[s[-1]] for s in seqs])  # (3, 1)
-        start = torch.tensor([len(s) - 1 for s in seqs])
-        got = engine._forward(last, start, 0)  # one batched step, three different positions
+        got = engine._forward(last, engine.cache.rows(0, 3))  # one batched step, three different positions
         for b, s in enumerate(seqs):
             want = model(torch.tensor([s]))[0][0, -1]
             torch.testing.assert_close(got[b], want, rtol=1e-5, atol=1e-5)

@@ -137,7 +137,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
     import torch
 
     from ownlm.model.checkpoint import unwrap
-    from ownlm.model.kv_cache import KVCache
+    from ownlm.runtime.kv_cache import KVCache
 
     model = unwrap(model)
     was_training = model.training

@@ -1,2 +1,2 @@
-"""The GPT model (``gpt.py``), its KV cache (``kv_cache.py``), model folders on disk (``checkpoint.py``) and
+"""The GPT model (``gpt.py``), model folders on disk (``checkpoint.py``) and
 GPT-2 weights import/export (``gpt2.py``). Import the submodules directly; nothing is loaded here."""

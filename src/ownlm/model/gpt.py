@@ -226,16 +226,12 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         nh, nkv = self.n_head, self.n_kv_head
         q, k, v = self.qkv(x, rope)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, L, hs), L = cached + T
-        L = k.size(2)
         mask, causal = None, True
-        if attn_mask is not None:  # (B, 1, T, T): packed examples, causal within each
+        if kv_cache is not None:  # the cache knows each row's past: it says what every query may see
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, L, hs), L = cached + T
+            mask, causal = kv_cache.mask, kv_cache.is_causal
+        elif attn_mask is not None:  # (B, 1, T, T): packed examples, causal within each
             mask, causal = attn_mask, False
-        elif L != T:  # queries are the last T of L positions: causal alignment is bottom-right
-            causal = False
-            if T > 1:
-                mask = torch.ones(T, L, dtype=torch.bool, device=x.device).tril(diagonal=L - T)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, **({"enable_gqa": True} if nkv != nh else {}),
             dropout_p=self.dropout if self.training else 0.0,
@@ -362,20 +358,23 @@ class GPT(nn.Module):
         """idx (B, T) token ids -> logits (B, T, vocab); loss = cross-entropy over targets != -100 (and
         loss_mask != 0 when given), the mean or (``reduction="sum"``) the sum. With a ``KVCache`` the T tokens
         continue the cached ones. ``last_only`` computes logits for the last position only, (B, 1, vocab):
-        generation needs no more, and the output head is the largest matmul for a long prompt.
+        generation needs no more, and the output head is the largest matmul for a long prompt. The cache's rows
+        may hold different lengths (the serving engine's sequences): each row then continues at its own
+        position.
         ``segments`` (B, T): several examples packed in one row — a token attends only to earlier tokens of its
         own segment, and positions restart at 0 where a segment starts. ``scored_only`` (with targets): the
         output head runs only where a target counts and logits come back as ``None`` — the same loss, cheaper
         when most targets are -100 (fine-tuning on responses)."""
         B, T = idx.shape
-        start = kv_cache.pos if kv_cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"{start + T} positions exceed the model's block_size {self.config.block_size}")
         attn_mask = None
-        if segments is not None:
-            pos, attn_mask = segment_positions(segments)  # (B, T), (B, 1, T, T)
+        if kv_cache is not None:  # (T,), or (B, T) when the cache's rows have different lengths
+            pos, end = kv_cache.begin(T, idx.device), kv_cache.end
+        elif segments is not None:
+            (pos, attn_mask), end = segment_positions(segments), T  # (B, T), (B, 1, T, T)
         else:
-            pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+            pos, end = torch.arange(T, device=idx.device), T  # (T,)
+        if end > self.config.block_size:
+            raise ValueError(f"{end} positions exceed the model's block_size {self.config.block_size}")
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
             x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B, or (B, T, C)

@@ -5,14 +5,11 @@ into a free slot of the cache) and drops finished, cancelled or timed-out ones; 
 every active sequence its newest token at that sequence's own position (continuous batching, as in Orca, Yu et
 al. 2022). So aggregate throughput grows with the number of clients instead of requests queueing.
 
-    slots  ┌─ seq A: 37 positions ──────────┐      the cache is (layers, slots, nkv, block_size, hs);
-           ├─ seq B: 12 positions ─┐        │      a step attends over the first max(length) positions with
-           └─ seq C: 80 positions ─┴────────┘      a mask hiding each row's unused tail
-
-Active sequences always fill slots 0..n-1 (a leaving sequence's slot takes the last one's cache), so a step
-works on a view of the cache, never a gathered copy. ``GPT.forward`` and ``KVCache`` keep one position for the
-whole batch, so the forward pass here calls the model's own parts (wte, wpe or RoPE tables, blocks' norms,
-projections, MLPs) with a position per row. Greedy output is the same alone and among others (tested).
+Sequences live in the rows ("slots") of the one ``KVCache`` that ``GPT.forward`` consumes; active sequences
+always fill slots 0..n-1 (a leaving sequence's slot takes the last one's cache), so a decode step is
+``model(next_tokens, kv_cache=cache.rows(0, n))`` and each row continues at its own position. The engine itself
+only schedules: who joins and leaves, copying a shared prompt's cache rows for ``n`` choices, and sampling each
+row with its own settings. Greedy output is the same alone and among others (tested).
 
 >>> engine = Engine(model, tokenizer, max_batch=8).start()  # doctest: +SKIP
 >>> engine.generate(tokenizer.encode("Hello"), SamplingParams(max_tokens=20, temperature=0)).text  # doctest: +SKIP
@@ -99,13 +96,18 @@ class Ticket:
         self.longest_stop = max((len(s) for s in params.stop if s), default=0)
         self.tokens: list[int] = []  # emitted tokens
         self.made = 0  # tokens sampled (emitted + a final stop token)
-        self.length = 0  # positions of this sequence in the cache
         self.next_token = -1  # sampled, not yet fed to the model
         self.cancelled = False
         self.finished = False
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    @property
+    def length(self) -> int:
+        """Positions of this sequence in the cache once its newest sampled token is taken: the prompt and every
+        sampled token but the newest (which the next step feeds)."""
+        return len(self.prompt) + max(self.made - 1, 0)
 
 
 def serving_layout(model):
@@ -132,9 +134,8 @@ class Engine:
     """
 
     def __init__(self, model, tokenizer, max_batch: int = 8, vocab_limit: int | None = None):
-        import torch
-
         from ownlm.model.checkpoint import unwrap
+        from ownlm.runtime.kv_cache import KVCache
 
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -142,19 +143,9 @@ class Engine:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.vocab_limit = tokenizer.n_vocab if vocab_limit is None else vocab_limit
-        cfg = self.model.config
-        self.block_size = cfg.block_size
-        weight = self.model.transformer.wte.weight
-        self.device = weight.device
-        shape = (
-            cfg.n_layer,
-            max_batch,
-            cfg.kv_heads,
-            cfg.block_size,
-            cfg.head_size,
-        )  # (layers, S, nkv, L, hs)
-        self.k = torch.zeros(shape, device=self.device, dtype=weight.dtype)
-        self.v = torch.zeros(shape, device=self.device, dtype=weight.dtype)
+        self.block_size = self.model.config.block_size
+        self.device = self.model.transformer.wte.weight.device
+        self.cache = KVCache.for_model(self.model, batch_size=max_batch)  # slot i holds active[i]
         self.active: list[Ticket] = []  # active[i] lives in cache slot i
         self.waiting: collections.deque[Ticket] = collections.deque()
         self.cond = threading.Condition()
@@ -279,27 +270,22 @@ class Engine:
             self.active.append(t)
             twin, logits = read.get(tuple(t.prompt), (None, None))
             if twin in self.active:  # the same prompt was just read into a slot still held: copy its cache
-                src, n = self.active.index(twin), len(t.prompt)
-                self.k[:, slot, :, :n] = self.k[:, src, :, :n]
-                self.v[:, slot, :, :n] = self.v[:, src, :, :n]
+                self.cache.copy(self.active.index(twin), slot, len(t.prompt))
                 self.prefills_shared += 1
             else:
+                self.cache.reset(slot)
                 idx = torch.tensor([t.prompt], device=self.device)  # (1, T)
-                logits = self._forward(idx, torch.zeros(1, dtype=torch.long, device=self.device), slot)
+                logits = self._forward(idx, self.cache.rows(slot, 1))
                 read[tuple(t.prompt)] = (t, logits)
-            t.length = len(t.prompt)
             self._accept(t, self._sample(logits.clone(), [t])[0])
         if not self.active:
             return
         batch = list(self.active)
         n = len(batch)
         idx = torch.tensor([[t.next_token] for t in batch], device=self.device)  # (n, 1)
-        start = torch.tensor([t.length for t in batch], device=self.device)  # (n,)
-        logits = self._forward(idx, start, 0)  # (n, V)
+        logits = self._forward(idx, self.cache.rows(0, n))  # (n, V): each row at its own position
         self.steps += 1
         self.peak_batch = max(self.peak_batch, n)
-        for t in batch:
-            t.length += 1
         for t, token in zip(batch, self._sample(logits, batch)):
             self._accept(t, token)
 
@@ -327,9 +313,7 @@ class Engine:
         i = self.active.index(t)
         last = self.active[-1]
         if last is not t:
-            n = last.length
-            self.k[:, i, :, :n] = self.k[:, len(self.active) - 1, :, :n]
-            self.v[:, i, :, :n] = self.v[:, len(self.active) - 1, :, :n]
+            self.cache.copy(len(self.active) - 1, i)  # all its positions, the newest step's included
             self.active[i] = last
         self.active.pop()
         self._finish(t, reason, tokens=tokens)
@@ -379,52 +363,7 @@ class Engine:
             out.append(int(sample_next(row, p.temperature, p.top_k or None, p.top_p, t.generator)[0, 0]))
         return out
 
-    def _forward(self, idx, start, first_slot: int):
-        """Logits of the last position of each row: ``idx`` (B, T) continues row b's cached positions from
-        ``start[b]``; rows live in cache slots ``first_slot .. first_slot + B - 1``. Returns (B, V)."""
-        import torch
-
-        m = self.model
-        B, T = idx.shape
-        pos = start[:, None] + torch.arange(T, device=idx.device)  # (B, T): each row's own positions
-        if int(pos.max()) >= self.block_size:
-            raise ValueError(f"position {int(pos.max())} is past the context ({self.block_size})")
-        x = m.transformer.wte(idx)  # (B, T, C)
-        if "wpe" in m.transformer:
-            x = x + m.transformer.wpe(pos)  # (B, T, C)
-        rope = None
-        if m.rope is not None:
-            cos, sin = m.rope(pos)  # each (B, T, hs/2)
-            rope = cos[:, None], sin[:, None]  # (B, 1, T, hs/2): the same angles for every head
-        L = int(pos.max()) + 1
-        mask = (torch.arange(L, device=idx.device) <= pos[:, :, None])[:, None]  # (B, 1, T, L): past and self
-        rows = slice(first_slot, first_slot + B)
-        for block in m.transformer.h:
-            x = x + self._attention(block.attn, block.ln_1(x), rope, mask, rows, start, L)
-            x = x + block.mlp(block.ln_2(x))
-        x = m.transformer.ln_f(x[:, -1:, :])  # (B, 1, C): only the last position is sampled from
-        return m.lm_head(x)[:, 0, :]  # (B, V)
-
-    def _attention(self, attn, x, rope, mask, rows: slice, start, L: int):
-        """``CausalSelfAttention.forward`` with this engine's cache: row b writes its new keys and values at
-        ``start[b]`` and attends to its first ``start[b] + t + 1`` positions."""
-        import torch
-        import torch.nn.functional as F
-
-        B, T, C = x.shape
-        nh, nkv = attn.n_head, attn.n_kv_head
-        q, k, v = attn.qkv(x, rope)  # (B, nh, T, hs), (B, nkv, T, hs) x 2
-        kc, vc = self.k[attn.layer_idx, rows], self.v[attn.layer_idx, rows]  # (B, nkv, block, hs) views
-        if T == 1:  # a decode step: one new position per row, each at its own place
-            b = torch.arange(B, device=x.device)
-            kc[b, :, start] = k[:, :, 0]
-            vc[b, :, start] = v[:, :, 0]
-        else:  # a prefill: one sequence, T positions from start[0]
-            s = int(start[0])
-            kc[0, :, s : s + T] = k[0]
-            vc[0, :, s : s + T] = v[0]
-        y = F.scaled_dot_product_attention(
-            q, kc[:, :, :L], vc[:, :, :L], attn_mask=mask, **({"enable_gqa": True} if nkv != nh else {})
-        )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, nh*hs)
-        return attn.c_proj(y)
+    def _forward(self, idx, cache):
+        """The model's logits at the last position of each row: ``idx`` (B, T) continues the B rows of
+        ``cache`` (a view of some slots). Returns (B, V)."""
+        return self.model(idx, kv_cache=cache, last_only=True)[0][:, -1, :]
