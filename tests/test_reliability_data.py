@@ -268,7 +268,7 @@ def test_a_file_over_the_limit_is_refused_up_front(tmp_path, capsys, monkeypatch
     code, err = _run(
         capsys, "extract", tmp_path / "ok.txt", "--out", tmp_path / "o3.jsonl", "--max-file-mb", "-1"
     )
-    assert code == 2 and "--max-file-mb must be a size in MiB >= 0" in err
+    assert code == 2 and "--max-file-mb must be a finite number >= 0" in err
 
 
 def test_text_too_big_for_memory_is_refused_with_the_figure(tmp_path):

@@ -198,7 +198,7 @@ def _files(tmp_path, content: bytes | None):
     [
         (b"", [], ["empty"]),
         (b"PK\x03\x04\x00\x00binary", [], ["binary", "offset 4"]),
-        (b"some text", ["--vocab-size", "100"], ["at least 256"]),
+        (b"some text", ["--vocab-size", "100"], [">= 256"]),
         (b"some text", ["--special-tokens", ""], ["special"]),
         (b"some text", ["--special-tokens", "<|a|>", "<|a|>"], ["distinct"]),
         (b"some text", ["--pattern", "(unclosed"], ["not a valid regex"]),
@@ -244,5 +244,5 @@ def test_compare_bad_inputs(tmp_path, capsys):
     code, _, err = run(capsys, "tokenizer", "compare", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o"), "--no-progress")  # fmt: skip
     assert_user_error(code, err, "no text")
     code, _, err = run(capsys, "tokenizer", "compare", str(tmp_path / "empty.txt"), "--vocab-sizes", "10", "--no-progress")  # fmt: skip
-    assert_user_error(code, err, "at least 256")
+    assert_user_error(code, err, ">= 256")
     assert not (tmp_path / "o").exists()

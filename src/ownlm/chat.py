@@ -27,11 +27,15 @@ class ChatConfig:
 
     run: str = opt(help="a fine-tuned run or checkpoint folder (with chat_template.json)", positional=True)
     system: str = opt("", help="system prompt, kept at the start of the conversation")
-    max_new_tokens: int = opt(256, help="longest reply in tokens")
-    temperature: float = opt(0.7, help="sampling temperature (0: greedy)")
+    max_new_tokens: int = opt(256, help="longest reply in tokens", bounds="[1, inf)")
+    temperature: float = opt(0.7, help="sampling temperature (0: greedy)", bounds="[0, 100]")
     top_k: int = opt(50, help="sample among the k most likely tokens (0: no limit)")
-    top_p: float = opt(0.95, help="nucleus sampling: smallest set of tokens with this total probability")
-    repetition_penalty: float = opt(1.1, help="> 1 discourages repeating tokens already in the conversation")
+    top_p: float = opt(
+        0.95, help="nucleus sampling: smallest set of tokens with this total probability", bounds="(0, 1]"
+    )
+    repetition_penalty: float = opt(
+        1.1, help="> 1 discourages repeating tokens already in the conversation", bounds="(0, 100]"
+    )
     seed: int | None = opt(None, help="random seed for reproducible replies")
     device: str = opt("auto", help="auto, cpu, cuda, mps")
     stream: bool = opt(True, help="print the reply as it is generated")

@@ -11,6 +11,11 @@ each field's metadata), so the CLI, the config file and the code cannot disagree
 Precedence: dataclass defaults < ``--config file.toml`` < flags given on the command line.
 Field ``foo_bar`` becomes flag ``--foo-bar``; booleans get ``--foo/--no-foo``.
 
+Every number is checked by one rule, whether it comes from a flag, a TOML file or an HTTP request
+(``check_number``): it must be finite, an ``int`` field takes only whole numbers, and it must lie in the
+field's ``bounds`` (``opt(0.9, bounds="[0, 1)")``; by default ``[0, inf)``: not negative), the range named in
+the message.
+
 A field whose type is itself a config dataclass is a *section*: its fields become flags of their own (flat:
 ``--max-iters``, not ``--train-max-iters``), shown as one group in ``--help``, written nested in
 ``config.json``, and given in TOML either as a table (``[train]``) or as flat keys. So several commands share one
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
 import tomllib
 import types
@@ -41,9 +47,15 @@ def opt(
     positional: bool = False,
     short: str | None = None,
     choices: typing.Sequence[Any] | None = None,
+    bounds: str | None = None,
 ) -> Any:
-    """A dataclass field with CLI metadata. Lists get a fresh copy of ``default`` per instance."""
-    meta = {"help": help, "positional": positional, "short": short, "choices": choices}
+    """A dataclass field with CLI metadata. Lists get a fresh copy of ``default`` per instance.
+
+    ``bounds``: the range a number must lie in, as an interval: ``"[0, 1)"``, ``"(0, inf)"``, ``"[-1, inf)"``
+    (default ``"[0, inf)"``; an ``int`` is also at most 2**63 - 1)."""
+    if bounds is not None:
+        parse_bounds(bounds)  # a typo in a declaration fails at import, not at a user's run
+    meta = {"help": help, "positional": positional, "short": short, "choices": choices, "bounds": bounds}
     # a section: a fresh copy each time
     if dataclasses.is_dataclass(default) and not isinstance(default, type):
         section = default
@@ -52,6 +64,90 @@ def opt(
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+INT_MAX = 2**63 - 1  # the largest integer any setting takes (torch and numpy seeds, counters, sizes)
+DEFAULT_BOUNDS = "[0, inf)"
+_BOUNDS = re.compile(r"\s*([\[(])\s*(-?inf|[-+0-9.e]+)\s*,\s*(-?inf|[-+0-9.e]+)\s*([\])])\s*")
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    lo: float
+    hi: float
+    lo_open: bool
+    hi_open: bool
+    text: str
+
+    def holds(self, v: float) -> bool:
+        return (v > self.lo if self.lo_open else v >= self.lo) and (
+            v < self.hi if self.hi_open else v <= self.hi
+        )
+
+
+def parse_bounds(text: str) -> Bounds:
+    """``"[0, 1)"`` -> Bounds(0, 1, closed below, open above).
+
+    >>> parse_bounds("(0, inf)").holds(0.0), parse_bounds("(0, inf)").holds(1e-9)
+    (False, True)
+    """
+    m = _BOUNDS.fullmatch(text)
+    if m is None:
+        raise ValueError(f"bounds {text!r}: write an interval such as '[0, 1)' or '(0, inf)'")
+    return Bounds(float(m[2]), float(m[3]), m[1] == "(", m[4] == ")", f"{m[1]}{m[2]}, {m[3]}{m[4]}")
+
+
+def _describe(b: Bounds, integer: bool) -> str:
+    kind = "an integer" if integer else "a finite number"
+    if b.hi == float("inf"):
+        if b.lo == float("-inf"):
+            return kind
+        low = int(b.lo) if b.lo.is_integer() else b.lo
+        return f"{kind} {'>' if b.lo_open else '>='} {low}" + (" (at most 2**63 - 1)" if integer else "")
+    return f"{kind} in {b.text}"
+
+
+def check_number(value: Any, name: str, bounds: str | None = None, integer: bool = False) -> int | float:
+    """The one check of a number a user gave (a flag, a TOML value, an HTTP field): a real number (``bool``
+    is not one), finite, whole when ``integer``, inside ``bounds`` (default ``[0, inf)``); returns it as
+    ``int`` or ``float``. Anything else is a ``UserError`` naming ``name`` and the range.
+
+    >>> check_number(0.5, "--top-p", "(0, 1]")
+    0.5
+    >>> check_number(float("nan"), "--lr", "(0, inf)")
+    Traceback (most recent call last):
+    ownlm.errors.UserError: --lr must be a finite number > 0, got nan
+    >>> check_number(2**70, "--seed", integer=True)
+    Traceback (most recent call last):
+    ownlm.errors.UserError: --seed must be an integer >= 0 (at most 2**63 - 1), got 1180591620717411303424
+    """
+    b = parse_bounds(bounds or DEFAULT_BOUNDS)
+    want = _describe(b, integer)
+    if integer and b.hi > INT_MAX:
+        b = dataclasses.replace(b, hi=INT_MAX, hi_open=False)
+    if isinstance(value, str):
+        try:
+            value = int(value) if integer else float(value)
+        except ValueError:
+            raise UserError(f"{name} must be {want}, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{name} must be {want}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{name} must be {want}, got {value!r}")
+    if integer:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise UserError(f"{name} must be {want} (a whole number), got {value!r}")
+            value = int(value)
+        if not b.holds(value):  # int against float compares exactly in Python: 2**70 is not rounded
+            raise UserError(f"{name} must be {want}, got {value}")
+        return value
+    value = float(value)
+    if not b.holds(value):
+        raise UserError(f"{name} must be {want}, got {value!r}")
+    return value
 
 
 def _unwrap(tp: Any) -> tuple[Any, bool]:
@@ -224,7 +320,7 @@ def from_dict(cls, values: dict[str, Any], source: str = "config"):
         if name not in names:
             known = ", ".join(sorted(n.replace("_", "-") for n in names))
             raise UserError(f"{source}: unknown setting '{key}' (known: {known})")
-        kwargs[name] = _coerce(value, hints[name], f"{source}: '{key}'")
+        kwargs[name] = _coerce(value, hints[name], f"{source}: '{key}'", _flag(names[name]))
     missing = [n for n, f in names.items() if not _has_default(f) and n not in kwargs]
     if missing:
         flags = ", ".join(
@@ -259,7 +355,13 @@ def _route_sections(cls, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def _flag(f: dataclasses.Field) -> tuple[str, str | None]:
+    """How a field is named in messages (``--lr``, or ``RUN`` for a positional) and its bounds."""
+    name = f.name.upper() if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
+    return name, f.metadata.get("bounds")
+
+
+def _coerce(value: Any, tp: Any, where: str, field: tuple[str, str | None] = ("value", None)) -> Any:
     tp, optional = _unwrap(tp)
     if value is None:
         if optional:
@@ -273,24 +375,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         (item,) = get_args(tp) or (str,)
         if not isinstance(value, list):
             value = [value]
-        return [_coerce(v, item, where) for v in value]
+        return [_coerce(v, item, where, field) for v in value]
     if tp is bool:
         if isinstance(value, bool):
             return value
         raise UserError(f"{where} must be true or false, got {value!r}")
-    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
+    if tp in (int, float) and isinstance(value, int | float | str):  # a bool too: refused, with the range
+        return check_number(value, field[0], field[1], integer=tp is int)
     if tp in (str, Path) and isinstance(value, str | Path):
         return str(value)
     if tp is dict and isinstance(value, dict):
         return value
-    if tp in (int, float):
-        try:
-            return tp(value)
-        except (TypeError, ValueError):
-            pass
     raise UserError(f"{where} must be of type {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
@@ -325,3 +420,24 @@ def config_hash(cfg) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()
+
+
+def validate(cfg) -> None:
+    """Check every number of a config built in code (sections included) by the rule flags and TOML follow
+    (``check_number``): a ``UserError`` naming the first field out of its bounds."""
+    hints = _field_types(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if _is_section(hints[f.name]):
+            validate(value)
+            continue
+        tp, _ = _unwrap(hints[f.name])
+        if get_origin(tp) is list:
+            (tp,) = get_args(tp) or (str,)
+            items = value if isinstance(value, list) else [value]
+        else:
+            items = [value]
+        if tp in (int, float):
+            for v in items:
+                if v is not None:
+                    check_number(v, _flag(f)[0], f.metadata.get("bounds"), integer=tp is int)

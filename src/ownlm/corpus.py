@@ -82,16 +82,16 @@ class CorpusConfig:
         [], help="documents/conversations JSONL files, text files, or folders", positional=True
     )
     val_fraction: float = opt(
-        0.1, help="share of documents (and of each conversation's latest messages) for val"
+        0.1, help="share of documents (and of each conversation's latest messages) for val", bounds="[0, 1)"
     )
     min_chars: int = opt(1, help="drop documents shorter than this many characters after cleaning")
     max_chars: int = opt(0, help="drop documents longer than this (0 = no limit)")
     near_dup: bool = opt(True, help="remove near-duplicates (MinHash + LSH over character shingles)")
     near_dup_threshold: float = opt(
-        0.8, help="estimated Jaccard similarity at which a document is a near-duplicate"
+        0.8, help="estimated Jaccard similarity at which a document is a near-duplicate", bounds="[0, 1]"
     )
-    shingle_chars: int = opt(7, help="characters per shingle for near-duplicate detection")
-    num_perm: int = opt(128, help="MinHash signature length (more = more exact, slower)")
+    shingle_chars: int = opt(7, help="characters per shingle for near-duplicate detection", bounds="[1, inf)")
+    num_perm: int = opt(128, help="MinHash signature length (more = more exact, slower)", bounds="[1, inf)")
     text_field: str = opt("text", help="JSON field holding a document's text")
     force: bool = opt(False, help="replace an --out folder that ownlm made for another kind of output")
 

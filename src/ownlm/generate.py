@@ -29,16 +29,22 @@ class GenerateConfig:
         False,
         help="read special-token strings in --prompt (<|endoftext|>, ...) as special tokens, not as text",
     )
-    max_new_tokens: int = opt(200, help="how many tokens to generate per sample (at most)")
-    temperature: float = opt(0.8, help="sampling temperature; lower is more conservative, 0 is greedy")
+    max_new_tokens: int = opt(200, help="how many tokens to generate per sample (at most)", bounds="[1, inf)")
+    temperature: float = opt(
+        0.8, help="sampling temperature; lower is more conservative, 0 is greedy", bounds="[0, 100]"
+    )
     top_k: int = opt(200, help="sample only among the k most likely tokens (0: no limit)")
-    top_p: float = opt(1.0, help="nucleus sampling: the smallest set of tokens with this total probability")
+    top_p: float = opt(
+        1.0, help="nucleus sampling: the smallest set of tokens with this total probability", bounds="(0, 1]"
+    )
     repetition_penalty: float = opt(
-        1.0, help="> 1 discourages tokens already in the text (CTRL, 1.2 is mild)"
+        1.0, help="> 1 discourages tokens already in the text (CTRL, 1.2 is mild)", bounds="(0, 100]"
     )
     stop: list[str] = opt([], help=r"stop a sample when one of these strings appears (\n and \t understood)")
     stop_at_eot: bool = opt(True, help="stop a sample at the <|endoftext|> token")
-    num_samples: int = opt(1, help="how many samples to draw (generated together, as one batch)")
+    num_samples: int = opt(
+        1, help="how many samples to draw (generated together, as one batch)", bounds="[1, inf)"
+    )
     seed: int | None = opt(None, help="random seed for reproducible samples (default: a fresh one, printed)")
     device: str = opt("auto", help="auto, cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", help="weights dtype for inference")

@@ -66,7 +66,7 @@ class BuildConfig:
     drop_system: bool = opt(True, help="extract: drop chat system lines (joins, leaves, encryption notices)")
     # corpus
     min_chars: int = opt(1, help="corpus: drop documents shorter than this")
-    val_fraction: float = opt(0.1, help="corpus: share of documents for validation")
+    val_fraction: float = opt(0.1, help="corpus: share of documents for validation", bounds="[0, 1)")
     near_dup: bool = opt(True, help="corpus: remove near-duplicate documents")
     # tokenizer
     vocab_size: int = opt(4096, help="tokenizer: vocabulary size (bytes + merges; 256 = bytes only)")
@@ -75,8 +75,8 @@ class BuildConfig:
     compare_sizes: list[int] = opt([256, 1024, 4096, 16384], help="compare: BPE vocabulary sizes")
     # samples
     prompts: list[str] = opt([], help="prompts for the final samples (default: 3 samples from scratch)")
-    sample_tokens: int = opt(120, help="tokens per final sample")
-    temperature: float = opt(0.8, help="sampling temperature for the final samples")
+    sample_tokens: int = opt(120, help="tokens per final sample", bounds="[1, inf)")
+    temperature: float = opt(0.8, help="sampling temperature for the final samples", bounds="[0, 100]")
     force: bool = opt(False, help="run every stage even if it is up to date")
     # fine-tuning after pretraining
     person: list[str] = opt(

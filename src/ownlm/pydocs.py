@@ -50,7 +50,9 @@ class PythonDocsConfig:
         True,
         help="also write question -> answer pairs from the documentation: DIR/instructions/{train,val}.jsonl",
     )
-    val_fraction: float = opt(0.1, help="share of the question -> answer pairs held out (chosen by hash)")
+    val_fraction: float = opt(
+        0.1, help="share of the question -> answer pairs held out (chosen by hash)", bounds="[0, 1)"
+    )
 
 
 def _stdlib_dirs() -> list[str]:

@@ -50,9 +50,10 @@ class EncodeConfig:
     val_fraction: float = opt(
         0.1,
         help="for text files and documents JSONL: the last fraction of each file that becomes validation data",
+        bounds="[0, 1)",
     )
     workers: int = opt(0, help="encoding threads (0: one per CPU core)")
-    shard_tokens: int = opt(1 << 28, help="maximum tokens per shard file")
+    shard_tokens: int = opt(1 << 28, help="maximum tokens per shard file", bounds="[1, inf)")
     errors: Literal["strict", "replace"] = opt(
         "strict", help="text files that are not UTF-8: stop with an error, or replace bad bytes"
     )

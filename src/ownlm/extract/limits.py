@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from ownlm.config import check_number
+
 MiB = 1 << 20
 
 
@@ -34,11 +36,10 @@ class LimitExceeded(Exception):
 
 
 def _env_mb(name: str, default_mb: int) -> int:
+    """A limit in MiB from the environment, checked like a flag: ``OWNLM_MAX_FILE_MB=abc`` is an error, not
+    silently the default."""
     value = os.environ.get(name, "").strip()
-    try:
-        mb = float(value) if value else default_mb
-    except ValueError:
-        mb = default_mb
+    mb = check_number(value, f"the environment variable {name}", "(0, 1e9]") if value else default_mb
     return max(1, int(mb * MiB))
 
 

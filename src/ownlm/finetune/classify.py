@@ -74,8 +74,12 @@ class ClassifyConfig:
     delimiter: str = opt("auto", help="CSV/TSV delimiter: auto, or the character (use 'tab' for a tab)")
     val_data: str = opt("", help="validation rows (default: --val-fraction of --data)")
     test_data: str = opt("", help="test rows (default: --test-fraction of --data)")
-    val_fraction: float = opt(0.1, help="share of --data for validation when --val-data is not given")
-    test_fraction: float = opt(0.2, help="share of --data for the test when --test-data is not given")
+    val_fraction: float = opt(
+        0.1, help="share of --data for validation when --val-data is not given", bounds="[0, 1)"
+    )
+    test_fraction: float = opt(
+        0.2, help="share of --data for the test when --test-data is not given", bounds="[0, 1)"
+    )
     balance: Literal["none", "downsample", "weights"] = opt(
         "none", help="skewed labels: keep the rarest label's count of each, or weigh the loss by label"
     )
@@ -90,11 +94,13 @@ class ClassifyConfig:
         True, help="end on the checkpoint with the lowest validation loss (else: the last step's)"
     )
     lora_rank: int = opt(0, help="train LoRA adapters of this rank (and the head) instead of the full model")
-    lora_alpha: float = opt(16.0, help="LoRA scale numerator: updates are scaled by alpha / rank")
+    lora_alpha: float = opt(
+        16.0, help="LoRA scale numerator: updates are scaled by alpha / rank", bounds="(0, inf)"
+    )
     lora_targets: list[str] = opt(
         ["attn"], help="layers that get adapters: attn, mlp, all, or names like c_fc"
     )
-    lora_dropout: float = opt(0.0, help="dropout on the adapters' input")
+    lora_dropout: float = opt(0.0, help="dropout on the adapters' input", bounds="[0, 1)")
     train_layers: str = opt("all", help="'all', or N = the last N blocks + final norm + head (0: head only)")
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
     train: TrainingConfig = opt(classify_training_defaults(), help="budget, schedule, evaluation, machine")
@@ -438,7 +444,7 @@ class PredictConfig:
     header: Literal["auto", "yes", "no"] = opt("auto", help="with --file: is the first row a header?")
     delimiter: str = opt("auto", help="with --file: CSV/TSV delimiter (auto, tab, or the character)")
     column: str = opt("predicted", help="name of the new column (its probability goes in COLUMN_p)")
-    batch_size: int = opt(32, help="texts per forward pass")
+    batch_size: int = opt(32, help="texts per forward pass", bounds="[1, inf)")
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to run the model")
 
 

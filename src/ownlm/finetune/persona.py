@@ -78,7 +78,9 @@ class PersonaConfig:
     session_gap_hours: float = opt(
         6.0, help="a silence this long starts a new session; context does not reach back across it"
     )
-    val_fraction: float = opt(0.1, help="the latest part of the replies, by time, kept for validation")
+    val_fraction: float = opt(
+        0.1, help="the latest part of the replies, by time, kept for validation", bounds="[0, 1)"
+    )
     redact: bool = opt(
         False, help="replace phone numbers, e-mail addresses and URLs with <PHONE>, <EMAIL>, <URL>"
     )

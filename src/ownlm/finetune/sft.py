@@ -65,7 +65,9 @@ class SFTConfig:
     val_data: list[str] = opt(
         [], help="held-out examples (default: --val-fraction of --data; a persona folder's val)"
     )
-    val_fraction: float = opt(0.1, help="share of --data held out when --val-data is not given")
+    val_fraction: float = opt(
+        0.1, help="share of --data held out when --val-data is not given", bounds="[0, 1)"
+    )
     template: Literal["auto", "chatml", "alpaca"] = opt(
         "auto",
         help="chat template (auto: the base's own, else alpaca for single-turn instructions, else chatml)",
@@ -82,16 +84,18 @@ class SFTConfig:
     lora_rank: int = opt(
         0, help="train LoRA adapters of this rank instead of the full model (0: full fine-tuning)"
     )
-    lora_alpha: float = opt(16.0, help="LoRA scale numerator: updates are scaled by alpha / rank")
+    lora_alpha: float = opt(
+        16.0, help="LoRA scale numerator: updates are scaled by alpha / rank", bounds="(0, inf)"
+    )
     lora_targets: list[str] = opt(
         ["attn"], help="layers that get adapters: attn, mlp, all, or names like c_fc"
     )
-    lora_dropout: float = opt(0.0, help="dropout on the adapters' input")
+    lora_dropout: float = opt(0.0, help="dropout on the adapters' input", bounds="[0, 1)")
     train_layers: str = opt(
         "all", help="partial fine-tuning: 'all', or N = the last N blocks + final norm + head"
     )
     responses: int = opt(20, help="held-out prompts answered before and after training (0: none)")
-    max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl")
+    max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl", bounds="[1, inf)")
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
     train: TrainingConfig = opt(sft_training_defaults(), help="budget, schedule, evaluation, machine")
 

@@ -30,7 +30,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ownlm.config import check_number
 from ownlm.errors import UserError
+from ownlm.io import load_json_text
 from ownlm.serve.engine import Engine, Event, SamplingParams
 
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -91,20 +93,18 @@ CHAT_FIELDS = COMMON | {"messages", "max_completion_tokens"}
 ROLES = {"system", "user", "assistant", "developer"}  # "developer" is OpenAI's newer name for "system"
 
 
-def _number(body: dict, name: str, default, lo=None, hi=None, integer=False, lo_open=False):
+def _number(body: dict, name: str, default, bounds: str, integer: bool = False):
+    """A number field of a request, checked by the rule flags and TOML follow (``config.check_number``):
+    JSON numbers only, finite (Python's JSON reads ``NaN`` and ``Infinity``), inside ``bounds``."""
     value = body.get(name)
     if value is None:
         return default
-    ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if not ok or isinstance(value, bool):
-        raise APIError(400, f"'{name}' must be {'an integer' if integer else 'a number'}, got {value!r}",
-                       param=name)  # fmt: skip
-    if (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi):
-        low = "" if lo is None else f"{'>' if lo_open else '>='} {lo}"
-        high = "" if hi is None else f"<= {hi}"
-        raise APIError(400, f"'{name}' must be {' and '.join(x for x in (low, high) if x)}, got {value}",
-                       param=name)  # fmt: skip
-    return value
+    if isinstance(value, str):
+        raise APIError(400, f"'{name}' must be a JSON number, got {value!r}", param=name)
+    try:
+        return check_number(value, f"'{name}'", bounds, integer=integer)
+    except UserError as e:
+        raise APIError(400, str(e), param=name) from None
 
 
 def _check_fields(body: dict, known: set[str]) -> None:
@@ -186,10 +186,12 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
             if n > limits.max_body_bytes:
                 raise too_big
             chunks.append(chunk)
-        try:
-            body = json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise APIError(400, f"could not parse the JSON body: {e}") from None
+        try:  # the one JSON reader: depth-limited, no RecursionError from a body nested 100k deep
+            body = load_json_text(b"".join(chunks).decode("utf-8"), "the JSON body", "could not parse it")
+        except UnicodeDecodeError as e:
+            raise APIError(400, f"the JSON body is not UTF-8 text (byte {e.start})") from None
+        except UserError as e:
+            raise APIError(400, str(e)) from None
         if not isinstance(body, dict):
             raise APIError(400, "the JSON body must be an object")
         _check_fields(body, known)
@@ -207,17 +209,17 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
         return ids
 
     def sampling(body: dict, default_max: int, stop_ids: list[int]) -> tuple[SamplingParams, int]:
-        n = _number(body, "n", 1, lo=1, hi=limits.max_choices, integer=True)
+        n = _number(body, "n", 1, f"[1, {limits.max_choices}]", integer=True)
         name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-        max_tokens = _number(body, name, default_max, lo=1, hi=limits.max_tokens_cap, integer=True)
+        max_tokens = _number(body, name, default_max, f"[1, {limits.max_tokens_cap}]", integer=True)
         params = SamplingParams(
             max_tokens=max_tokens,
-            temperature=_number(body, "temperature", 1.0, lo=0, hi=2),
-            top_p=_number(body, "top_p", 1.0, lo=0, hi=1, lo_open=True),
-            top_k=_number(body, "top_k", 0, lo=0, integer=True),
-            repetition_penalty=_number(body, "repetition_penalty", 1.0, lo=0, lo_open=True),
+            temperature=_number(body, "temperature", 1.0, "[0, 2]"),
+            top_p=_number(body, "top_p", 1.0, "(0, 1]"),
+            top_k=_number(body, "top_k", 0, "[0, inf)", integer=True),
+            repetition_penalty=_number(body, "repetition_penalty", 1.0, "(0, 100]"),
             stop=_stops(body), stop_ids=stop_ids,
-            seed=_number(body, "seed", None, integer=True),
+            seed=_number(body, "seed", None, "[0, inf)", integer=True),
         )  # fmt: skip
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise APIError(400, "'stream' must be true or false", param="stream")

@@ -24,15 +24,19 @@ from ownlm.errors import UserError
 class ServeConfig:
     run: str = opt(help="a run folder (uses its latest checkpoint) or a checkpoint folder", positional=True)
     host: str = opt("127.0.0.1", help="address to listen on (0.0.0.0: every interface; then set --api-key)")
-    port: int = opt(8000, help="TCP port")
+    port: int = opt(8000, help="TCP port", bounds="[1, 65535]")
     api_key: str | None = opt(None, help="when set, /v1/* requires the header 'Authorization: Bearer KEY'")
-    max_body_bytes: int = opt(1 << 20, help="largest request body accepted (413 above)")
+    max_body_bytes: int = opt(1 << 20, help="largest request body accepted (413 above)", bounds="[1, inf)")
     max_prompt_tokens: int | None = opt(
-        None, help="longest prompt accepted, in tokens (None: the context - 1)"
+        None, help="longest prompt accepted, in tokens (None: the context - 1)", bounds="[1, inf)"
     )
-    max_tokens_cap: int = opt(1024, help="largest max_tokens a request may ask for")
-    timeout_s: float = opt(300.0, help="a request's time limit, waiting included (504 after it)")
-    max_batch: int = opt(8, help="sequences decoded together in one step; more wait for a free slot")
+    max_tokens_cap: int = opt(1024, help="largest max_tokens a request may ask for", bounds="[1, inf)")
+    timeout_s: float = opt(
+        300.0, help="a request's time limit, waiting included (504 after it)", bounds="(0, inf)"
+    )
+    max_batch: int = opt(
+        8, help="sequences decoded together in one step; more wait for a free slot", bounds="[1, inf)"
+    )
     device: str = opt("auto", help="auto, cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", help="weights dtype for inference")
 

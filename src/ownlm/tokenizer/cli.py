@@ -71,7 +71,9 @@ class TrainConfig:
     out: str = opt(help="output folder for tokenizer.json, vocab.txt and config.json")
     inputs: list[str] = opt([], positional=True, help="text files, folders of them, or documents JSONL")
     vocab_size: int = opt(
-        4096, help="tokens learned: 256 bytes + merges (256 = bytes only); specials come on top"
+        4096,
+        help="tokens learned: 256 bytes + merges (256 = bytes only); specials come on top",
+        bounds="[256, inf)",
     )
     pattern: str = opt("gpt4", help="pre-tokenization regex: gpt4 (cl100k), gpt2, or your own regex")
     special_tokens: list[str] = opt(["<|endoftext|>"], help="special tokens, given ids after the last merge")
@@ -226,7 +228,9 @@ class InspectConfig:
     """Show a tokenizer's size, pattern, special tokens and sample merges."""
 
     tokenizer: str = opt(positional=True, help="tokenizer folder (or its tokenizer.json)")
-    top: int = opt(10, help="how many of the first and last merges and of the longest tokens to show")
+    top: int = opt(
+        10, help="how many of the first and last merges and of the longest tokens to show", bounds="[1, inf)"
+    )
     text: str | None = opt(None, help="also show how this text is split into tokens")
 
 
@@ -314,11 +318,11 @@ class CompareConfig:
 
     inputs: list[str] = opt([], positional=True, help="text files, folders of them, or documents JSONL")
     vocab_sizes: list[int] = opt(
-        [256, 1024, 4096, 16384], help="BPE vocabulary sizes to compare (256 = bytes)"
+        [256, 1024, 4096, 16384], help="BPE vocabulary sizes to compare (256 = bytes)", bounds="[256, inf)"
     )
     pattern: str = opt("gpt4", help="pre-tokenization regex for BPE: gpt4 (cl100k), gpt2, or your own regex")
     sample_mb: float = opt(
-        8.0, help="train BPE on about this many MB spread over the corpus (counts use all)"
+        8.0, help="train BPE on about this many MB spread over the corpus (counts use all)", bounds="(0, inf)"
     )
     example: str | None = opt(None, help="the example sentence to show split (default: one from the corpus)")
     out: str | None = opt(None, help="folder for compare.md, compare.json, compare.png and config.json")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ownlm.config import opt
+from ownlm.config import opt, validate
 from ownlm.errors import UserError
 
 
@@ -31,25 +31,33 @@ class TrainingConfig:
         0.0, help="time budget in minutes, set-up included; the schedule is fitted to it"
     )
     # batches
-    batch_size: int = opt(16, help="sequences per micro-batch per process")
-    grad_accum: int = opt(1, help="micro-batches per optimiser step")
+    batch_size: int = opt(16, help="sequences per micro-batch per process", bounds="[1, inf)")
+    grad_accum: int = opt(1, help="micro-batches per optimiser step", bounds="[1, inf)")
     batch_tokens: int = opt(0, help="tokens per optimiser step; sets --grad-accum (0: use --grad-accum)")
     # optimiser and schedule
     lr: float = opt(2e-3, help="peak learning rate")
     min_lr: float = opt(2e-4, help="learning rate at the end of the decay")
-    warmup_iters: int = opt(-1, help="linear warm-up steps (-1: the first --warmup-frac of the run)")
-    warmup_frac: float = opt(0.05, help="share of the run spent warming up when --warmup-iters is -1")
+    warmup_iters: int = opt(
+        -1, help="linear warm-up steps (-1: the first --warmup-frac of the run)", bounds="[-1, inf)"
+    )
+    warmup_frac: float = opt(
+        0.05, help="share of the run spent warming up when --warmup-iters is -1", bounds="[0, 1)"
+    )
     schedule: Literal["cosine", "wsd", "constant"] = opt(
         "cosine", help="after warm-up: cosine decay, wsd (hold, then decay linearly at the end), or constant"
     )
-    decay_frac: float = opt(0.2, help="wsd: share of the run spent decaying")
+    decay_frac: float = opt(0.2, help="wsd: share of the run spent decaying", bounds="[0, 1)")
     weight_decay: float = opt(0.1, help="AdamW weight decay (matrices only)")
-    beta1: float = opt(0.9, help="AdamW beta1")
-    beta2: float = opt(0.99, help="AdamW beta2")
+    beta1: float = opt(0.9, help="AdamW beta1", bounds="[0, 1)")
+    beta2: float = opt(0.99, help="AdamW beta2", bounds="[0, 1)")
     grad_clip: float = opt(1.0, help="clip the gradient norm to this (0: off)")
     # evaluation and checkpoints
     eval_interval: int = opt(0, help="evaluate every N steps (0: --evals times, spread over the budget)")
-    evals: int = opt(10, help="evaluations per run when --eval-interval is 0 (the last one closes the run)")
+    evals: int = opt(
+        10,
+        help="evaluations per run when --eval-interval is 0 (the last one closes the run)",
+        bounds="[1, inf)",
+    )
     eval_iters: int = opt(20, help="validation batches per evaluation")
     checkpoint_interval: int = opt(0, help="checkpoint every N steps (0: at every evaluation)")
     keep_checkpoints: int = opt(
@@ -65,7 +73,9 @@ class TrainingConfig:
     threads: int = opt(0, help="CPU threads for PyTorch (0: PyTorch's default)")
     seed: int = opt(1337, help="random seed (weights and batches)")
     progress: bool = opt(True, help="show a progress bar (a line every --log-seconds when not a terminal)")
-    log_seconds: float = opt(30.0, help="when output is not a terminal: a progress line this often")
+    log_seconds: float = opt(
+        30.0, help="when output is not a terminal: a progress line this often", bounds="(0, inf)"
+    )
 
     def start(self) -> None:
         """What every training command does first: check the settings, then give PyTorch its thread count."""
@@ -76,21 +86,8 @@ class TrainingConfig:
             torch.set_num_threads(self.threads)
 
     def check(self) -> None:
-        """A ``UserError`` naming the flag for values no run can use."""
-        for name in ("batch_size", "grad_accum", "evals"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        non_negative = ("max_iters", "max_tokens", "max_minutes", "eval_iters", "batch_tokens", "lr", "min_lr",
-                        "weight_decay", "grad_clip", "keep_checkpoints", "threads", "eval_interval",
-                        "checkpoint_interval", "log_seconds")  # fmt: skip
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.warmup_iters < -1:
-            raise UserError(f"--warmup-iters must be >= 0 (or -1 for --warmup-frac), got {self.warmup_iters}")
-        for name in ("warmup_frac", "decay_frac"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        """A ``UserError`` naming the flag for values no run can use (each field's bounds)."""
+        validate(self)
 
 
 @dataclass(kw_only=True)
@@ -98,13 +95,19 @@ class ModelShape:
     """model: size and block of a new model (fine-tuning and --resume take the saved model)"""
 
     preset: str | None = opt(None, help="model size preset: tiny, mini, small, gpt2, gpt2-medium, ...")
-    depth: int | None = opt(None, help="one size dial: n_layer = depth, n_embd = 64 * depth, 64-wide heads")
-    n_layer: int | None = opt(None, help="transformer blocks")
-    n_head: int | None = opt(None, help="attention heads")
-    n_embd: int | None = opt(None, help="width of the residual stream")
-    n_kv_head: int | None = opt(None, help="key/value heads for grouped-query attention (default: n_head)")
-    block_size: int | None = opt(None, help="context length in tokens")
-    dropout: float = opt(0.0, help="dropout probability (0 for short runs on plenty of data)")
+    depth: int | None = opt(
+        None, help="one size dial: n_layer = depth, n_embd = 64 * depth, 64-wide heads", bounds="[1, inf)"
+    )
+    n_layer: int | None = opt(None, help="transformer blocks", bounds="[1, inf)")
+    n_head: int | None = opt(None, help="attention heads", bounds="[1, inf)")
+    n_embd: int | None = opt(None, help="width of the residual stream", bounds="[1, inf)")
+    n_kv_head: int | None = opt(
+        None, help="key/value heads for grouped-query attention (default: n_head)", bounds="[1, inf)"
+    )
+    block_size: int | None = opt(None, help="context length in tokens", bounds="[1, inf)")
+    dropout: float = opt(
+        0.0, help="dropout probability (0 for short runs on plenty of data)", bounds="[0, 1)"
+    )
     bias: bool | None = opt(None, help="biases in linear layers and norms")
     pos: Literal["learned", "rope", "sinusoidal"] | None = opt(
         None, help="position encoding (default: the preset's, else rope)"

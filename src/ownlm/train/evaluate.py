@@ -25,7 +25,7 @@ class EvalConfig:
     run: str = opt(help="run folder (its latest checkpoint) or a checkpoint folder", positional=True)
     data: str = opt(help="token folder written by `ownlm encode`")
     split: Literal["val", "train"] = opt("val", help="which split to evaluate")
-    batch_size: int = opt(8, help="windows per forward pass")
+    batch_size: int = opt(8, help="windows per forward pass", bounds="[1, inf)")
     max_tokens: int = opt(0, help="evaluate at most this many tokens (0: the whole split)")
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to run")
     dtype: Literal["fp32", "bf16", "fp16"] = opt("fp32", help="precision of the forward pass")
