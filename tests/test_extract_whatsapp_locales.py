@@ -326,3 +326,121 @@ def test_only_system_lines_is_a_reported_problem():
         "13/02/24, 10:00 - Ann: This message was deleted\n13/02/24, 10:01 - You were added\n"
     )
     assert conv.messages == [] and "no messages" in problems[-1].reason
+
+
+# ---------------------------------------------------------------- iOS twins: languages, calendars, structure
+
+
+def _ios(lang: str, **kw) -> tuple[list, object]:
+    from chat_twins import ios_chat
+
+    return read(ios_chat(lang, **kw), name="_chat.txt")
+
+
+def _strip_line_marks(chat: str) -> str:
+    """The chat as a copy that lost the marks before each "[" (pasted text): only words can tell then."""
+    return "\n".join(line.lstrip("\u200e\u200f") for line in chat.split("\n"))
+
+
+@pytest.mark.parametrize("lang", ["fr", "pt-PT", "hi", "th", "ja", "vi", "ar", "ar-latn", "cs",
+                                  "en-japanese-era", "en-buddhist"])  # fmt: skip
+def test_ios_export_in_each_language_parses_like_its_english_twin(lang):
+    from chat_twins import MEDIA, MESSAGES
+
+    _, want = _ios("en")
+    assert len(want.messages) == MESSAGES and want.meta["media"] == MEDIA and want.meta["system_dropped"] == 4
+    problems, got = _ios(lang)
+    assert problems == []
+    assert messages(got) == messages(want)  # names, times to the second, texts
+    assert (got.meta["media"], got.meta["location"], got.meta["system_dropped"]) == (MEDIA, 2, 4)
+    calendar = {"en-japanese-era": "japanese-era", "en-buddhist": "buddhist"}.get(lang)
+    assert got.meta.get("calendar") == calendar
+
+
+@pytest.mark.parametrize("lang", ["en", "fr", "pt-PT", "hi", "th", "ja", "vi", "ar", "cs"])
+def test_without_the_attachment_shape_the_phrase_tables_still_read_each_language(lang):
+    from chat_twins import ios_chat
+
+    _, want = _ios("en")
+    problems, got = read(_strip_line_marks(ios_chat(lang)))
+    assert problems == [] and messages(got) == messages(want)
+
+
+def test_ios_export_with_media_files_matches_the_one_without():
+    _, want = _ios("en")
+    _, got = _ios("en", attached=True)
+    assert messages(got) == messages(want) and got.meta["media"] == want.meta["media"]
+
+
+def test_an_ios_attachment_is_media_by_its_shape_whatever_its_words():
+    # a language no table knows: the mark before "[" and the marked placeholder say media; the same words
+    # on a line without the mark are an event (dropped), never a message
+    chat = (
+        "[13/2/24, 10:00:00] Ann: Halo\n"
+        "\u200e[13/2/24, 10:00:05] Ann: \u200eqwerty zxcv asdf uiop\n"
+        "\u200e[13/2/24, 10:00:09] Ann: Plan.pdf \u200eqwerty zxcv\n"
+        "[13/2/24, 10:00:12] Ann: \u200eqwerty zxcv asdf uiop\n"
+    )
+    problems, conv = read(chat)
+    assert problems == [] and [m.text for m in conv.messages] == ["Halo", "<media>", "<media>"]
+    assert conv.meta["system_dropped"] == 1
+    # every line marked: the shape tells nothing, so a marked 4-word sentence stays an event
+    _, conv = read("".join("\u200e" + line + "\n" for line in chat.splitlines() if "Plan" not in line))
+    assert [m.text for m in conv.messages] == ["Halo"] and conv.meta["system_dropped"] == 2
+
+
+def test_an_edit_marker_in_any_language_is_stripped_and_the_text_kept():
+    chat = (
+        "[13/2/24, 10:00:00] Ann: Hallo\n"
+        "\u200e[13/2/24, 10:00:05] Ann: Vi ses i morgon \u200e<Det här meddelandet har redigerats>\n"
+        "[13/2/24, 10:00:09] Bob: Ja \u200e<Det här meddelandet har redigerats>\n"
+        "\u200e[13/2/24, 10:00:12] Bob: \u200e<bifogad: 00000012-PHOTO-2024-01-02-10-00-12.jpg>\n"
+    )
+    problems, conv = read(chat)
+    assert problems == [] and [m.text for m in conv.messages] == ["Hallo", "Vi ses i morgon", "Ja", "<media>"]
+
+
+def test_arabic_ios_marks_after_the_bracket_and_arabic_indic_digits():
+    problems, conv = _ios("ar-latn")
+    _, indic = _ios("ar")
+    assert problems == [] and conv.messages[0].time == "2022-03-27T21:42:23"
+    assert messages(conv) == messages(indic)
+
+
+def test_japanese_era_after_month_and_day_converts():
+    problems, conv = read("[12/20/R5, 14:05:12] Ann: こんにちは\n[1/7/R6, 09:00:00] Bob: はい\n")
+    times = [m.time for m in conv.messages]
+    assert problems == [] and times == ["2023-12-20T14:05:12", "2024-01-07T09:00:00"]
+    assert conv.meta["calendar"] == "japanese-era"
+    _, conv = read("[20/12/2566 BE, 14:05:12] Ann: สวัสดี\n[21/12/2566 BE, 09:00:00] Bob: ครับ\n")
+    assert [m.time for m in conv.messages] == ["2023-12-20T14:05:12", "2023-12-21T09:00:00"]
+    assert conv.meta["calendar"] == "buddhist"
+
+
+def test_czech_android_deleted_messages_are_not_messages():
+    from chat_twins import ANDROID_MEDIA, ANDROID_MESSAGES, CS_ANDROID, EN_ANDROID, android_chat
+
+    _, want = read(android_chat(EN_ANDROID, czech_dates=False))
+    problems, got = read(android_chat(CS_ANDROID, czech_dates=True))
+    assert problems == [] and messages(got) == messages(want)
+    assert len(got.messages) == ANDROID_MESSAGES and got.meta["media"] == ANDROID_MEDIA
+    assert got.meta["system_dropped"] == want.meta["system_dropped"] == 5  # notice, 3 deleted, a missed call
+
+
+def test_an_event_with_a_colon_is_not_a_message_from_a_new_sender():
+    chat = (
+        "27.03.22 21:41 - Ann: Ahoj\n27.03.22 21:42 - Bob: Nazdar\n"
+        "27.03.22 21:43 - Ann změnila název skupiny na: Výlet 2022\n"
+        "27.03.22 21:44 - Ann: Tak jedeme\n27.03.22 21:45 - Ann Marie: Já taky\n"
+    )
+    problems, conv = read(chat)
+    assert problems == [] and [(m.name, m.text) for m in conv.messages] == [
+        ("Ann", "Ahoj"), ("Bob", "Nazdar"), ("Ann", "Tak jedeme"), ("Ann Marie", "Já taky")
+    ]  # fmt: skip
+    assert conv.meta["system_dropped"] == 1
+
+
+def test_hindi_placeholders_match_whether_nukta_letters_are_composed_or_not():
+    for word in ("डॉक्यूमेंट छो\u095cा गया", "डॉक्यूमेंट छो\u0921\u093cा गया"):
+        _, conv = read(f"[13/2/24, 10:00:00] Ann: नमस्ते\n[13/2/24, 10:00:05] Ann: Plan.pdf \u200e{word}\n")
+        assert [m.text for m in conv.messages] == ["नमस्ते", "<media>"]

@@ -35,6 +35,7 @@ Message(name='Ann', time='2024-01-20T09:05:00', text='Hi\\nthere')
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -58,11 +59,21 @@ from ownlm.extract.whatsapp_dates import (
     plausible,
     style,
 )
-from ownlm.extract.whatsapp_phrases import DELETED, EDITED, FILE_ATTACHED, OMITTED, SYSTEM
+from ownlm.extract.whatsapp_phrases import DELETED, EDITED, FILE_ATTACHED, OMITTED, SYSTEM, nfc
 
 __all__ = ["WhatsAppReader", "classify", "match_header", "parse_lines"]
 
 LRM = "\u200e"
+# iOS opens the line of an attachment with a direction mark before its "[" (left-to-right, or right-to-left
+# in Arabic and Hebrew) and marks the placeholder inside the text, in every language:
+#   \u200e[27/03/2022, 21:41:55] Ann: \u200eimage omitted           \u200e[...] Ann: \u200e<attached: 00000035-PHOTO-...jpg>
+#   \u200e[...] Ann: Report.pdf \u200edocument omitted                \u200f[...] Ann: \u200fلم يتم إدراج الصورة
+# Texts, deleted messages, locations and events have no mark before the "[".
+_LINE_MARKS = "\u200e\u200f"
+_MARKS = re.compile("[\u200e\u200f]")
+# An edit marker closes a text: a mark, then a bracketed phrase without digits or a colon (an attachment
+# "\u200e<attached: 00000035-...>" has both): "Hi \u200e<This message was edited>", in any language.
+_EDIT_MARK = re.compile(r"\s*[\u200e\u200f]<[^<>:\d\n]{2,60}>\s*\Z")
 # Android media: one bracketed line in the phone's language ("<Media omitted>", "<Без медиафайлов>").
 _BRACKETED = re.compile(r"^<[^\W\d_][^<>\n]{1,80}>$")
 # Android attachment: "\u200eIMG-20220323-WA0002.jpg (file attached)", brackets in the local language.
@@ -106,6 +117,7 @@ class _Entry:
     time: str
     rest: str
     more: list[str] = field(default_factory=list)
+    marked: bool = False  # an iOS line opened by a direction mark before its "[": an attachment
 
 
 @dataclass
@@ -147,8 +159,9 @@ def parse_lines(
         dates.orders.append(order)
         year = group[0][1]["d1" if order.startswith("year") else "d3"]
         dates.buddhist |= buddhist or len(year) == 4 and int(year) >= 2400
-        dates.era |= bool(group[0][1]["era"])
-        dates.solar_hijri |= len(year) == 4 and int(year) in SOLAR_HIJRI_YEARS and not group[0][1]["era"]
+        era = bool(group[0][1]["era"] or group[0][1]["era3"])
+        dates.era |= era
+        dates.solar_hijri |= len(year) == 4 and int(year) in SOLAR_HIJRI_YEARS and not era
         if ambiguous:
             dates.ambiguous.append((group[0][0], order))
         starts.update((i, (m, order, buddhist)) for i, m in group)
@@ -158,7 +171,8 @@ def parse_lines(
         if i in starts:
             m, order, buddhist = starts[i]
             try:
-                entries.append(_Entry(i, iso(m, order, buddhist), m["rest"]))
+                marked = bool(m["open"]) and line[:1] in _LINE_MARKS
+                entries.append(_Entry(i, iso(m, order, buddhist), m["rest"], marked=marked))
                 continue
             except ValueError as e:
                 problems.append(
@@ -181,10 +195,11 @@ def _media(first: str, caption: str) -> tuple[str, str] | None:
     bare = first.strip(INVISIBLE + " ")
     android = _BRACKETED.match(bare) or bare == "null"  # "null": a view-once photo
     if not android and (a := _ATTACHED.match(first.strip(" "))):
-        android = bool(a["lrm"] or _WA_FILE.match(a["file"]) or FILE_ATTACHED.fullmatch(a["words"].strip()))
-    if not android and LRM in first:  # iOS: the last marked part is the placeholder
-        last = first.rsplit(LRM, 1)[-1].strip(INVISIBLE + " ")
-        android = bool(_IOS_ATTACHED.match(last) or OMITTED.search(last))
+        words = nfc(a["words"].strip())
+        android = bool(a["lrm"] or _WA_FILE.match(a["file"]) or FILE_ATTACHED.fullmatch(words))
+    if not android and (marks := _MARKS.split(first))[1:]:  # iOS: the last marked part is the placeholder
+        last = marks[-1].strip(INVISIBLE + " ")
+        android = bool(_IOS_ATTACHED.match(last) or OMITTED.search(nfc(last)))
     if not android:
         return None
     if _FILE_NAME.match(caption):  # a document's name, not something the person wrote
@@ -192,8 +207,12 @@ def _media(first: str, caption: str) -> tuple[str, str] | None:
     return "media", caption or "<media>"
 
 
-def classify(rest: str, more: list[str]) -> tuple[str, str | None, str]:
+def classify(rest: str, more: list[str], attachment: bool | None = None) -> tuple[str, str | None, str]:
     """``(kind, name, text)`` for one entry; kind is message, media, location, deleted or system.
+
+    ``attachment``: whether the line has the iOS attachment shape (a mark before its "["), None where the
+    export does not tell. An attachment's marked part is its placeholder, whatever its words; a marked
+    text on another line is an event or a deleted message, never media.
 
     >>> classify("Ann: \\u200eimage omitted", [])
     ('media', 'Ann', '<media>')
@@ -203,6 +222,8 @@ def classify(rest: str, more: list[str]) -> tuple[str, str | None, str]:
     ('deleted', 'Ann', 'Dit bericht is verwijderd')
     >>> classify("You were added", [])
     ('system', None, 'You were added')
+    >>> classify("Ann: \u200eđã bỏ qua hình ảnh", [], attachment=True)
+    ('media', 'Ann', '<media>')
     """
     name, sep, first = rest.partition(": ")
     if not sep and rest.endswith(":"):  # "Name:" with the text on the next lines
@@ -213,22 +234,45 @@ def classify(rest: str, more: list[str]) -> tuple[str, str | None, str]:
     text = "\n".join([first, *more]).strip(" \t\n")
     marked = text[:1] in INVISIBLE  # iOS marks texts it wrote itself (events, media) with a U+200E
     if text.endswith(">"):
-        text = EDITED.sub("", text)
+        text = EDITED.sub("", _EDIT_MARK.sub("", text))
+    if attachment and any(c in _EDIT_MARK.sub("", first) for c in _LINE_MARKS):
+        caption = "\n".join(more).strip()
+        return "media", name, ("" if _FILE_NAME.match(caption) else caption) or "<media>"
     short = len(text) < 400  # placeholders are short; long texts skip the placeholder patterns
+    if short and DELETED.match(nfc(text.strip(INVISIBLE + " "))):  # before media: "ข้อความนี้ถูกลบ", "วิดีโอถูกลบ"
+        return "deleted", name, text.strip(INVISIBLE + " ")
     if short and (media := _media(first, "\n".join(more).strip())):
         return media[0], name, media[1]
     text = text.strip(INVISIBLE + " ")
     if short and (_LOCATION.match(text) or _PLACE.match(text)):
         return "location", name, "<location>"
-    if short and DELETED.match(text):
-        return "deleted", name, text
-    if short and SYSTEM.match(text) or marked and _SYSTEM_EN.search(text) or any(q in name for q in _QUOTES):
+    event = short and SYSTEM.match(nfc(text)) or marked and _SYSTEM_EN.search(text)
+    if event or any(q in name for q in _QUOTES):
         return "system", name, text
     if marked and short:  # marked, but not in the phrase tables: a short label is media, a sentence an event
-        if "\n" not in text and len(text.split()) <= 3 and not re.search(r"[\d.!?。]$", text):
+        label = len(text) <= 32 and len(text.split()) <= 3  # characters count where words have no spaces
+        if attachment is None and "\n" not in text and label and not re.search(r"[\d.!?。]$", text):
             return "media", name, "<media>"
         return "system", name, text
     return "message", name, text
+
+
+def _event(name: str, senders: Counter) -> bool:
+    """Whether a would-be sender is an event with a colon in it ("Ann změnila název skupiny na: Výlet"):
+    seen once, it opens with a person who writes elsewhere, then at least two words, the first lowercase.
+
+    >>> _event("Ann změnila název skupiny na", Counter({"Ann": 5, "Ann změnila název skupiny na": 1}))
+    True
+    >>> _event("Ann Marie", Counter({"Ann": 5, "Ann Marie": 1}))
+    False
+    """
+    if senders[name] != 1:
+        return False
+    for sender, count in senders.items():
+        rest = name[len(sender) + 1 :].split() if name.startswith(sender + " ") and count > 1 else []
+        if len(rest) >= 2 and rest[0][:1].islower():
+            return True
+    return False
 
 
 def _decode(src: Source, errors: str) -> list[str]:
@@ -291,8 +335,13 @@ class WhatsAppReader(Reader):
             )
         messages, system = [], []
         counts = {"media": 0, "location": 0}
-        for e in entries:
-            kind, name, text = classify(e.rest, e.more)
+        # the attachment shape tells only where some iOS lines have it and others not
+        structural = any(e.marked for e in entries) and not all(e.marked for e in entries)
+        classified = [classify(e.rest, e.more, attachment=e.marked if structural else None) for e in entries]
+        senders = Counter(name for kind, name, _ in classified if kind != "system")
+        for e, (kind, name, text) in zip(entries, classified):
+            if kind != "system" and _event(name, senders):
+                kind, name, text = "system", None, "\n".join([e.rest, *e.more]).strip()
             if kind in ("system", "deleted"):
                 entry = {"line": e.line, "time": e.time, "text": text, "kind": kind}
                 system.append(entry if name is None else {**entry, "name": name})

@@ -6,6 +6,8 @@ A message line starts with a date and a time in the phone's short formats, in ei
     [21:41:35, 3/27/22] Ann: hi            time first (some iOS settings)
     2565-03-27 21:41 - Ann: hi             Buddhist year (Thai calendar): 2565 - 543 = 2022
     R4/03/27 21:41 - Ann: hi               Japanese era (Reiwa 4 = 2022)
+    [3/27/R4, 21:41:35] Ann: hi            Japanese era last (iOS, month first)
+    [3/27/2565 BE, 21:41:35] Ann: hi       Buddhist year with its era's name (iOS)
     1401/01/07 21:41 - Ann: hi             Solar Hijri (Persian calendar): 7 Farvardin 1401 = 2022-03-27
     ١٣/٢/٢٠٢٤، ٦:٣٠ م - Ann: hi            Arabic-Indic digits, Arabic PM word
 
@@ -50,8 +52,11 @@ _AM_RE = re.compile("(?:" + "|".join(_AM) + r")\Z", re.I)
 ERAS = {"R": 2019, "令和": 2019, "H": 1989, "平成": 1989, "S": 1926, "昭和": 1926}
 _ERA = "|".join(sorted(ERAS, key=len, reverse=True))
 
+# The era may also stand before a last-field year ("3/27/R4", iOS with month first); a Buddhist year may
+# carry its era's name ("3/27/2565 BE").
 _DATE = rf"""(?:(?P<era>{_ERA})\s?)?
-    (?P<d1>\d{{1,4}})(?P<sep>[./-])\s?(?P<d2>\d{{1,2}})(?P=sep)\s?(?P<d3>\d{{1,4}})\.?"""
+    (?P<d1>\d{{1,4}})(?P<sep>[./-])\s?(?P<d2>\d{{1,2}})(?P=sep)\s?(?P<era3>{_ERA})?(?P<d3>\d{{1,4}})\.?
+    (?:\s?(?P<be>BE|B\.E\.|พ\.ศ\.))?"""
 _TIME = rf"""(?:(?P<pre>{_MARK})\s?)?
     (?P<hh>\d{{1,2}})[:.](?P<mm>\d{{2}})(?:[:.](?P<ss>\d{{2}}))?(?:\s?(?P<post>{_MARK}))?"""
 _JOIN = r"(?:[,،]\s?|\s)(?:(?:à|kl\.|klo|um|às|alle|a\sla\(s\)|pukul)\s)?"  # "à" (fr), "klo" (fi), ...
@@ -71,7 +76,7 @@ HEADER_TIME_FIRST = re.compile(
 # Digits of every script count (Arabic-Indic, Persian, Devanagari, Bengali, Thai): ``int()`` reads them.
 _HEADER_START = set("0123456789[٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹०१२३४५६७८९০১২৩৪৫৬৭৮৯๐๑๒๓๔๕๖๗๘๙RHS令平昭" + INVISIBLE)
 _HAS_INVISIBLE = re.compile(f"[{INVISIBLE}]")
-_MARK_IN_DATE = re.compile(rf"(?<=[\d/.،,:\s-])[{INVISIBLE}]+(?=[\d/.،,:\s-])")
+_MARK_IN_DATE = re.compile(rf"(?<=[\[\d/.،,:\s-])[{INVISIBLE}]+(?=[\d/.،,:\s-])")
 
 ORDERS = ("day-first", "month-first", "year-first", "year-day-month")
 _PRIOR = {"day-first": 0, "month-first": 1, "year-first": 2, "year-day-month": 3}
@@ -87,7 +92,8 @@ def match_header(line: str) -> re.Match | None:
     bare = line.lstrip(INVISIBLE)
     m = HEADER.match(bare) or HEADER_TIME_FIRST.match(bare)
     if m is None and _HAS_INVISIBLE.search(line, 0, 40):
-        # Arabic: "١٣\u200f/٢\u200f/٢٠٢٤": drop the marks inside the timestamp, keep those of the text
+        # Arabic: "١٣\u200f/٢\u200f/٢٠٢٤", "[\u200f27\u200f/3\u200f/2022، ...": drop the marks inside the
+        # timestamp, keep those of the text
         bare = _MARK_IN_DATE.sub("", line[:40]).lstrip(INVISIBLE) + line[40:]
         m = HEADER.match(bare) or HEADER_TIME_FIRST.match(bare)
     return m
@@ -96,13 +102,14 @@ def match_header(line: str) -> re.Match | None:
 def style(m: re.Match) -> tuple:
     """Lines of one style share one date order; a file may mix styles (Android and iOS lines)."""
     tail = "]" if m["open"] else m["tail"].strip() or " "
-    return (tail, m["sep"], bool(m["era"]), len(m["d1"]) > 2, len(m["d3"]) > 2, m.re is HEADER)
+    long3 = len(m["d3"]) > 2 or bool(m["era3"])  # the year is last
+    return (tail, m["sep"], bool(m["era"]), len(m["d1"]) > 2, long3, m.re is HEADER)
 
 
 def plausible(m: re.Match) -> bool:
     """The skeleton matched; the fields must also be able to form some date and time."""
     s1, s2, s3, hh, mm, ss = m.group("d1", "d2", "d3", "hh", "mm", "ss")
-    if m["era"] and (len(s1) > 2 or len(s3) > 2):
+    if (m["era"] or m["era3"]) and (len(s1) > 2 or len(s3) > 2) or m["era"] and m["era3"]:
         return False
     if len(s1) > 2 and (len(s1) != 4 or len(s3) > 2) or len(s3) > 2 and len(s3) != 4:
         return False
@@ -177,11 +184,9 @@ def ymd(m: re.Match, order: str, buddhist: bool = False) -> tuple[int, int, int]
     elif order == "year-day-month":
         y, mo, d = _year(s1, d1, m["era"], buddhist), d3, d2
     else:
-        y = _year(s3, d3, None, buddhist)
+        y = _year(s3, d3, m["era3"], buddhist)
         mo, d = (d2, d1) if order == "day-first" else (d1, d2)
-    if (
-        y in SOLAR_HIJRI_YEARS and not m["era"]
-    ):  # a Persian phone's calendar: checked (ValueError) and converted
+    if y in SOLAR_HIJRI_YEARS and not (m["era"] or m["era3"]):  # Persian: checked (ValueError), converted
         return solar_hijri_to_gregorian(y, mo, d)
     return y, mo, d
 

@@ -3,9 +3,11 @@
 Structure decides most things (see ``whatsapp.classify``): on iOS a left-to-right mark opens every text
 WhatsApp wrote itself; Android writes media as one bracketed line ("<Media omitted>") and attachments as
 "FILE.ext (file attached)"; locations are a word, a colon and a maps link. What is left needs words:
-deleted messages and missed calls on Android carry no mark, and a marked iOS text is media, deleted or
-an event depending only on its words. One row per language (the 20 most used on WhatsApp and a few
-more); "omitted" lists the last word(s) of iOS media placeholders ("image omitted", "Bild weggelassen").
+deleted messages and missed calls on Android carry no mark, and where an iOS export lacks the attachment
+shape (a mark before the line's "["), a marked text is media, deleted or an event by its words alone. One row per language (the 20 most used on WhatsApp and a few
+more); "omitted" lists the last word(s) of iOS media placeholders ("image omitted", "Bild weggelassen"),
+"omitted_first" the first ones where a language starts with them ("đã bỏ qua hình ảnh"). Texts are
+matched in NFC (``nfc``).
 
 >>> DELETED.match("Dit bericht is verwijderd") is not None, OMITTED.search("документ отсутствует") is not None
 (True, True)
@@ -14,6 +16,7 @@ more); "omitted" lists the last word(s) of iOS media placeholders ("image omitte
 from __future__ import annotations
 
 import re
+import unicodedata
 
 PHRASES: dict[str, dict[str, list[str]]] = {
     "en": {
@@ -32,8 +35,9 @@ PHRASES: dict[str, dict[str, list[str]]] = {
     },
     "pt": {
         "deleted": ["Mensagem apagada", "Você apagou esta mensagem", "Esta mensagem foi apagada",
-                    "Apagou esta mensagem", "Esta mensagem foi eliminada", "Eliminou esta mensagem"],
-        "omitted": ["omitido", "omitida", "ocultado", "ocultada"],
+                    "Apagou esta mensagem", "Esta mensagem foi eliminada", "Eliminou esta mensagem",
+                    "Esta mensagem foi apagada"],
+        "omitted": ["omitido", "omitida", "ocultado", "ocultada", "não revelado", "não revelada"],
         "system": ["Chamada de voz perdida", "Chamada de vídeo perdida", "Aguardando mensagem",
                    "Aguardando esta mensagem"],
         "edited": ["Mensagem editada", "Esta mensagem foi editada"],
@@ -48,7 +52,7 @@ PHRASES: dict[str, dict[str, list[str]]] = {
     },
     "fr": {
         "deleted": ["Ce message a été supprimé", "Vous avez supprimé ce message"],
-        "omitted": ["omis", "omise", "absent", "absente"],
+        "omitted": ["omis", "omise", "absent", "absente", "manquant", "manquante", "retiré", "retirée"],
         "system": ["Appel vocal manqué", "Appel vidéo manqué", "En attente de ce message"],
         "edited": ["Ce message a été modifié", "Message modifié"],
     },
@@ -74,7 +78,7 @@ PHRASES: dict[str, dict[str, list[str]]] = {
         "edited": ["Сообщение изменено", "Это сообщение изменено"],
     },
     "uk": {
-        "deleted": ["Це повідомлення видалено", "Ви видалили це повідомлення"],
+        "deleted": ["Це повідомлення видалено", "Ви видалили це повідомлення", "Це повідомлення було видалено"],
         "omitted": ["відсутнє", "відсутній", "відсутня", "пропущено", "не додано"],
         "system": ["Пропущений аудіодзвінок", "Пропущений відеодзвінок", "Очікування повідомлення"],
         "edited": ["Повідомлення змінено"],
@@ -87,7 +91,9 @@ PHRASES: dict[str, dict[str, list[str]]] = {
         "edited": ["Ta wiadomość została edytowana", "Wiadomość edytowana"],
     },
     "cs": {
-        "deleted": ["Tato zpráva byla smazána", "Smazali jste tuto zprávu", "Tuto zprávu jste smazali"],
+        "deleted": ["Tato zpráva byla smazána", "Smazali jste tuto zprávu", "Tuto zprávu jste smazali",
+                    "Tato zpráva byla odstraněna", "Tuto zprávu jste odstranil/a", "Tuto zprávu jste odstranil",
+                    "Tuto zprávu jste odstranila", "Tuto zprávu jste smazal/a"],
         "omitted": ["vynechán", "vynechána", "vynecháno", "vynechány"],
         "system": ["Zmeškaný hovor", "Zmeškaný videohovor", "Čeká se na tuto zprávu"],
         "edited": ["Tato zpráva byla upravena"],
@@ -99,8 +105,10 @@ PHRASES: dict[str, dict[str, list[str]]] = {
         "edited": ["Bu mesaj düzenlendi", "Düzenlendi"],
     },
     "ar": {
-        "deleted": ["تم حذف هذه الرسالة", "لقد حذفت هذه الرسالة", "حذفت هذه الرسالة"],
+        "deleted": ["تم حذف هذه الرسالة", "لقد حذفت هذه الرسالة", "حذفت هذه الرسالة", "أنت حذفت هذه الرسالة",
+                    "لقد حذَفت هذه الرسالة"],
         "omitted": ["محذوف", "محذوفة", "تم استبعاده", "تم استبعادها", "غير مرفق"],
+        "omitted_first": ["لم يتم إدراج", "تم حذف الملصقات"],
         "system": ["مكالمة صوتية فائتة", "مكالمة فيديو فائتة", "في انتظار هذه الرسالة"],
         "edited": ["تم تعديل هذه الرسالة"],
     },
@@ -112,8 +120,8 @@ PHRASES: dict[str, dict[str, list[str]]] = {
     },
     "hi": {
         "deleted": ["यह मैसेज डिलीट किया गया", "आपने यह मैसेज डिलीट किया", "यह संदेश हटाया गया",
-                    "आपने यह संदेश हटाया"],
-        "omitted": ["छोड़ा गया", "छोड़ी गई", "हटाया गया", "शामिल नहीं है"],
+                    "आपने यह संदेश हटाया", "यह मैसेज डिलीट कर दिया गया है"],
+        "omitted": ["छोड़ा गया", "छोड़ी गई", "हटाया गया", "हटाई गई", "हटाई गयी", "शामिल नहीं है"],
         "system": ["मिस्ड वॉइस कॉल", "मिस्ड वीडियो कॉल", "इस मैसेज का इंतज़ार है"],
         "edited": ["यह मैसेज एडिट किया गया"],
     },
@@ -124,20 +132,23 @@ PHRASES: dict[str, dict[str, list[str]]] = {
         "edited": ["Pesan ini telah diedit", "Pesan diedit"],
     },
     "th": {
-        "deleted": ["ข้อความนี้ถูกลบแล้ว", "คุณลบข้อความนี้แล้ว", "ข้อความนี้ถูกลบ"],
-        "omitted": ["ถูกละไว้", "ไม่ได้แนบ", "ถูกข้าม"],
+        "deleted": ["ข้อความนี้ถูกลบแล้ว", "คุณลบข้อความนี้แล้ว", "ข้อความนี้ถูกลบ", "คุณได้ลบข้อความนี้"],
+        "omitted": ["ถูกละไว้", "ไม่ได้แนบ", "ถูกข้าม", "ที่ละเว้น", "ถูกลบ"],
+        "omitted_first": ["ไม่มี", "ละเว้น"],
         "system": ["สายที่ไม่ได้รับ", "วิดีโอคอลที่ไม่ได้รับ", "กำลังรอข้อความนี้"],
         "edited": ["ข้อความนี้ถูกแก้ไขแล้ว"],
     },
     "vi": {
-        "deleted": ["Tin nhắn này đã bị xóa", "Bạn đã xóa tin nhắn này", "Tin nhắn này đã bị thu hồi"],
+        "deleted": ["Tin nhắn này đã bị xóa", "Bạn đã xóa tin nhắn này", "Tin nhắn này đã bị thu hồi",
+                    "Tin nhắn này đã bị xoá", "Bạn đã xoá tin nhắn này"],
         "omitted": ["bị bỏ qua", "đã bị bỏ qua", "bị lược bỏ", "không đính kèm"],
+        "omitted_first": ["đã bỏ qua", "đã bỏ", "bỏ qua"],
         "system": ["Cuộc gọi thoại bị nhỡ", "Cuộc gọi video bị nhỡ", "Đang chờ tin nhắn này"],
         "edited": ["Tin nhắn này đã được chỉnh sửa"],
     },
     "ja": {
         "deleted": ["このメッセージは削除されました", "メッセージを削除しました", "このメッセージを削除しました"],
-        "omitted": ["省略", "が省略されました", "を省略しました"],
+        "omitted": ["省略", "が省略されました", "を省略しました", "は含まれていません"],
         "system": ["不在着信(音声)", "不在着信(ビデオ)", "不在着信", "このメッセージを待っています"],
         "edited": ["このメッセージは編集されました"],
     },
@@ -160,8 +171,14 @@ PHRASES: dict[str, dict[str, list[str]]] = {
 _UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
 
+def nfc(text: str) -> str:
+    """The composed form phrases are matched in: WhatsApp's Hindi writes "ड़" as one code point (U+095C),
+    a keyboard as two; NFC makes both "ड" + nukta."""
+    return unicodedata.normalize("NFC", text)
+
+
 def _words(kind: str, spaced: bool | None = None) -> list[str]:
-    words = {p for row in PHRASES.values() for p in row[kind]}
+    words = {nfc(p) for row in PHRASES.values() for p in row.get(kind, [])}
     if spaced is not None:
         words = {w for w in words if spaced != bool(_UNSPACED.match(w))}
     return sorted(words, key=len, reverse=True)
@@ -175,9 +192,12 @@ def _alternation(kind: str, spaced: bool | None = None) -> str:
 DELETED = re.compile(rf"^(?:{_alternation('deleted')})\.?$", re.I)
 SYSTEM = re.compile(rf"^(?:{_alternation('system')})(?:\.|…|\.\.\.)?$", re.I)
 # The end of an iOS media placeholder: "image omitted", "Some file.txt \u200edocument omitted"; scripts
-# written without spaces (Japanese, Chinese, Thai) glue the word to the noun ("画像省略").
+# written without spaces (Japanese, Chinese, Thai) glue the word to the noun ("画像省略"); some languages
+# put the word first ("đã bỏ qua hình ảnh", "لم يتم إدراج الصورة", "ไม่มีรูปภาพ").
 OMITTED = re.compile(
-    rf"(?:(?:^|\s)(?:{_alternation('omitted', True)})|(?:{_alternation('omitted', False)}))\.?$", re.I
+    rf"(?:(?:^|\s)(?:{_alternation('omitted', True)})|(?:{_alternation('omitted', False)}))\.?$"
+    rf"|^(?:{_alternation('omitted_first')})",
+    re.I,
 )
 # "<This message was edited>" after a text (iOS puts a left-to-right mark before it).
 EDITED = re.compile(rf"\s*\u200e?<(?:{_alternation('edited')})\.?>\s*\Z", re.I)
@@ -185,7 +205,7 @@ EDITED = re.compile(rf"\s*\u200e?<(?:{_alternation('edited')})\.?>\s*\Z", re.I)
 _FILE_ATTACHED = [
     "file attached", "archivo adjunto", "arquivo anexado", "ficheiro anexado", "Datei angehängt", "fichier joint",
     "file allegato", "bestand bijgevoegd", "файл добавлен", "файл додано", "załączono plik", "plik załączony",
-    "soubor připojen", "připojený soubor", "dosya ekli", "ملف مرفق", "فایل پیوست شد", "फ़ाइल संलग्न है",
+    "soubor připojen", "připojený soubor", "soubor byl přiložen", "dosya ekli", "ملف مرفق", "فایل پیوست شد", "फ़ाइल संलग्न है",
     "file terlampir", "แนบไฟล์", "tệp đính kèm", "ファイル添付あり", "已附加文件", "附件", "파일 첨부됨",
 ]  # fmt: skip
-FILE_ATTACHED = re.compile("|".join(re.escape(w) for w in _FILE_ATTACHED), re.I)
+FILE_ATTACHED = re.compile("|".join(re.escape(nfc(w)) for w in _FILE_ATTACHED), re.I)
