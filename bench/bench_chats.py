@@ -14,9 +14,11 @@ position. References:
     python bench/bench_chats.py --throughput-mb 20
 
 Also: the WhatsApp locale exports (../shared/data/chats/whatsapp_locales) against their English twins
-(the same chat, so the same messages; times to the minute), and a generated set of every WhatsApp
-header format (4 date orders, 2- and 4-digit years, 12/24 h, with and without seconds, Android dashes
-and iOS brackets, date or time first): 40 messages over four months each, every time must come back.
+(the same chat, so the same messages; times to the minute), one chat written as iPhones set to 10 other
+languages and 2 calendars export it and a Czech Android export (``tests/chat_twins.py``), each against its
+English twin with message and media counts, and a generated set of every WhatsApp header format (4 date
+orders, 2- and 4-digit years, 12/24 h, with and without seconds, Android dashes and iOS brackets, date or
+time first): 40 messages over four months each, every time must come back.
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ import json
 import os
 import random
 import re
+import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ownlm.extract.base import ExtractOptions, Source, pick_reader
+from ownlm.extract.base import ExtractOptions, ReaderError, Source, pick_reader
 from ownlm.extract.instagram import InstagramReader
 from ownlm.extract.telegram import TelegramReader
 from ownlm.extract.whatsapp import WhatsAppReader
 
 READERS = [WhatsAppReader(), TelegramReader(), InstagramReader()]
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1] / "tests")
+)  # the twin fixtures live with the tests
 SODA_NAMES = [f"person{i}" for i in "123214124"]
 SODA_TIMES = ["16/03/2022 15:20:25", "16/03/2022 15:25:38", "16/03/2022 15:26:48", "16/03/2022 18:39:29",
               "16/03/2022 18:35:51", "20/03/2022 20:08:51", "24/03/2022 20:19:38", "26/03/2022 18:52:15",
@@ -111,17 +117,56 @@ TWINS = [("german_ios.txt", "english_ios.txt"), ("russian_ios.txt", "english_ios
          ("russian_android.txt", "english_android.txt"), ("english_ios_media.txt", "english_ios.txt")]  # fmt: skip
 
 
+def _whatsapp(name: str, data: bytes) -> tuple[list[tuple], int]:
+    """(messages as (name, time, text), media count) of one WhatsApp export; ([], 0) when unreadable."""
+    try:
+        items = list(WhatsAppReader().read(Source(name, data), ExtractOptions()))
+    except ReaderError:
+        return [], 0
+    conv = items[-1]
+    return [(m.name, m.time, m.text) for m in conv.messages], conv.meta.get("media", 0)
+
+
+def _twin_row(got: tuple[list, int], want: tuple[list, int], minutes: bool) -> dict:
+    """Counts of one export against its English twin: messages, media, and exact senders/times/texts."""
+    (got, got_media), (want, want_media) = got, want
+    pairs = list(zip(got, want))
+    cut = 16 if minutes else 19
+    return {
+        "present": len(want), "parsed": len(got), "senders": sum(g[0] == w[0] for g, w in pairs),
+        "times": sum(g[1][:cut] == w[1][:cut] for g, w in pairs), "texts": sum(g[2] == w[2] for g, w in pairs),
+        "media": got_media, "media_want": want_media,
+    }  # fmt: skip
+
+
 def locale_twins(chats: Path) -> list[tuple[str, dict]]:
-    """Each locale export scored against its English twin (senders, minutes, normalised texts)."""
+    """Each locale export scored against its English twin (senders, minutes, normalised texts, media)."""
     rows = []
     for name, twin in TWINS:
-        got, want = (parsed(chats / "whatsapp_locales" / n) for n in (name, twin))
-        got, want = ([r for r in rows_ if r[0] is not None] for rows_ in (got, want))
-        pairs = list(zip(got, want))
-        rows.append((f"whatsapp_locales/{name} vs {twin}", {
-            "present": len(want), "parsed": len(got), "senders": sum(g[0] == w[0] for g, w in pairs),
-            "times": sum(g[1][:16] == w[1][:16] for g, w in pairs), "texts": sum(g[2] == w[2] for g, w in pairs),
-        }))  # fmt: skip
+        got, want = (_whatsapp(n, (chats / "whatsapp_locales" / n).read_bytes()) for n in (name, twin))
+        rows.append((f"whatsapp_locales/{name} vs {twin}", _twin_row(got, want, minutes=True)))
+    return rows
+
+
+def _parsed_text(name: str, data: str) -> tuple[list[tuple], int]:
+    return _whatsapp(name, data.encode())
+
+
+def written_twins() -> list[tuple[str, dict]]:
+    """The chat of ``tests/chat_twins.py`` as iPhones in 10 languages and 2 calendars export it, and a Czech
+    Android export, each against the English export of the same chat (times to the second)."""
+    import chat_twins as tw
+
+    rows = []
+    want = _parsed_text("en.txt", tw.ios_chat("en"))
+    for lang in [lang for lang in tw.IOS if lang != "en"]:
+        got = _parsed_text(f"{lang}.txt", tw.ios_chat(lang))
+        rows.append((f"written: iOS {lang} vs en", _twin_row(got, want, minutes=False)))
+    got = _parsed_text("en-media.txt", tw.ios_chat("en", attached=True))
+    rows.append(("written: iOS en with media files vs en", _twin_row(got, want, minutes=False)))
+    want = _parsed_text("en-android.txt", tw.android_chat(tw.EN_ANDROID, czech_dates=False))
+    got = _parsed_text("cs-android.txt", tw.android_chat(tw.CS_ANDROID, czech_dates=True))
+    rows.append(("written: Android cs vs en", _twin_row(got, want, minutes=False)))
     return rows
 
 
@@ -258,20 +303,27 @@ def main() -> None:
         rows.append((path.relative_to(args.data).as_posix(), s))
         for k in total:
             total[k] += s[k]
-    twins = locale_twins(args.data)
+    twins = locale_twins(args.data) + written_twins()
     rows.append(("TOTAL", total))
     rows.extend(twins)
-    head = ("file", "present", "parsed", "senders exact", "times exact", "texts exact")
+    head = ("file", "present", "parsed", "senders exact", "times exact", "texts exact", "media (twin)")
     if args.markdown:
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for name, s in rows:
-        cells = [name, s["present"], s["parsed"], s["senders"], s["times"], s["texts"]]
+        media = f"{s['media']} ({s['media_want']})" if "media" in s else ""
+        cells = [name, s["present"], s["parsed"], s["senders"], s["times"], s["texts"], media]
         if args.markdown:
             print("| " + " | ".join(map(str, cells)) + " |")
         else:
             print(
                 f"{name:<58} {s['present']:>7} {s['parsed']:>6} {s['senders']:>7} {s['times']:>6} {s['texts']:>6}"
+                f" {media:>8}"
             )
+    same = sum(s["parsed"] == s["present"] == s["texts"] == s["times"] and s["media"] == s["media_want"]
+               for _, s in twins)  # fmt: skip
+    print(
+        f"\nexports parsing exactly like their English twin (messages, times, texts, media): {same}/{len(twins)}"
+    )
     g = generated_formats()
     print(
         f"\ngenerated WhatsApp header formats: {g['formats']} formats, {g['orders']} read entirely right; "

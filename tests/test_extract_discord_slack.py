@@ -49,6 +49,54 @@ def test_discord_json_messages_media_system_and_a_broken_message():
     assert conv.meta["utc_offsets"] == ["+01:00"] and conv.meta["chat"] == "general"
 
 
+def dm_export(messages, group=False):
+    """A direct-message export as the exporter writes it: the guild is "Direct Messages" (id 0)."""
+    kind, name = ("DirectGroupTextChat", "Trip") if group else ("DirectTextChat", "bob")
+    return {"guild": {"id": "0", "name": "Direct Messages", "iconUrl": "https://cdn/x.png"},
+            "channel": {"id": "5", "type": kind, "categoryId": None, "category": "Private", "name": name,
+                        "topic": None}, "dateRange": {"after": None, "before": None},
+            "exportedAt": "2024-03-02T09:00:00+01:00", "messages": messages, "messageCount": len(messages)}  # fmt: skip
+
+
+STICKER = {"id": "70", "name": "Wave", "format": "Apng", "sourceUrl": "https://cdn/7.png"}
+PHOTO = {"id": "80", "url": "https://cdn/p.jpg", "fileName": "p.jpg", "fileSizeBytes": 1200}
+
+
+def test_discord_direct_messages_keep_replies_attachments_stickers_and_forwards():
+    # every kind of message a person sends in a DM: text, a reply carrying only a photo, a sticker, a forward
+    msgs = [dmsg(1, "ann", "hi"),
+            dmsg(2, "bob", "", kind="Reply", attachments=[PHOTO],
+                 reference={"type": "Default", "messageId": "1", "channelId": "5", "guildId": None}),
+            dmsg(3, "ann", "", stickers=[STICKER]),
+            dmsg(4, "bob", "", forwardedMessage={"timestamp": "2024-02-01T10:00:00+01:00", "content": "look at this",
+                                                 "attachments": [], "embeds": [], "stickers": []}),
+            dmsg(5, "ann", "", forwardedMessage={"content": "", "attachments": [PHOTO], "embeds": [], "stickers": []}),
+            dmsg(6, "ann", "Started a call that lasted 3 minutes.", kind="Call")]  # fmt: skip
+    src = Source("Direct Messages - bob.json", json.dumps(dm_export(msgs)).encode())
+    (conv,) = DC.read(src, ExtractOptions())  # no problem reported
+    assert [m.text for m in conv.messages] == ["hi", "<media>", "<media>", "look at this", "<media>"]
+    assert conv.meta["system_dropped"] == 1 and "empty" not in conv.meta
+
+
+def test_discord_group_chat_reports_a_message_with_nothing_to_keep():
+    msgs = [dmsg(1, "ann", "Added cem to the group.", kind="RecipientAdd"), dmsg(2, "ann", "welcome"),
+            dmsg(3, "cem", "thanks", kind="Reply"), dmsg(4, "bob", "", attachments=[PHOTO]),
+            dmsg(5, "cem", "", stickers=[STICKER]), dmsg(6, "bob", "Changed the channel name: Trip", kind="ChannelNameChange"),
+            dmsg(7, "ann", "", poll={"question": {"text": "When?"}}),  # a poll: no text, file or sticker
+            dmsg(8, "bob", "see you", kind="20"),  # a kind the exporter has no name for, not a notification
+            dmsg(9, "ann", "", kind="12")]  # a numbered notification (a follow): a system line  # fmt: skip
+    data = json.dumps(dm_export(msgs, group=True), indent=2).encode()
+    *problems, conv = DC.read(Source("Direct Messages - Trip.json", data), ExtractOptions())
+    assert [m.text for m in conv.messages] == ["welcome", "thanks", "<media>", "<media>", "see you"]
+    (problem,) = problems
+    line = data.decode().splitlines().index('      "id": "7",') + 1
+    assert (
+        problem.where == f"Direct Messages - Trip.json:{line}"
+        and "1 message(s) with neither" in problem.reason
+    )
+    assert conv.meta["empty"] == 1 and conv.meta["system_dropped"] == 3 and conv.meta["chat"] == "Trip"
+
+
 def test_discord_csv_and_json_of_one_channel_agree():
     msgs = [dmsg(1, "ann", "hi, you"), dmsg(2, "bob", "line one\nline two", t="2024-03-01T10:05:00+01:00")]
     rows = ['"AuthorID","Author","Date","Content","Attachments","Reactions"'] + [
@@ -143,6 +191,61 @@ def test_slack_without_users_json_is_a_reported_problem_and_the_rest_is_kept(tmp
     assert [e["file"] for e in summary["errors"]] == [f"{(tmp_path / 'acme').as_posix()}/users.json"]
     channel = _records(out)[0]
     assert [m["name"] for m in channel["messages"]] == ["U1", "U2", "Ann"]  # ids, or the message's profile
+
+
+def test_slack_keeps_every_message_with_text_or_a_file_and_reports_the_rest():
+    from ownlm.extract.slack import read_export
+
+    def m(ts, user, text, **extra):
+        return {"type": "message", "user": user, "text": text, "ts": f"17041032{ts:02d}.000100", **extra}
+
+    parent = "1704103202.000100"
+    blocks = [{"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [
+        {"type": "text", "text": "Blocks only, "}, {"type": "user", "user_id": "U1"}]}]}]  # fmt: skip
+    day1 = [
+        m(0, "U1", "Morning all"),
+        m(1, "U2", "", subtype="file_share", files=[{"name": "map.png"}]),
+        m(2, "U1", "Plan for Friday?", thread_ts=parent, reply_count=3),
+        m(3, "U2", "Pizza", thread_ts=parent, parent_user_id="U1"),
+        m(4, "U1", "Deal", thread_ts=parent, parent_user_id="U1"),
+        m(5, "U2", "Late answer", thread_ts="1703000000.000100"),  # its parent is older than the export
+        m(6, "U1", "Also in the channel", subtype="thread_broadcast", thread_ts=parent),
+        m(7, "U2", "", blocks=blocks),
+        m(8, "U1", "waves", subtype="me_message"),
+        m(
+            9,
+            "U2",
+            "",
+            attachments=[{"is_share": True, "text": "Original words", "fallback": "[x] Original"}],
+        ),
+        {
+            "type": "message",
+            "subtype": "bot_message",
+            "bot_id": "B1",
+            "text": "build ok",
+            "ts": "1704103210.0",
+        },
+        m(11, "U2", "<@U2> has joined the channel", subtype="channel_join"),
+        m(12, "U1", ""),  # neither text nor file
+        m(13, "U2", "Old-style broadcast", subtype="reply_broadcast", thread_ts=parent),
+    ]
+    day2 = [m(14, "U1", "See you"), m(15, "U2", "", files=[{"name": "sticker.gif"}])]
+    users = [{"id": "U1", "name": "ann", "profile": {"display_name": "Ann"}}, {"id": "U2", "name": "bob"}]
+    files = {"users.json": json.dumps(users).encode(), "channels.json": b'[{"id": "C1", "name": "general"}]',
+             "general/2024-01-01.json": json.dumps(day1).encode(), "general/2024-01-02.json": json.dumps(day2).encode()}  # fmt: skip
+    items = list(read_export("acme", files, ExtractOptions()))
+    (problem,) = [i for i in items if isinstance(i, Problem)]
+    assert problem.where == "acme/general/2024-01-01.json: message 12" and "1 message(s)" in problem.reason
+    channel, old_thread, thread = [i for i in items if not isinstance(i, Problem)]
+    assert [x.text for x in channel.messages] == [
+        "Morning all", "<media>", "Plan for Friday?", "Also in the channel", "Blocks only, @Ann", "waves",
+        "Original words", "Old-style broadcast", "See you", "<media>"]  # fmt: skip
+    assert [x.text for x in thread.messages] == ["Plan for Friday?", "Pizza", "Deal", "Also in the channel",
+                                                 "Old-style broadcast"]  # fmt: skip
+    assert [x.text for x in old_thread.messages] == ["Late answer"]
+    assert channel.meta["empty"] == 1 and channel.meta["system_dropped"] == 2
+    kept = {(x.time, x.text) for conv in (channel, old_thread, thread) for x in conv.messages}
+    assert len(kept) == 13  # the 16 lines: 13 people's messages, each kept; 2 system lines; 1 reported
 
 
 def test_export_roots_need_an_index_file_beside_daily_files():

@@ -5,10 +5,14 @@ JSON: ``{"guild": {...}, "channel": {...}, "messages": [{"id", "type", "timestam
 ``AuthorID, Author, Date, Content, Attachments, Reactions``. Per message: ``name`` = the author's user
 name, ``time`` = the timestamp's local wall time as the export shows it (the exporter writes the
 exporting machine's offset; ``meta["utc_offsets"]`` lists the offsets seen), ``text`` = the content, or
-``<media>`` when only attachments, stickers or embeds were sent. Messages that are not ``Default`` or
-``Reply`` (joins, pins, calls, renames, ...) and messages of bots are system lines: dropped with
-``drop_system``, kept in ``meta["system"]`` otherwise. A message with a missing or broken field is a
-``Problem`` naming the file and line; the rest is kept.
+``<media>`` when only attachments, stickers or embeds were sent; a forwarded message (empty content, a
+``forwardedMessage``) gives the forwarded text or ``<media>``. System notifications are the exporter's
+own (``RecipientAdd``, ``Call``, ``ChannelPinnedMessage``, ``GuildMemberJoin``, ``ThreadCreated``, ... and
+the numbers 1-18 it writes for kinds it has no name for); every other kind is a message (``Default``,
+``Reply``, slash-command replies "20", ...). System lines and messages of bots are dropped with
+``drop_system``, kept in ``meta["system"]`` otherwise. A message with neither text, attachment, sticker
+nor embed (a poll, buttons only) is a ``Problem`` (counted in ``meta["empty"]``), never dropped silently;
+one with a missing or broken field is a ``Problem`` naming the file and line; the rest is kept.
 
 >>> from ownlm.extract.base import ExtractOptions, Source
 >>> data = b'{"guild": {"name": "G"}, "channel": {"name": "general"}, "messages": [{"id": "1", "type": "Default", "timestamp": "2024-01-15T10:30:00.123+01:00", "content": "hi", "author": {"name": "ann"}}]}'
@@ -39,7 +43,11 @@ from ownlm.extract.base import (
 
 _JSON_HEAD = re.compile(r'^\s*\{\s*"guild"\s*:\s*\{')
 _CSV_HEAD = re.compile(r'^\ufeff?"?AuthorID"?,"?Author"?,"?Date"?,"?Content"?', re.I)
-_USER_TYPES = {"Default", "Reply", "0", "19"}  # DiscordChatExporter's names (and Discord's numbers)
+# The exporter's system notifications: its names for Discord's message types 1-7 and 18, and the bare
+# numbers it writes for the types 8-17 it has no name for (boosts, follows, discovery notices).
+_SYSTEM_TYPES = {"RecipientAdd", "RecipientRemove", "Call", "ChannelNameChange", "ChannelIconChange",
+                 "ChannelPinnedMessage", "GuildMemberJoin", "ThreadCreated", *map(str, range(1, 19))}  # fmt: skip
+_MEDIA_FIELDS = ("attachments", "stickers", "embeds")
 _OLD_CSV_DATES = ("%d-%b-%y %I:%M %p", "%d/%m/%Y %H:%M", "%m/%d/%Y %I:%M %p")  # exporter versions before ISO
 
 
@@ -62,6 +70,14 @@ def parse_time(value: str) -> tuple[str, str | None]:
     if offset:
         offset = f"{offset[:3]}:{offset[3:]}"
     return t.replace(tzinfo=None, microsecond=0).isoformat(), offset
+
+
+def _content(msg: dict) -> str:
+    """A message's text, or ``<media>`` when it has only attachments, stickers or embeds."""
+    content = msg.get("content") if isinstance(msg.get("content"), str) else ""
+    if not content.strip() and any(msg.get(k) for k in _MEDIA_FIELDS):
+        return "<media>"
+    return content
 
 
 def _line_of(text: str, msg_id: Any) -> int | None:
@@ -93,7 +109,7 @@ class DiscordReader(Reader):
         except UnicodeDecodeError as e:
             raise ReaderError(f"invalid UTF-8 at byte {e.start}; re-export the channel") from None
         rows = self._csv(text, src) if src.suffix == ".csv" else self._json(text, src)
-        messages, system, offsets = [], [], set()
+        messages, system, offsets, empty = [], [], set(), []
         for row in rows:
             if isinstance(row, Problem):
                 yield row
@@ -101,14 +117,25 @@ class DiscordReader(Reader):
             kind, name, time, offset, content, line = row
             if offset:
                 offsets.add(offset)
-            if kind == "message":
+            if kind == "message" and not content.strip():
+                empty.append(line)
+            elif kind == "message":
                 messages.append(Message(name=name, time=time, text=content))
             else:
                 system.append({"line": line, "time": time, "name": name, "text": content, "kind": kind})
+        if empty:
+            where = f"{src.name}:{empty[0]}" if empty[0] else src.name
+            yield Problem(
+                where,
+                f"{len(empty)} message(s) with neither text, attachment, sticker nor embed (a poll, buttons): "
+                "skipped",
+            )
         meta: dict[str, Any] = {"format": "discord", "time_zone": "local"}
         if offsets:
             meta["utc_offsets"] = sorted(offsets)
         meta.update(self.channel)
+        if empty:
+            meta["empty"] = len(empty)
         meta.update(system_meta(system, opts))
         yield Conversation(source=src.name, messages=messages, meta=meta)
 
@@ -141,14 +168,13 @@ class DiscordReader(Reader):
                     where, f"message {msg.get('id', i)}: missing or broken field {missing!r}; skipped"
                 )
                 continue
-            content = msg.get("content") if isinstance(msg.get("content"), str) else ""
-            if not content.strip() and any(msg.get(k) for k in ("attachments", "stickers", "embeds")):
-                content = "<media>"
-            kind = "message" if str(msg.get("type", "Default")) in _USER_TYPES else "system"
+            content = _content(msg)
+            forwarded = msg.get("forwardedMessage")
+            if not content.strip() and isinstance(forwarded, dict):
+                content = _content(forwarded)
+            kind = "system" if str(msg.get("type", "Default")) in _SYSTEM_TYPES else "message"
             if isinstance(author, dict) and author.get("isBot"):
                 kind = "bot"
-            if kind == "message" and not content.strip():
-                continue  # nothing the person wrote (an empty call notice, a poll)
             yield kind, name, time, offset, content, _line_of(text, msg.get("id"))
 
     def _csv(self, text: str, src: Source) -> Iterator[tuple | Problem]:
@@ -167,5 +193,4 @@ class DiscordReader(Reader):
             content = row.get("Content") or ""
             if not content.strip() and (row.get("Attachments") or "").strip():
                 content = "<media>"
-            if content.strip():
-                yield "message", name, time, offset, content, line
+            yield "message", name, time, offset, content, line

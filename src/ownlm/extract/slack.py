@@ -9,12 +9,14 @@ it over as one bundle, see ``export_roots``); its index files never become docum
 Per message: ``name`` = the user's display name (``users.json``: display name, else real name, else
 user name; the message's own ``user_profile`` when the user is missing), ``time`` = ``ts`` in UTC
 (``meta["time_zone"]``), ``text`` = the text with Slack's markup resolved (``<@U1>`` -> ``@Ann``,
-``<#C1|general>`` -> ``#general``, ``<https://x|label>`` -> ``label (https://x)``, ``&amp;`` -> ``&``), or
-``<media>`` for files without text. Edited messages keep their final text (counted in ``meta["edited"]``).
-Replies in a thread are taken out of the channel and make their own conversation (the parent first);
-``thread_broadcast`` replies stay in the channel too. Bot messages and system subtypes (joins, topic,
-purpose, pins, ...) are system lines, dropped with ``drop_system``. No ``users.json``: a ``Problem``,
-and names fall back to the messages' profiles or user ids.
+``<#C1|general>`` -> ``#general``, ``<https://x|label>`` -> ``label (https://x)``, ``&amp;`` -> ``&``); when
+``text`` is empty, the text of its rich-text ``blocks``, else of a shared message (``attachments``), else
+``<media>`` for files. Edited messages keep their final text (counted in ``meta["edited"]``).
+Replies in a thread are taken out of the channel and make their own conversation (the parent first, when
+the export has it); ``thread_broadcast`` replies stay in the channel too. Bot messages and system subtypes
+(joins, topic, purpose, pins, ...) are system lines, dropped with ``drop_system``. A message with neither
+text nor file is a ``Problem`` (counted in ``meta["empty"]``), never dropped silently. No ``users.json``:
+a ``Problem``, and names fall back to the messages' profiles or user ids.
 
 >>> roots = export_roots(["x/users.json", "x/channels.json", "x/general/2024-01-15.json", "notes.txt"])
 >>> roots
@@ -43,7 +45,8 @@ from ownlm.extract.base import (
 
 INDEX_FILES = ("users.json", "channels.json", "groups.json", "dms.json", "mpims.json")
 _DAY = re.compile(r"^(?P<channel>[^/]+)/(?P<day>\d{4}-\d\d-\d\d)\.json$")
-_USER_SUBTYPES = {None, "thread_broadcast", "file_share", "me_message", "file_comment"}
+_USER_SUBTYPES = {None, "thread_broadcast", "reply_broadcast", "file_share", "me_message", "file_comment"}
+_BROADCASTS = {"thread_broadcast", "reply_broadcast"}  # a reply also shown in the channel
 _LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]*))?>")
 
 
@@ -106,6 +109,62 @@ def resolve_markup(text: str, users: dict[str, str], channels: dict[str, str]) -
     return html.unescape(_LINK.sub(link, text))
 
 
+def block_text(blocks: Any, users: dict[str, str], channels: dict[str, str]) -> str:
+    """The text of Slack's rich-text blocks (what a message holds when its ``text`` is empty).
+
+    >>> block_text([{"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [
+    ...     {"type": "text", "text": "hi "}, {"type": "user", "user_id": "U1"}, {"type": "emoji", "name": "wave"},
+    ...     {"type": "link", "url": "https://x.org", "text": "this"}]}]}], {"U1": "Ann"}, {})
+    'hi @Ann:wave:this (https://x.org)'
+    """
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        kind = node.get("type")
+        if kind == "text":
+            out.append(str(node.get("text") or ""))
+        elif kind == "user":
+            out.append("@" + users.get(str(node.get("user_id")), str(node.get("user_id"))))
+        elif kind == "channel":
+            out.append("#" + channels.get(str(node.get("channel_id")), str(node.get("channel_id"))))
+        elif kind == "emoji":
+            out.append(f":{node.get('name')}:")
+        elif kind == "link":
+            label, url = node.get("text"), str(node.get("url") or "")
+            out.append(f"{label} ({url})" if label and label != url else url)
+        elif kind == "broadcast":
+            out.append("@" + str(node.get("range") or "here"))
+        elif kind in ("rich_text_list", "rich_text_preformatted", "rich_text_quote") and out:
+            out.append("\n")
+        walk(node.get("elements"))
+
+    for block in blocks if isinstance(blocks, list) else []:
+        if isinstance(block, dict) and block.get("type") == "rich_text":
+            walk(block.get("elements"))
+    return "".join(out).strip()
+
+
+def _text(msg: dict, users: dict[str, str], channels: dict[str, str]) -> str:
+    """A message's text: ``text``, else its rich-text blocks, else a shared message's text, else ``<media>``
+    for files or attachments; "" when it holds none of these."""
+    text = resolve_markup(str(msg.get("text") or ""), users, channels).strip()
+    text = text or block_text(msg.get("blocks"), users, channels)
+    shared = [a for a in msg.get("attachments") or [] if isinstance(a, dict)]
+    for a in shared if not text else []:
+        text = resolve_markup(str(a.get("text") or a.get("fallback") or ""), users, channels).strip()
+        if text:
+            break
+    if not text and (msg.get("files") or shared):
+        text = "<media>"
+    return text
+
+
 def _utc(ts: Any) -> str:
     return datetime.fromtimestamp(float(ts), UTC).replace(tzinfo=None, microsecond=0).isoformat()
 
@@ -147,8 +206,9 @@ def read_export(root: str, files: dict[str, bytes], opts: ExtractOptions) -> Ite
 
 def _channel(root, channel, rows, users, channels, opts) -> Iterator[Conversation | Problem]:
     main: list[tuple[float, Message]] = []
+    parents: set[str] = set()  # threads whose parent the export holds
     threads: dict[str, list[tuple[float, Message]]] = {}
-    system, edited = [], 0
+    system, edited, empty = [], 0, []
     for where, i, msg in rows:
         try:
             ts = float(msg["ts"])
@@ -165,31 +225,36 @@ def _channel(root, channel, rows, users, channels, opts) -> Iterator[Conversatio
             or msg.get("username")
             or uid
         )
-        text = resolve_markup(str(msg.get("text") or ""), users, channels).strip()
+        text = _text(msg, users, channels)
         subtype = msg.get("subtype")
         if subtype not in _USER_SUBTYPES or msg.get("bot_id") and subtype is None and uid not in users:
             system.append({"time": time, "name": name, "text": text, "kind": subtype or "bot"})
             continue
-        if not text and msg.get("files"):
-            text = "<media>"
         if not text:
+            empty.append(f"{where}: message {i}")
             continue
         edited += bool(msg.get("edited"))
         message = Message(name=name, time=time, text=text)
         thread = msg.get("thread_ts")
         if thread and str(thread) != str(msg.get("ts")):  # a reply
             threads.setdefault(str(thread), []).append((ts, message))
-            if subtype != "thread_broadcast":
+            if subtype not in _BROADCASTS:
                 continue
         elif thread:  # the parent of a thread: first message of the thread too
             threads.setdefault(str(thread), []).append((ts, message))
+            parents.add(str(thread))
         main.append((ts, message))
+    if empty:
+        yield Problem(empty[0], f"{len(empty)} message(s) with neither text nor file: skipped")
     meta: dict[str, Any] = {"format": "slack", "chat": channel, "time_zone": "UTC", "edited": edited}
+    if empty:
+        meta["empty"] = len(empty)
     meta.update(system_meta(system, opts))
     source = f"{root}/{channel}" if root else channel
     yield Conversation(source, [m for _, m in sorted(main, key=lambda x: x[0])], meta)
     for thread, replies in sorted(threads.items()):
-        if len(replies) > 1:
+        # a thread with replies, even one whose parent lies outside the export (a reply kept nowhere else)
+        if len(replies) > 1 or thread not in parents:
             meta = {"format": "slack", "chat": channel, "thread_ts": thread, "time_zone": "UTC"}
             yield Conversation(source, [m for _, m in sorted(replies, key=lambda x: x[0])], meta)
 

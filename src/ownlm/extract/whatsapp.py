@@ -63,7 +63,6 @@ from ownlm.extract.whatsapp_phrases import DELETED, EDITED, FILE_ATTACHED, OMITT
 
 __all__ = ["WhatsAppReader", "classify", "match_header", "parse_lines"]
 
-LRM = "\u200e"
 # iOS opens the line of an attachment with a direction mark before its "[" (left-to-right, or right-to-left
 # in Arabic and Hebrew) and marks the placeholder inside the text, in every language:
 #   \u200e[27/03/2022, 21:41:55] Ann: \u200eimage omitted           \u200e[...] Ann: \u200e<attached: 00000035-PHOTO-...jpg>
@@ -222,7 +221,7 @@ def classify(rest: str, more: list[str], attachment: bool | None = None) -> tupl
     ('deleted', 'Ann', 'Dit bericht is verwijderd')
     >>> classify("You were added", [])
     ('system', None, 'You were added')
-    >>> classify("Ann: \u200eđã bỏ qua hình ảnh", [], attachment=True)
+    >>> classify("Ann: \\u200eđã bỏ qua hình ảnh", [], attachment=True)
     ('media', 'Ann', '<media>')
     """
     name, sep, first = rest.partition(": ")
