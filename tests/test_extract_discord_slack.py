@@ -107,6 +107,9 @@ def test_discord_csv_and_json_of_one_channel_agree():
     assert DC.sniff(csv_src) and DC.sniff(json_src)
     (a,), (b,) = list(DC.read(csv_src, ExtractOptions())), list(DC.read(json_src, ExtractOptions()))
     assert triples(a) == triples(b) and len(a.messages) == 2
+    empty = Source("e.csv", (rows[0] + '\n"9","ann","2024-03-01T10:00:00+01:00","","",""\n').encode())
+    problem, conv = DC.read(empty, ExtractOptions())  # neither text nor attachment: reported, not kept
+    assert problem.where == "e.csv:2" and "neither" in problem.reason and conv.meta["empty"] == 1
     bad = Source("bad.csv", (rows[0] + '\n"9","ann","yesterday","x","",""\n').encode())
     problem, conv = DC.read(bad, ExtractOptions())
     assert isinstance(problem, Problem) and problem.where == "bad.csv:2" and conv.messages == []

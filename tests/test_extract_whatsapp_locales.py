@@ -412,6 +412,9 @@ def test_japanese_era_after_month_and_day_converts():
     times = [m.time for m in conv.messages]
     assert problems == [] and times == ["2023-12-20T14:05:12", "2024-01-07T09:00:00"]
     assert conv.meta["calendar"] == "japanese-era"
+    # the era's name first, in kanji
+    _, conv = read("[令和5/12/20 14:05:12] Ann: こんにちは\n[令和6/1/7 09:00:00] Bob: はい\n")
+    assert [m.time for m in conv.messages] == times and conv.meta["calendar"] == "japanese-era"
     _, conv = read("[20/12/2566 BE, 14:05:12] Ann: สวัสดี\n[21/12/2566 BE, 09:00:00] Bob: ครับ\n")
     assert [m.time for m in conv.messages] == ["2023-12-20T14:05:12", "2023-12-21T09:00:00"]
     assert conv.meta["calendar"] == "buddhist"
