@@ -146,6 +146,12 @@ COMMANDS: list[Command] = [
         "fold a LoRA run's adapters into full weights",
     ),
     Command(
+        ("finetune", "dpo"),
+        "ownlm.finetune.dpo:DPOConfig",
+        "ownlm.finetune.dpo:main",
+        "preference-tune a model on pairs of replies, one preferred (DPO; full, partial or LoRA)",
+    ),
+    Command(
         ("finetune", "classify"),
         "ownlm.finetune.classify:ClassifyConfig",
         "ownlm.finetune.classify:main",
