@@ -309,3 +309,28 @@ def test_resume_after_kill_9_is_exact(base, tmp_path):
         return [{k: v for k, v in r.items() if k not in ("elapsed_s", "tokens_per_s", "mfu")} for r in recs]
 
     assert strip(_records(out)) == strip(_records(whole))
+
+
+def test_two_processes_match_one_with_the_same_global_batch(base, tmp_path):
+    """DDP (two gloo processes under torchrun, half the pairs each) follows one process' curves and weights."""
+    from test_ddp import curve, one_and_two_processes
+
+    if not torch.distributed.is_gloo_available():
+        pytest.skip("this PyTorch has no gloo backend")
+    args = ["finetune", "dpo", str(base / "model"), "--data", str(base / "pairs.json"), "--max-iters", "6",
+            "--lr", "1e-3", "--responses", "0", "--eval-interval", "3", "--device", "cpu", *FAST]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    one_and_two_processes(args, one, two, batch=4)
+    a, b = curve(one), curve(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 3, 6]
+    assert b[0]["reward_accuracy"] == 0.5 and b[0]["reward_margin"] == 0.0
+    for ra, rb in zip(a, b):
+        for k in ("train_loss", "val_loss", "reward_margin", "chosen_logp"):
+            if ra[k] is not None:
+                assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-6), k
+    wa, wb = (
+        load_file(one / "step_000006" / "model.safetensors"),
+        load_file(two / "step_000006" / "model.safetensors"),
+    )
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
