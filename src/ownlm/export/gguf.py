@@ -8,6 +8,8 @@
 Weights keep PyTorch's (out, in) layout; the writer stores ggml's reversed shape. A tied head is not written:
 llama.cpp reuses token_embd when ``output`` is absent.
 
+An imported Qwen2 (q/k/v-only biases) goes out as arch "qwen2", whose RoPE rotates halves as ours does.
+
 RoPE: llama.cpp's "llama" architecture rotates adjacent pairs (dims 2i, 2i+1) of each head, while our RoPE
 rotates the two halves (dims i and i + hs/2), as Hugging Face's Llama does. Rows of the q and k projections are
 therefore reordered per head to [0, hs/2, 1, hs/2 + 1, ...]: then the pair rotation of the reordered vector is
@@ -31,7 +33,8 @@ import tempfile
 from pathlib import Path
 
 from ownlm.errors import UserError
-from ownlm.export import block_kind
+from ownlm.formats import tensor_map
+from ownlm.formats.tensor_map import arch_of
 from ownlm.io import _umask
 
 DTYPES = ("f32", "f16", "q8_0")
@@ -77,56 +80,19 @@ def vocab_entries(tokenizer, vocab_size: int) -> tuple[list[str], list[int], lis
     return tokens, [int(t) for t in types], merges
 
 
-def interleave_rope_rows(w, n_heads: int):
-    """Reorder each head's rows from rotate-half order to adjacent pairs: [0, h, 1, h+1, ...] with h = hs/2.
-
-    ``w``: (n_heads * hs, ...) weight or bias of a q or k projection (numpy or torch).
-    """
-    hs = w.shape[0] // n_heads
-    rest = tuple(w.shape[1:])
-    return w.reshape(n_heads, 2, hs // 2, *rest).swapaxes(1, 2).reshape(w.shape)  # (nh, hs/2, 2, ...)
-
-
 def gguf_tensors(model) -> dict:
-    """GGUF tensor name -> float32 numpy array, in llama.cpp's names and layouts (see the module docstring)."""
-    cfg = model.config
-    kind = block_kind(cfg, "GGUF")
-    s = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-    out = {
-        "token_embd.weight": s["transformer.wte.weight"],
-        "output_norm.weight": s["transformer.ln_f.weight"],
-    }
-    if "transformer.ln_f.bias" in s:
-        out["output_norm.bias"] = s["transformer.ln_f.bias"]
-    if not cfg.tie_embeddings:
-        out["output.weight"] = s["lm_head.weight"]
-    if kind == "gpt2":
-        out["position_embd.weight"] = s["transformer.wpe.weight"]
-    names = {"ln_1": "attn_norm", "attn.c_proj": "attn_output", "ln_2": "ffn_norm", "mlp.c_proj": "ffn_down"}
-    names |= {"attn.c_attn": "attn_qkv", "mlp.c_fc": "ffn_up"} if kind == "gpt2" else {}
-    suffixes = ("weight", "bias") if cfg.bias or kind == "gpt2" else ("weight",)
-    for i in range(cfg.n_layer):
-        src, dst = f"transformer.h.{i}.", f"blk.{i}."
-        for ours, theirs in names.items():
-            for suffix in suffixes:
-                if src + f"{ours}.{suffix}" in s:
-                    out[dst + f"{theirs}.{suffix}"] = s[src + f"{ours}.{suffix}"]
-        if kind == "llama":
-            hs, nh, nkv, hidden = cfg.head_size, cfg.n_head, cfg.kv_heads, cfg.hidden_size
-            for suffix in suffixes:
-                qkv = s[src + f"attn.c_attn.{suffix}"]
-                q, k, v = qkv[: nh * hs], qkv[nh * hs : (nh + nkv) * hs], qkv[(nh + nkv) * hs :]
-                fc = s[src + f"mlp.c_fc.{suffix}"]
-                out |= {dst + f"attn_q.{suffix}": interleave_rope_rows(q, nh),
-                        dst + f"attn_k.{suffix}": interleave_rope_rows(k, nkv), dst + f"attn_v.{suffix}": v,
-                        dst + f"ffn_gate.{suffix}": fc[:hidden], dst + f"ffn_up.{suffix}": fc[hidden:]}  # fmt: skip
-    if kind == "gpt2" and not cfg.bias:  # llama.cpp's GPT-2 requires every bias: zeros say "none"
-        import numpy as np
+    """GGUF tensor name -> float32 numpy array, in llama.cpp's names and layouts (``ownlm.formats.tensor_map``)."""
+    import numpy as np
 
-        for name, w in list(out.items()):
-            if (name.startswith("blk.") and name.endswith(".weight")) or name == "output_norm.weight":
-                out.setdefault(name.removesuffix("weight") + "bias", np.zeros(w.shape[0], np.float32))
-    return {k: v.copy() for k, v in out.items()}  # own contiguous arrays, not views of the split tensors
+    cfg = model.config
+    arch = arch_of(cfg, "GGUF")
+    s = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    out = tensor_map.to_outside(s, cfg, arch, "gguf")
+    if arch == "gpt2":  # llama.cpp's GPT-2 requires every bias: zeros say "none"
+        out = tensor_map.zero_biases(out, cfg, "gguf", lambda n: np.zeros(n, np.float32))
+    return {
+        k: np.ascontiguousarray(v).copy() for k, v in out.items()
+    }  # own arrays, not views of split tensors
 
 
 def _encode(x, dtype: str):
@@ -151,7 +117,7 @@ def write_gguf(model, tokenizer, path: Path, template=None, dtype: str = "f16", 
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype} is not available for --to gguf (choose one of {', '.join(DTYPES)})")
     cfg = model.config
-    kind = block_kind(cfg, "GGUF")
+    kind = arch_of(cfg, "GGUF")
     tokens, types, merges = vocab_entries(tokenizer, cfg.vocab_size)
     tensors = gguf_tensors(model)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -7,9 +7,10 @@
       tokenizer.json            our byte-level BPE (``ownlm.tokenizer.export.to_hf_json``)
       tokenizer_config.json     + special_tokens_map.json; the chat template when the checkpoint has one
 
-The GPT-2 block maps by ``ownlm.model.gpt2``'s key table in reverse (four Conv1D transposes). The modern block
-maps onto Llama: ``c_attn`` splits into q/k/v and SwiGLU's ``c_fc`` into gate (first half) and up. Our RoPE is
-the rotate-half layout, which is exactly what transformers' Llama applies, so q and k need no permutation.
+Names and layouts come from ``ownlm.formats.tensor_map`` (the table import reads too): the GPT-2 block needs four
+Conv1D transposes; the modern block maps onto Llama (or Qwen2, with q/k/v-only biases): ``c_attn`` splits into
+q/k/v and SwiGLU's ``c_fc`` into gate (first half) and up. Our RoPE is the rotate-half layout, which is exactly
+what transformers' Llama applies, so q and k need no permutation.
 The vocabulary keeps the model's padded size (a multiple of 64); the tokenizer's ids are ours and simply never
 reach the padding rows.
 
@@ -25,79 +26,33 @@ import tempfile
 from pathlib import Path
 
 from ownlm.errors import UserError
-from ownlm.export import block_kind
+from ownlm.formats import model_config, tensor_map
+from ownlm.formats.model_config import HF_DTYPES
+from ownlm.formats.tensor_map import arch_of
 from ownlm.io import write_json
-from ownlm.model.gpt2 import CONV1D  # GPT-2's Conv1D weights, stored (in, out)
 
 HF_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json", "special_tokens_map.json")  # fmt: skip
-HF_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 
 def hf_config(cfg, tokenizer=None, dtype: str = "f32") -> dict:
-    """transformers ``config.json`` for a ``GPTConfig`` (GPT-2 or Llama, see ``block_kind``)."""
-    kind = block_kind(cfg, "Hugging Face")
+    """transformers ``config.json`` for a ``GPTConfig`` (GPT-2, Llama or Qwen2, see ``arch_of``)."""
     eot = tokenizer.eot_id if tokenizer is not None else None
-    common = {"vocab_size": cfg.vocab_size, "bos_token_id": eot, "eos_token_id": eot,
-              "tie_word_embeddings": cfg.tie_embeddings, "initializer_range": 0.02, "use_cache": True,
-              "torch_dtype": HF_DTYPES[dtype]}  # fmt: skip
-    if kind == "gpt2":
-        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", **common,
-                "n_positions": cfg.block_size, "n_ctx": cfg.block_size, "n_embd": cfg.n_embd,
-                "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_inner": cfg.hidden_size,
-                "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps,
-                "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "scale_attn_weights": True}  # fmt: skip
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **common,
-            "hidden_size": cfg.n_embd, "intermediate_size": cfg.hidden_size, "num_hidden_layers": cfg.n_layer,
-            "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.kv_heads, "head_dim": cfg.head_size,
-            "hidden_act": "silu", "max_position_embeddings": cfg.block_size, "rms_norm_eps": cfg.norm_eps,
-            # transformers < 5 reads rope_theta, >= 5 rope_parameters; both say the same
-            "rope_theta": cfg.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-            "attention_bias": cfg.bias, "mlp_bias": cfg.bias, "attention_dropout": 0.0, "pretraining_tp": 1}  # fmt: skip
+    return model_config.hf_config(cfg, arch_of(cfg, "Hugging Face"), eot, eot, dtype)
 
 
 def hf_state_dict(model) -> dict:
-    """ownlm ``GPT`` -> transformers state dict (fresh contiguous float tensors, a tied head left out)."""
-    cfg = model.config
-    kind = block_kind(cfg, "Hugging Face")
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    if cfg.tie_embeddings:
-        state.pop("lm_head.weight", None)
-    out = _gpt2_state(state, cfg) if kind == "gpt2" else _llama_state(state, cfg)
-    return {k: v.contiguous().clone() for k, v in out.items()}
-
-
-def _gpt2_state(state: dict, cfg) -> dict:
+    """ownlm ``GPT`` -> transformers state dict (fresh contiguous float tensors, a tied head left out), by the
+    architecture's tensor map."""
     import torch
 
-    out = {k: v.t() if k.endswith(CONV1D) else v for k, v in state.items()}
-    if not cfg.bias:  # GPT2LMHeadModel always has biases: zeros say "none"
-        C, H = cfg.n_embd, cfg.hidden_size
-        sizes = {"ln_1": C, "attn.c_attn": 3 * C, "attn.c_proj": C, "ln_2": C, "mlp.c_fc": H, "mlp.c_proj": C}
-        zeros = {f"transformer.h.{i}.{name}.bias": torch.zeros(n) for i in range(cfg.n_layer)
-                 for name, n in sizes.items()}  # fmt: skip
-        out |= zeros | {"transformer.ln_f.bias": torch.zeros(C)}
-    return out
-
-
-def _llama_state(state: dict, cfg) -> dict:
-    hs, nh, nkv, hidden = cfg.head_size, cfg.n_head, cfg.kv_heads, cfg.hidden_size
-    out = {"model.embed_tokens.weight": state["transformer.wte.weight"],
-           "model.norm.weight": state["transformer.ln_f.weight"]}  # fmt: skip
-    if "lm_head.weight" in state:
-        out["lm_head.weight"] = state["lm_head.weight"]
-    for i in range(cfg.n_layer):
-        src, dst = f"transformer.h.{i}.", f"model.layers.{i}."
-        out[dst + "input_layernorm.weight"] = state[src + "ln_1.weight"]
-        out[dst + "post_attention_layernorm.weight"] = state[src + "ln_2.weight"]
-        for kind in ("weight", "bias") if cfg.bias else ("weight",):
-            q, k, v = state[src + f"attn.c_attn.{kind}"].split([nh * hs, nkv * hs, nkv * hs], dim=0)
-            gate, up = state[src + f"mlp.c_fc.{kind}"].split([hidden, hidden], dim=0)  # gate first, as in MLP
-            out |= {dst + f"self_attn.q_proj.{kind}": q, dst + f"self_attn.k_proj.{kind}": k,
-                    dst + f"self_attn.v_proj.{kind}": v, dst + f"self_attn.o_proj.{kind}": state[src + f"attn.c_proj.{kind}"],
-                    dst + f"mlp.gate_proj.{kind}": gate, dst + f"mlp.up_proj.{kind}": up,
-                    dst + f"mlp.down_proj.{kind}": state[src + f"mlp.c_proj.{kind}"]}  # fmt: skip
-    return out
+    cfg = model.config
+    arch = arch_of(cfg, "Hugging Face")
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    out = tensor_map.to_outside(state, cfg, arch, "hf")
+    if arch == "gpt2":  # GPT2LMHeadModel always has biases: zeros say "none"
+        out = tensor_map.zero_biases(out, cfg, "hf", torch.zeros)
+    return {k: v.contiguous().clone() for k, v in out.items()}
 
 
 def tokenizer_config(tokenizer, cfg, template=None) -> tuple[dict, dict]:

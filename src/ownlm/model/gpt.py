@@ -45,6 +45,8 @@ class GPTConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     mlp_hidden: int | None = None  # None: 4 * n_embd, or 8/3 * n_embd rounded up to 64 for swiglu
+    qkv_bias: bool = False  # biases on the q/k/v projection even when ``bias`` is off (Qwen2)
+    rope_scaling: dict | None = None  # {"rope_type": "linear" | "llama3" | "factors", ...}; see rope_inv_freq
 
     def __post_init__(self):
         self.validate()
@@ -60,6 +62,8 @@ class GPTConfig:
             raise UserError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({kv})")
         if self.pos == "rope" and self.head_size % 2:
             raise UserError(f"RoPE needs an even head size, got n_embd/n_head = {self.head_size}")
+        if self.rope_scaling is not None:
+            rope_inv_freq(self.head_size, self.rope_theta, self.rope_scaling)  # checks the section
         for name, allowed in (("pos", ("learned", "rope", "sinusoidal")), ("norm", ("layernorm", "rmsnorm")),
                               ("mlp", ("gelu", "swiglu", "relu2"))):  # fmt: skip
             if getattr(self, name) not in allowed:
@@ -157,20 +161,58 @@ class SinusoidalPositions(nn.Module):
         return self.table[pos]
 
 
+ROPE_SCALINGS = ("linear", "llama3", "factors")
+
+
+def rope_inv_freq(head_size: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    """RoPE's angle per position for each of the hs/2 rotated pairs: theta^(-2i/hs), then rescaled.
+
+    ``scaling`` (what long-context models carry): ``linear`` divides every frequency by ``factor``; ``llama3``
+    (Llama 3.1/3.2) divides the low frequencies by ``factor``, keeps the high ones and blends between by
+    wavelength (``low_freq_factor``, ``high_freq_factor``, ``original_max_position_embeddings``); ``factors``
+    divides frequency i by ``factors[i]`` (the table GGUF files store as ``rope_freqs.weight``).
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size))  # (hs/2,)
+    if not scaling:
+        return inv_freq
+    kind = scaling.get("rope_type", scaling.get("type"))
+    try:
+        if kind == "linear":
+            return inv_freq / float(scaling["factor"])
+        if kind == "factors":
+            factors = torch.tensor(scaling["factors"], dtype=torch.float32)
+            if factors.shape != inv_freq.shape:
+                raise UserError(
+                    f"rope_scaling factors: {factors.numel()} values for {inv_freq.numel()} frequencies"
+                )
+            return inv_freq / factors
+        if kind == "llama3":
+            factor, lo, hi = (float(scaling[k]) for k in ("factor", "low_freq_factor", "high_freq_factor"))
+            old = float(scaling["original_max_position_embeddings"])
+            wavelen = 2 * math.pi / inv_freq
+            scaled = torch.where(wavelen > old / lo, inv_freq / factor, inv_freq)  # long waves slowed down
+            smooth = (old / wavelen - lo) / (hi - lo)
+            blended = (1 - smooth) * scaled / factor + smooth * scaled
+            medium = (wavelen >= old / hi) & (wavelen <= old / lo)
+            return torch.where(medium, blended, scaled)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"rope_scaling {kind!r} needs numeric {e} ({scaling})") from None
+    raise UserError(f"rope_scaling type {kind!r} is not supported (supported: {', '.join(ROPE_SCALINGS)})")
+
+
 class Rotary(nn.Module):
     """Rotary position embedding (Su et al. 2021, RoFormer): rotates q and k by a position-dependent angle,
     so attention scores depend on relative offsets. Rotate-half layout, as in GPT-NeoX/Llama."""
 
-    def __init__(self, block_size: int, head_size: int, theta: float):
+    def __init__(self, block_size: int, head_size: int, theta: float, scaling: dict | None = None):
         super().__init__()
-        self.block_size, self.head_size, self.theta = block_size, head_size, theta
+        self.block_size, self.head_size, self.theta, self.scaling = block_size, head_size, theta, scaling
         cos, sin = self._tables()
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        dims = torch.arange(0, self.head_size, 2, dtype=torch.float32) / self.head_size
-        inv_freq = 1.0 / (self.theta**dims)  # (hs/2,)
+        inv_freq = rope_inv_freq(self.head_size, self.theta, self.scaling)  # (hs/2,)
         angles = torch.outer(torch.arange(self.block_size, dtype=torch.float32), inv_freq)  # (T, hs/2)
         return angles.cos(), angles.sin()
 
@@ -203,7 +245,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.n_kv_head, self.head_size = cfg.n_head, cfg.kv_heads, cfg.head_size
         # one fused projection for q, k and v: a single matmul instead of three
         qkv_size = (self.n_head + 2 * self.n_kv_head) * self.head_size
-        self.c_attn = nn.Linear(cfg.n_embd, qkv_size, bias=cfg.bias)
+        self.c_attn = nn.Linear(cfg.n_embd, qkv_size, bias=cfg.bias or cfg.qkv_bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.c_proj.residual_scale = True  # see GPT.init_weights
         self.dropout = cfg.dropout
@@ -316,7 +358,11 @@ class GPT(nn.Module):
             ln_f=make_norm(cfg),
         )
         self.transformer = nn.ModuleDict(parts)
-        self.rope = Rotary(cfg.block_size, cfg.head_size, cfg.rope_theta) if cfg.pos == "rope" else None
+        self.rope = (
+            Rotary(cfg.block_size, cfg.head_size, cfg.rope_theta, cfg.rope_scaling)
+            if cfg.pos == "rope"
+            else None
+        )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
