@@ -36,9 +36,9 @@ def main() -> None:
     import torch
     import transformers
 
+    from ownlm.formats.tensor_map import from_hf_state
     from ownlm.generate import decode_layout, generate
     from ownlm.model.gpt import GPT, config_from_preset
-    from ownlm.model.gpt2 import import_state_dict
     from ownlm.model.quantize import quantize_int8
 
     torch.set_num_threads(args.threads)
@@ -48,7 +48,7 @@ def main() -> None:
                                      n_layer=cfg.n_layer, n_head=cfg.n_head)  # fmt: skip
     dtype = getattr(torch, args.dtype)
     hf = transformers.GPT2LMHeadModel(hf_cfg).eval().to(dtype)
-    state = import_state_dict(hf.state_dict(), cfg)
+    state = from_hf_state(hf.state_dict(), cfg, "gpt2")
     ours = GPT(cfg).eval().to(dtype)
     ours.load_state_dict(state, strict=False)
     fast = GPT(cfg).eval().to(dtype)  # what `ownlm generate` runs on CPU: the same weights in decode layout

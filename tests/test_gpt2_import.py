@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ownlm.cli import main as cli
+from ownlm.export.hf import hf_state_dict
 from ownlm.model.checkpoint import load_model
-from ownlm.model.gpt2 import export_hf_state_dict
 
 transformers = pytest.importorskip("transformers")
 
@@ -68,7 +68,7 @@ def test_import_logits_equal_transformers(tmp_path, fmt, prefix, capsys):
     hf = hf_model(n_inner=48 if prefix else None)
     src = save_hf(hf, tmp_path / "hf", fmt, prefix)
     assert cli(["import", "gpt2", str(src), "--out", str(tmp_path / "out")]) == 0
-    assert "imported GPT-2" in capsys.readouterr().out
+    assert "imported gpt2 model" in capsys.readouterr().out
     model, tok, cfg = load_model(tmp_path / "out")
     x = torch.randint(0, 260, (2, 40))
     with torch.no_grad():
@@ -95,7 +95,8 @@ def test_export_back_to_transformers(tmp_path):
     assert cli(["import", "gpt2", str(tmp_path / "hf"), "--out", str(tmp_path / "out")]) == 0
     model, _, _ = load_model(tmp_path / "out")
     fresh = transformers.GPT2LMHeadModel(hf.config).eval()
-    fresh.load_state_dict(export_hf_state_dict(model), strict=True)
+    result = fresh.load_state_dict(hf_state_dict(model), strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}  # tied: one matrix
     x = torch.randint(0, 260, (1, 16))
     with torch.no_grad():
         torch.testing.assert_close(fresh(x).logits, hf(x).logits, atol=1e-6, rtol=1e-6)
@@ -172,20 +173,22 @@ def test_bad_folders_exit_2_without_output(tmp_path, capsys):
     src = save_hf(hf_model(), tmp_path / "noweights", "safetensors", True)
     (src / "model.safetensors").unlink()
     assert cli(["import", "gpt2", str(src), "--out", str(out)]) == 2
-    assert "no model.safetensors or pytorch_model.bin" in capsys.readouterr().err
+    assert (
+        "no model.safetensors, model.safetensors.index.json or pytorch_model.bin" in capsys.readouterr().err
+    )
 
     src = save_hf(hf_model(), tmp_path / "corrupt", "safetensors", True)
     (src / "model.safetensors").write_bytes(b"\x00" * 100)
     assert cli(["import", "gpt2", str(src), "--out", str(out)]) == 2
-    assert "cannot read GPT-2 weights" in capsys.readouterr().err
+    assert "cannot read weights" in capsys.readouterr().err
 
     src = save_hf(hf_model(), tmp_path / "wrongshape", "safetensors", True)
     cfg = json.loads((src / "config.json").read_text())
     (src / "config.json").write_text(json.dumps({**cfg, "n_embd": 64}))
     assert cli(["import", "gpt2", str(src), "--out", str(out)]) == 2
-    assert "wrong shape" in capsys.readouterr().err
+    assert "config.json describes" in capsys.readouterr().err
 
-    (src / "config.json").write_text(json.dumps({**cfg, "model_type": "llama"}))
+    (src / "config.json").write_text(json.dumps({**cfg, "model_type": "bert"}))
     assert cli(["import", "gpt2", str(src), "--out", str(out)]) == 2
-    assert "expected 'gpt2'" in capsys.readouterr().err
+    assert "model_type 'bert'" in capsys.readouterr().err
     assert not out.exists()

@@ -116,10 +116,22 @@ COMMANDS: list[Command] = [
         "turn chat conversations into fine-tuning examples in which one person is the assistant",
     ),
     Command(
+        ("import", "gguf"),
+        "ownlm.importers.gguf:ImportGGUFConfig",
+        "ownlm.importers.gguf:main",
+        "import a GGUF file (llama, qwen2, gpt2: Llama, SmolLM, Mistral, Qwen2 ...) with its tokenizer and chat template",
+    ),
+    Command(
+        ("import", "hf"),
+        "ownlm.importers.hf:ImportHFConfig",
+        "ownlm.importers.hf:main",
+        "import a Hugging Face model folder or hub id (Llama, Mistral, Qwen2, GPT-2) with its tokenizer and chat template",
+    ),
+    Command(
         ("import", "gpt2"),
-        "ownlm.model.gpt2:ImportConfig",
-        "ownlm.model.gpt2:main",
-        "import OpenAI GPT-2 weights (Hugging Face folder or model name) into an ownlm checkpoint",
+        "ownlm.importers.hf:ImportGPT2Config",
+        "ownlm.importers.hf:main_gpt2",
+        "import OpenAI GPT-2 weights (Hugging Face folder or model name): the short form of import hf",
     ),
     Command(
         ("export",),

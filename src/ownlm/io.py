@@ -96,6 +96,40 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
         f.write("\n")
 
 
+SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",
+                      "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}  # fmt: skip
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write torch tensors as a ``.safetensors`` file, atomically, one tensor at a time: unlike
+    ``safetensors.torch.save_file`` no second copy of the whole model is made in memory.
+
+    The format: 8 bytes (little-endian header length), a JSON header ``{name: {dtype, shape, data_offsets}}``
+    padded with spaces to a multiple of 8, then the tensors' bytes back to back.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    names, offset = sorted(tensors), 0
+    for name in names:
+        t = tensors[name]
+        kind = SAFETENSORS_DTYPES.get(str(t.dtype).removeprefix("torch."))
+        if kind is None:
+            raise ValueError(f"{name}: dtype {t.dtype} cannot be stored in safetensors")
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": kind, "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    import torch  # here, not at the top: io serves commands that never load torch
+
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    with atomic_write(path, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for name in names:
+            t = tensors[name].detach().cpu().contiguous()
+            if t.numel():
+                f.write(memoryview(t.view(-1).view(torch.uint8).numpy()))
+
+
 # Deeper JSON is refused: no format of ours nests past a dozen levels, and Python's parser (and every
 # recursive walk of its result) would hit the interpreter's recursion limit near 1,000.
 MAX_JSON_DEPTH = 256

@@ -20,16 +20,13 @@ reach the padding rows.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 from ownlm.errors import UserError
 from ownlm.formats import model_config, tensor_map
 from ownlm.formats.model_config import HF_DTYPES
 from ownlm.formats.tensor_map import arch_of
-from ownlm.io import write_json
+from ownlm.io import write_json, write_safetensors
 
 HF_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json", "special_tokens_map.json")  # fmt: skip
@@ -84,21 +81,6 @@ def generation_config(tokenizer, template=None) -> dict:
     return {"bos_token_id": eot, "eos_token_id": stops[0] if len(stops) == 1 else stops or None}
 
 
-def save_safetensors(state: dict, path: Path) -> None:
-    """``safetensors`` file written atomically (temp file beside it, then rename)."""
-    from safetensors.torch import save_file
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_hf(model, tokenizer, out: Path, template=None, dtype: str = "f32") -> list[str]:
     """Write the Hugging Face folder into ``out`` (which must exist); return the file names written."""
     import torch
@@ -113,7 +95,7 @@ def write_hf(model, tokenizer, out: Path, template=None, dtype: str = "f32") -> 
     config = hf_config(cfg, tokenizer, dtype)
     tok_config, special_map = tokenizer_config(tokenizer, cfg, template)
     state = {k: v.to(getattr(torch, HF_DTYPES[dtype])) for k, v in hf_state_dict(model).items()}
-    save_safetensors(state, out / "model.safetensors")
+    write_safetensors(out / "model.safetensors", state, metadata={"format": "pt"})
     write_json(out / "config.json", config)
     write_json(out / "generation_config.json", generation_config(tokenizer, template))
     save_hf(tokenizer, out / "tokenizer.json")  # checked against our encoder before it is written

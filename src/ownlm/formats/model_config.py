@@ -165,10 +165,11 @@ def config_from_gguf(meta: dict, tensor_shapes: dict[str, tuple], where: str) ->
     a = arch
 
     def get(key, default=None, kind=int):
-        v = meta.get(f"{a}.{key}", default)
+        full = f"{a}.{key}"
+        v = meta.get(full, default)
         if v is None:
-            raise UserError(f"{where}: metadata key {a}.{key} is missing")
-        return (_int if kind is int else _float)({key: v}, f"{a}.{key}", where)
+            raise UserError(f"{where}: metadata key {full} is missing")
+        return (_int if kind is int else _float)({full: v}, full, where)
 
     embd = tensor_shapes.get("token_embd.weight")
     if embd is None:

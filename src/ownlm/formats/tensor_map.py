@@ -227,6 +227,27 @@ def _name(e: Entry, fmt: str) -> str:
     return e.hf if fmt == "hf" else e.gguf
 
 
+def hf_stored_names(names, arch: str) -> dict[str, str]:
+    """Map-name -> stored name for a Hugging Face state dict. GPT2Model stores ``h.0...`` where GPT2LMHeadModel
+    stores ``transformer.h.0...``; old GPT-2 checkpoints keep the causal mask as a buffer (skipped)."""
+    if arch != "gpt2":
+        return {n: n for n in names if not n.endswith("rotary_emb.inv_freq")}
+    out = {}
+    for n in names:
+        if n.endswith((".attn.bias", ".attn.masked_bias")):
+            continue
+        out[n if n.startswith(("transformer.", "lm_head.")) else "transformer." + n] = n
+    return out
+
+
+def from_hf_state(hf_state: Mapping, cfg: GPTConfig, arch: str) -> dict:
+    """A transformers state dict (in memory) -> our state dict."""
+    stored = hf_stored_names(hf_state, arch)
+    if cfg.tie_embeddings:
+        stored.pop("lm_head.weight", None)
+    return dict(from_outside(lambda n: hf_state[stored[n]], set(stored), cfg, arch, "hf"))
+
+
 def unused(names: set[str], cfg: GPTConfig, arch: str, fmt: str) -> list[str]:
     """Outside tensors the map does not read (a rotary frequency table is read separately)."""
     known = {_name(e, fmt) for e in entries(cfg, arch)}

@@ -22,13 +22,10 @@ accepts either.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 from ownlm.errors import UserError
-from ownlm.io import read_json, write_json
+from ownlm.io import read_json, write_json, write_safetensors
 
 FORMAT = "ownlm-model"
 VERSION = 1
@@ -56,8 +53,6 @@ def has_lora(model) -> bool:
 def save_model(directory, model, tokenizer=None, extra: dict | None = None, kind: str = "lm") -> Path:
     """Write the model (and tokenizer) to ``directory``, each file atomically; return the folder.
     A model with LoRA adapters is written as its base weights plus ``adapter.safetensors`` (kind lm+lora)."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = unwrap(model)
@@ -73,15 +68,7 @@ def save_model(directory, model, tokenizer=None, extra: dict | None = None, kind
     if model.config.tie_embeddings:
         state.pop(_head_key(model), None)  # the same tensor as transformer.wte.weight
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"format": FORMAT})
-        os.replace(tmp, directory / WEIGHTS)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_safetensors(directory / WEIGHTS, state, metadata={"format": FORMAT})
     if tokenizer is not None:
         tokenizer.save(directory)
     meta = {"format": FORMAT, "version": VERSION, "kind": kind, "model": model.config.to_dict(),
