@@ -13,7 +13,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from ownlm.errors import UserError
+from ownlm.errors import UserError, disk_full, out_of_memory
 
 
 @dataclass(frozen=True)
@@ -252,36 +252,38 @@ def run(argv: list[str]) -> int:
         raise UserError(f"unknown command '{argv[0]}'\n{_usage()}")
     prog = "ownlm " + " ".join(cmd.words)
     cfg = parse_args(_load(cmd.config), rest, prog, description=cmd.help)
+    out = getattr(cfg, "out", None)
+    _OUTPUT[:] = [str(out)] if out else []
     return int(_load(cmd.entry)(cfg) or 0)
 
 
-def _is_out_of_memory(e: BaseException) -> bool:
-    """MemoryError, or the RuntimeError torch raises when an allocation fails (CPU or GPU)."""
-    if isinstance(e, MemoryError):
-        return True
-    text = str(e).lower()
-    return isinstance(e, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
+_OUTPUT: list[str] = []  # the running command's --out, to name it when a full disk does not say which file
 
 
-def explain(e: BaseException) -> tuple[str, int] | None:
+def explain(e: BaseException, output: str | None = None) -> tuple[str, int] | None:
     """A one-line message and exit code for errors of the machine rather than of ownlm: out of memory (2),
-    a full disk (2), no permission or a read-only place (2), another OS error naming a file (2); else None.
+    a full disk (2, naming the file, else ``output``: the command's --out), no permission or a read-only place
+    (2), another OS error naming a file (2); else None.
 
     >>> import errno; explain(OSError(errno.ENOSPC, "No space left on device", "out/x.bin"))
     ('disk full while writing out/x.bin: free some space or write --out elsewhere', 2)
+    >>> explain(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"))[1]
+    2
     """
     import errno
 
-    if _is_out_of_memory(e):
+    if out_of_memory(e):
         return (
             "out of memory: use a smaller model, --batch-size or input, or fewer --workers "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'allocation failed'})",
             2,
         )
+    filename = getattr(e, "filename", None)
+    if disk_full(e):
+        where = filename if filename is not None else output or "the output"
+        return f"disk full while writing {where}: free some space or write --out elsewhere", 2
     if isinstance(e, OSError):
-        where = e.filename if e.filename is not None else "a file"
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return f"disk full while writing {where}: free some space or write --out elsewhere", 2
+        where = filename if filename is not None else "a file"
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return f"{where}: {e.strerror or 'permission denied'}: choose a place you can write (--out)", 2
         if e.filename is not None:
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the guard: no user ever sees a traceback they did not ask for
         if debug:
             traceback.print_exc()
-        known = explain(e)
+        known = explain(e, _OUTPUT[0] if _OUTPUT else None)
         if known is not None:
             print(f"ownlm: error: {known[0]}", file=sys.stderr)
             return known[1]

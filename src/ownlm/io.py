@@ -7,6 +7,7 @@ then renamed over the target (``os.replace`` is atomic on POSIX and Windows).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ownlm.errors import UserError
+from ownlm.errors import UserError, disk_full
 
 
 @contextlib.contextmanager
@@ -46,9 +47,35 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             os.fsync(f.fileno())
         refuse_special(path)  # something may have appeared there meanwhile
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if (
+            isinstance(e, OSError) and disk_full(e) and e.filename != str(path)
+        ):  # name the output, not the temp
+            raise OSError(e.errno or errno.ENOSPC, e.strerror or "No space left on device", str(path)) from e
+        raise
+
+
+@contextlib.contextmanager
+def removed_on_failure(path: str | os.PathLike):
+    """Remove ``path`` (a folder or a file) when the block fails and ``path`` did not exist before it, so a
+    command that stops half-way (a full disk, an interrupt) leaves nothing behind.
+
+    >>> with removed_on_failure("exported"):  # doctest: +SKIP
+    ...     write_all_files("exported")
+    """
+    path = Path(path)
+    existed = path.exists() or path.is_symlink()
+    try:
+        yield path
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(OSError):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         raise
 
 
@@ -152,31 +179,75 @@ def _too_deep_at(text: str, limit: int) -> int | None:
     return None
 
 
+class JSONError(UserError):
+    """Broken JSON: ``line`` (1-based, in the file) and ``detail`` (what is wrong, without the place), for a
+    caller that reports it its own way (a JSONL line as one problem, the rest of the file kept)."""
+
+    def __init__(self, where: str, line: int, what: str, detail: str):
+        super().__init__(f"{where}:{line}: {what}: {detail}")
+        self.line, self.detail = line, f"{what}: {detail}"
+
+
 def load_json_text(text: str, where: str, what: str = "not valid JSON", first_line: int = 1) -> Any:
-    """Parse JSON ``text`` read from ``where`` (a file name); any problem is a one-line ``UserError`` naming
-    ``where:line`` (``first_line`` is the line ``text`` starts on: a JSONL record's line number).
+    """Parse JSON ``text`` read from ``where`` (a file name); any problem is a one-line ``JSONError`` (a
+    ``UserError``) naming ``where:line`` (``first_line`` is the line ``text`` starts on: a JSONL record's).
 
-    Refused: broken JSON, nesting deeper than ``MAX_JSON_DEPTH`` levels, numbers Python will not read.
+    Refused: broken JSON, anything after the value (``[1][2]``: the second list is not silently dropped),
+    nesting deeper than ``MAX_JSON_DEPTH`` levels, numbers Python will not read. A UTF-8 byte-order mark at
+    the start is skipped (Windows editors write one).
 
-    >>> load_json_text('{"a": [1, 2]}', "x.json")
+    >>> load_json_text('\\ufeff{"a": [1, 2]}', "x.json")
     {'a': [1, 2]}
     >>> load_json_text("[" * 300 + "]" * 300, "x.json")
     Traceback (most recent call last):
-    ownlm.errors.UserError: x.json:1: not valid JSON: nested deeper than 256 levels (column 257)
+    ownlm.io.JSONError: x.json:1: not valid JSON: nested deeper than 256 levels (column 257)
+    >>> load_json_text("[1]\\n[2]", "x.json")
+    Traceback (most recent call last):
+    ownlm.io.JSONError: x.json:2: not valid JSON: Extra data (column 1)
     """
+    text = text.removeprefix("\ufeff")
     pos = _too_deep_at(text, MAX_JSON_DEPTH)
     if pos is not None:
         line = first_line + text.count("\n", 0, pos)
         col = pos - text.rfind("\n", 0, pos)
-        raise UserError(f"{where}:{line}: {what}: nested deeper than {MAX_JSON_DEPTH} levels (column {col})")
+        raise JSONError(where, line, what, f"nested deeper than {MAX_JSON_DEPTH} levels (column {col})")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{where}:{first_line + e.lineno - 1}: {what}: {e.msg} (column {e.colno})") from None
+        raise JSONError(where, first_line + e.lineno - 1, what, f"{e.msg} (column {e.colno})") from None
     except RecursionError:  # a stack already deep when parsing started
-        raise UserError(f"{where}:{first_line}: {what}: nested too deeply") from None
+        raise JSONError(where, first_line, what, "nested too deeply") from None
     except ValueError as e:  # e.g. an integer of more than 4,300 digits
-        raise UserError(f"{where}:{first_line}: {what}: {e}") from None
+        raise JSONError(where, first_line, what, str(e)) from None
+
+
+def iter_json_list(text: str, where: str) -> Iterator[tuple[int, Any]]:
+    """``(line, item)`` for each item of ``text`` holding one JSON list, the line being where the item starts
+    (for messages such as ``data.json:12: ...``). The whole text is checked first by ``load_json_text`` (depth,
+    huge numbers, a byte-order mark, anything after the list), so a broken file yields nothing.
+
+    >>> list(iter_json_list('[{"a": 1},\\n {"a": 2}]', "x.json"))
+    [(1, {'a': 1}), (2, {'a': 2})]
+    >>> list(iter_json_list('[1] [2]', "x.json"))
+    Traceback (most recent call last):
+    ownlm.io.JSONError: x.json:1: broken JSON: Extra data (column 5)
+    """
+    whole = load_json_text(text, where, "broken JSON")
+    if not isinstance(whole, list):
+        found = {dict: "an object", str: "a string"}.get(type(whole), type(whole).__name__)
+        raise JSONError(where, 1, "expected a JSON list of records",
+                        f"found {found} (or use .jsonl: one record a line)")  # fmt: skip
+    text = text.removeprefix("\ufeff")
+    decoder = json.JSONDecoder()
+    i = text.index("[") + 1
+    line, counted = 1, 0
+    for _ in whole:  # the text parsed whole above, so each item decodes again in order
+        while text[i].isspace() or text[i] == ",":
+            i += 1
+        item, end = decoder.raw_decode(text, i)
+        line, counted = line + text.count("\n", counted, i), i
+        yield line, item
+        i = end
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
@@ -304,7 +375,8 @@ def _inside(child: Path, parent: Path) -> bool:
 
 def _made_by_ownlm(folder: Path) -> str | None:
     """The kind of output ownlm wrote in ``folder`` (its marker, else its manifest's format), or None."""
-    for name, key in ((OUTPUT_MARKER, "kind"), ("manifest.json", "format"), ("tokenizer.json", "format")):
+    for name, key in ((OUTPUT_MARKER, "kind"), ("manifest.json", "format"), ("tokenizer.json", "format"),
+                      ("pipeline.json", "format")):  # fmt: skip
         try:
             d = json.loads((folder / name).read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):

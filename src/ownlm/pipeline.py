@@ -203,9 +203,18 @@ class StageStopped(Exception):
 class Pipeline:
     """Runs stages in order, skipping each one whose key and output are unchanged."""
 
-    def __init__(self, out: Path, force: bool = False, total: int = 0):
+    def __init__(self, out: Path, force: bool = False, total: int = 0, sources: list[str] = ()):
+        from ownlm.io import mark_output, prepare_output
+
         self.out, self.force, self.total, self.n = out, force, total, 0
+        # the output rule: a new or empty folder, or one a build made (never a user's folder holding run/)
+        prepare_output(out, kind=STATE_FORMAT, folder=True, inputs=sources)
+        for s in sources:  # nor inside a source folder: the next build would read its own outputs
+            if Path(s).is_dir() and Path(s).resolve() in out.resolve().parents:
+                raise UserError(f"--out {out}: is inside the source folder {s}; the next build would read its "
+                                "own outputs as sources; give a folder outside it")  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
+        mark_output(out, STATE_FORMAT)
         self.state = State(out)
 
     def run(
@@ -283,7 +292,7 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
     sources = list(cfg.sources)
     raw = [s for s in sources if not _is_documents_jsonl(s)]
     stages += bool(raw)
-    p = Pipeline(out, cfg.force, stages)
+    p = Pipeline(out, cfg.force, stages, sources)
     if prelude is not None:
         sources += prelude(p)
         raw = [s for s in sources if not _is_documents_jsonl(s)]

@@ -291,14 +291,12 @@ def instruction_examples(docs: list[dict]) -> list[dict]:
 
 
 def main(cfg: PythonDocsConfig) -> int:
-    from ownlm.io import sha256_file, write_jsonl, write_manifest
+    from ownlm.io import prepare_output, sha256_file, write_jsonl, write_manifest
 
     if not cfg.topics and not cfg.modules:
         raise UserError("nothing to write: --no-topics and --no-modules together leave no documents")
+    out = prepare_output(cfg.out, kind="ownlm-python-docs", folder=True)  # the manifest names the kind
     docs = collect_documents(cfg.topics, cfg.modules, cfg.min_chars)
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; --out names a folder")
     n = write_jsonl(out / "docs.jsonl", docs)
     chars = sum(len(d["text"]) for d in docs)
     nbytes = (out / "docs.jsonl").stat().st_size

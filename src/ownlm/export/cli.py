@@ -19,7 +19,7 @@ from typing import Literal
 
 from ownlm.config import opt
 from ownlm.errors import UserError
-from ownlm.io import read_json, write_json
+from ownlm.io import read_json, removed_on_failure, write_json
 
 MARKER = "ownlm-export.json"
 MARKER_FORMAT = "ownlm-export"
@@ -83,7 +83,7 @@ def plan_file(path: Path, force: bool) -> None:
 
 def main(cfg: ExportConfig) -> int:
     from ownlm.export import block_kind
-    from ownlm.export.hf import HF_FILES, write_hf
+    from ownlm.export.hf import HF_FILES
     from ownlm.model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
     from ownlm.model.gpt import GPTConfig
 
@@ -106,6 +106,7 @@ def main(cfg: ExportConfig) -> int:
     run_name = Path(os.path.abspath(cfg.run)).name
     out = Path(cfg.out)
     to_file = cfg.to == "gguf" and out.suffix.lower() == ".gguf"
+    stale: list[str] = []
     if to_file:
         plan_file(out, cfg.force)
         files = [out.name]
@@ -116,6 +117,18 @@ def main(cfg: ExportConfig) -> int:
     model, tokenizer, _ = load_model(folder)
     model.float()
     template = chat_template(folder)
+    with removed_on_failure(out):  # a full disk or an interrupt leaves no half-written new folder behind
+        where = _write(cfg, model, tokenizer, template, out, to_file, files, stale, folder, dtype, run_name)
+    n = model.num_params(non_embedding=False)
+    arch = block_kind(model.config, target)
+    print(f"exported {folder} ({n:,} parameters, {arch} block{', chat template' if template else ''}) "
+          f"-> {where} ({target}, {dtype})")  # fmt: skip
+    return 0
+
+
+def _write(cfg, model, tokenizer, template, out, to_file, files, stale, folder, dtype, run_name) -> Path:
+    from ownlm.export.hf import write_hf
+
     if to_file:
         out.parent.mkdir(parents=True, exist_ok=True)
     else:  # the list of what we write goes first, so an interrupted export can still be replaced with --force
@@ -131,8 +144,4 @@ def main(cfg: ExportConfig) -> int:
         from ownlm.export.gguf import write_gguf
 
         where = write_gguf(model, tokenizer, out if to_file else out / files[0], template, dtype, run_name)
-    n = model.num_params(non_embedding=False)
-    arch = block_kind(model.config, target)
-    print(f"exported {folder} ({n:,} parameters, {arch} block{', chat template' if template else ''}) "
-          f"-> {where} ({target}, {dtype})")  # fmt: skip
-    return 0
+    return where

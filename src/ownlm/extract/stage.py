@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from ownlm.config import opt
-from ownlm.errors import UserError
+from ownlm.errors import UserError, machine_error
 from ownlm.extract.base import (
     Conversation,
     Document,
@@ -91,6 +91,25 @@ class ExtractConfig:
         choices=["replace", "ignore", "strict"],
         help="invalid bytes in UTF-8 text files: replace (with U+FFFD), ignore (drop), strict (file is an error)",
     )
+
+
+def _refuse_an_input_file(out: Path, side: Path, inputs: list[str]) -> None:
+    """An ``--out`` inside an input folder is left out of the inputs only when an earlier extract wrote it (its
+    summary beside it says so); a file of the user's there is an input, never overwritten."""
+    if not out.is_file():
+        return
+    folders = [Path(i).resolve() for i in inputs if Path(i).is_dir()]
+    if not any(f in out.resolve().parents for f in folders):
+        return
+    try:
+        made = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        made = None
+    if not (isinstance(made, dict) and made.get("format") == "ownlm-extract-summary"):
+        raise UserError(
+            f"--out {out}: is a file among the inputs that ownlm did not write (no {side.name} beside it); "
+            "give another output file (nothing was changed)"
+        )
 
 
 def summary_path(out: Path) -> Path:
@@ -179,6 +198,8 @@ class Extraction:
             self.fail(name, str(e))
             return
         except OSError as e:
+            if machine_error(e):
+                raise
             self.fail(name, f"cannot read the file: {e.strerror or e}")
             return
         self.source(Source(name, data), named, depth=0)
@@ -319,6 +340,8 @@ class Extraction:
         except UserError:
             raise
         except Exception as e:  # a reader's library choking on a malformed file must not stop the run
+            if machine_error(e):  # a full disk (writing the output) or no memory: not this file's fault
+                raise
             self.fail(name, f"{reader_name} reader failed: {type(e).__name__}: {e}")
             self.summary.file(reader_name, size, failed=True)
             return
@@ -422,6 +445,7 @@ def main(cfg: ExtractConfig) -> int:
         raise UserError(f"--out {out}: is a folder; give a file name such as {out / 'docs.jsonl'}")
     prepare_output(out, kind="ownlm-docs", folder=False, inputs=cfg.inputs)  # not an input, nor a device
     side = summary_path(out)
+    _refuse_an_input_file(out, side, cfg.inputs)
     files = collect_files(cfg.inputs, exclude={out.resolve(), side.resolve()})
     readers = load_readers()
     start = time.perf_counter()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import re
 import statistics
 from collections.abc import Iterable, Iterator
@@ -34,6 +33,7 @@ from ownlm.extract.base import (
     ReaderError,
     Source,
 )
+from ownlm.io import JSONError, load_json_text
 
 TEXT_FIELDS = ("text", "content", "body", "message", "document", "article", "story", "description", "review")
 # Where a JSON file keeps its list of records when the top level is an object.
@@ -297,16 +297,16 @@ class TabularReader(Reader):
         for line, raw in enumerate(text.split("\n"), start=1):
             if not raw.strip():
                 continue
-            try:
-                yield line, json.loads(raw)
-            except json.JSONDecodeError as e:
-                yield Problem(f"{name}:{line}", f"broken JSON line: {e.msg} (column {e.colno})")
+            try:  # one bad line (broken, nested 100k deep) is that line's problem; the others are kept
+                yield line, load_json_text(raw, name, "broken JSON line", first_line=line)
+            except JSONError as e:
+                yield Problem(f"{name}:{line}", e.detail)
 
     def _json(self, text: str) -> Iterator:
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ReaderError(f"not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+            obj = load_json_text(text, "", "not valid JSON")
+        except JSONError as e:
+            raise ReaderError(f"{e.detail} at line {e.line}") from None
         if isinstance(obj, dict):
             lists = [k for k in LIST_KEYS if isinstance(obj.get(k), list)]
             if lists:

@@ -44,38 +44,15 @@ class _Bad(Exception):
 
 
 def _json_array(path: Path) -> Iterator[tuple[int, Any]]:
-    """``(line, item)`` for each item of a file holding one JSON array (the line where the item starts)."""
+    """``(line, item)`` for each item of a file holding one JSON list (the line where the item starts), read by
+    the one JSON reader (depth and number limits, a byte-order mark, nothing after the list)."""
+    from ownlm.io import iter_json_list
+
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    decoder = json.JSONDecoder()
-    i = len(text) - len(text.lstrip())
-
-    def fail(pos: int, what: str):
-        line = text.count("\n", 0, pos) + 1
-        raise UserError(f"{path}:{line}: {what}")
-
-    if not text.startswith("[", i):
-        fail(i, "expected a JSON list of records (or use .jsonl: one record per line)")
-    i += 1
-    while True:
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if text.startswith("]", i):
-            return
-        try:
-            item, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            fail(e.pos, f"broken JSON: {e.msg}")
-        yield text.count("\n", 0, i) + 1, item
-        i = end
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if text.startswith(",", i):
-            i += 1
-        elif not text.startswith("]", i):
-            fail(i, "broken JSON: expected ',' or ']' between records")
+    yield from iter_json_list(text, str(path))
 
 
 def _records(path: Path) -> Iterator[tuple[int, Any]]:

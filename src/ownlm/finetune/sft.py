@@ -567,6 +567,7 @@ class MergeConfig:
 
 
 def merge_main(cfg: MergeConfig) -> int:
+    from ownlm.io import removed_on_failure
     from ownlm.model.checkpoint import load_model, resolve_checkpoint, save_model
     from ownlm.tokenizer.chat import load_template, save_template
 
@@ -577,9 +578,10 @@ def merge_main(cfg: MergeConfig) -> int:
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out {out}: the folder is not empty; choose a new one")
     model, tok, _ = load_model(folder, merge_lora=True)
-    save_model(out, model, tokenizer=tok, extra={"merged_from": str(folder)})
-    template = load_template(folder)
-    if template is not None:
-        save_template(out, template)
+    with removed_on_failure(out):  # a full disk half-way leaves no partial model behind
+        save_model(out, model, tokenizer=tok, extra={"merged_from": str(folder)})
+        template = load_template(folder)
+        if template is not None:
+            save_template(out, template)
     print(f"merged {folder} -> {out}")
     return 0

@@ -187,9 +187,10 @@ def read_tokenizer(reader, meta: dict, path: Path):
 
 
 def main(cfg: ImportGGUFConfig) -> int:
-    from ownlm.importers.save import save_import
+    from ownlm.importers.save import check_out, save_import
 
     path = Path(cfg.file)
+    check_out(cfg.out, str(path))
     print(f"reading {path} ...", file=sys.stderr)
     model, tokenizer, template, info = load_gguf(path, cfg.context)
     return save_import(cfg.out, model, tokenizer, template, info, source=str(path))

@@ -189,16 +189,18 @@ def read_tokenizer(folder: Path):
 
 
 def main(cfg: ImportHFConfig) -> int:
-    from ownlm.importers.save import save_import
+    from ownlm.importers.save import check_out, save_import
 
+    check_out(cfg.out, cfg.source)  # before any download
     folder = find_source(cfg.source, cfg.revision)
     model, tokenizer, template, info = load_hf(folder, cfg.context)
     return save_import(cfg.out, model, tokenizer, template, info, source=str(folder))
 
 
 def main_gpt2(cfg: ImportGPT2Config) -> int:
-    from ownlm.importers.save import save_import
+    from ownlm.importers.save import check_out, save_import
 
+    check_out(cfg.out, cfg.source)  # before any download
     folder = find_source(cfg.source, cfg.revision)
     model, tokenizer, template, info = load_hf(folder, only="gpt2")
     return save_import(cfg.out, model, tokenizer, template, info, source=str(folder))

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from ownlm.io import mark_output, prepare_output
+from pathlib import Path
+
+from ownlm.io import mark_output, prepare_output, removed_on_failure
 
 KIND = "ownlm-import"
+
+
+def check_out(out, source: str) -> None:
+    """The output rule, before anything is read or downloaded: a new folder or an earlier import's, never the
+    source (a local path) nor a folder holding it."""
+    prepare_output(out, kind=KIND, folder=True, inputs=[source] if Path(source).exists() else [])
 
 
 def save_import(out, model, tokenizer, template, info: dict, source: str) -> int:
@@ -14,10 +22,11 @@ def save_import(out, model, tokenizer, template, info: dict, source: str) -> int
 
     folder = prepare_output(out, kind=KIND, folder=True, inputs=[source])
     extra = {"imported_from": source, **{k: v for k, v in info.items() if v is not None}}
-    save_model(folder, model, tokenizer, extra=extra)
-    if template is not None:
-        save_template(folder, template)
-    mark_output(folder, KIND)
+    with removed_on_failure(folder):  # a full disk half-way leaves no partial model behind
+        save_model(folder, model, tokenizer, extra=extra)
+        if template is not None:
+            save_template(folder, template)
+        mark_output(folder, KIND)
     cfg = model.config
     n = model.num_params(non_embedding=False)
     print(f"imported {info.get('architecture')} model {info.get('name') or ''} ({n / 1e6:.1f}M parameters, "

@@ -21,7 +21,7 @@ from typing import Literal
 
 from ownlm.config import opt
 from ownlm.errors import UserError
-from ownlm.io import check_out
+from ownlm.io import mark_output, prepare_output
 
 Errors = Literal["strict", "replace"]
 ERRORS_HELP = "what to do with bytes that are not UTF-8: strict (stop and say where) or replace (with U+FFFD)"
@@ -33,12 +33,23 @@ def _load(path: str):
     return Tokenizer.load(path)
 
 
+def _tokenizer_file(path: str) -> Path:
+    """The file a tokenizer argument names (a folder means its ``tokenizer.json``): an input never written."""
+    p = Path(path)
+    return p / "tokenizer.json" if p.is_dir() else p
+
+
+def _check_file_out(out: str | None, *inputs: str | None) -> None:
+    """The output rule for a file ``--out``, before any work: never one of ``inputs``, never a device."""
+    if out:
+        prepare_output(out, kind="file", folder=False, inputs=[i for i in inputs if i and i != "-"])
+
+
 def _emit(text: str, out: str | None) -> None:
-    """Print ``text`` or write it atomically to ``out``."""
+    """Print ``text`` or write it atomically to ``out`` (checked first by ``_check_file_out``)."""
     if out:
         from ownlm.io import write_text
 
-        check_out(out, folder=False)
         write_text(out, text)
         print(f"wrote {out}", file=sys.stderr)
     else:
@@ -160,6 +171,7 @@ def encode_main(cfg: EncodeConfig) -> int:
 
     if (cfg.text is None) == (cfg.input is None):
         raise UserError("give the text to encode either as an argument or with --input FILE (one of them)")
+    _check_file_out(cfg.out, cfg.input, str(_tokenizer_file(cfg.tokenizer)))
     tok = _load(cfg.tokenizer)
     text = cfg.text if cfg.text is not None else _read_input(cfg.input, cfg.errors)
     allowed = "all" if cfg.allowed_special == ["all"] else set(cfg.allowed_special)
@@ -204,6 +216,7 @@ def parse_ids(words: list[str], n_vocab: int, where: str = "ids") -> list[int]:
 
 
 def decode_main(cfg: DecodeConfig) -> int:
+    _check_file_out(cfg.out, cfg.input, str(_tokenizer_file(cfg.tokenizer)))
     tok = _load(cfg.tokenizer)
     if bool(cfg.ids) == (cfg.input is not None):
         raise UserError("give the ids either as arguments or with --input FILE (one of them)")
@@ -280,6 +293,10 @@ def inspect_main(cfg: InspectConfig) -> int:
 # --------------------------------------------------------------------------------------------- export
 
 
+HF_KIND = "ownlm-hf-tokenizer"  # an --out folder holding an exported Hugging Face tokenizer.json
+COMPARE_KIND = "ownlm-tokenizer-compare"
+
+
 @dataclass
 class ExportConfig:
     """Export a tokenizer for tiktoken (.tiktoken + .tiktoken.json) or Hugging Face (tokenizer.json)."""
@@ -292,18 +309,24 @@ class ExportConfig:
 
 
 def export_main(cfg: ExportConfig) -> int:
-    from ownlm.tokenizer.export import save_hf, save_tiktoken
+    from ownlm.tokenizer.export import save_hf, save_tiktoken, tiktoken_sidecar
 
     tok = _load(cfg.tokenizer)
+    source = [str(_tokenizer_file(cfg.tokenizer))]  # never written over, nor the folder holding it
     if cfg.to == "tiktoken":
         out = Path(cfg.out)
-        check_out(out, folder=out.is_dir())
-        paths = save_tiktoken(tok, out / "tokenizer.tiktoken" if out.is_dir() else out)
+        ranks = out / "tokenizer.tiktoken" if out.is_dir() else out
+        for path in (ranks, tiktoken_sidecar(ranks)):
+            prepare_output(path, kind="file", folder=False, inputs=source)
+        paths = save_tiktoken(tok, ranks)
         print(f"wrote {paths[0]} and {paths[1]}")
         print(f"load with: ownlm.tokenizer.export.load_tiktoken_export({str(paths[0])!r})")
     else:
-        check_out(cfg.out, folder=Path(cfg.out).suffix.lower() != ".json")  # as save_hf reads it
+        folder = Path(cfg.out).suffix.lower() != ".json"  # as save_hf reads it
+        prepare_output(cfg.out, kind=HF_KIND, folder=folder, inputs=source)
         path = save_hf(tok, cfg.out)
+        if folder:
+            mark_output(cfg.out, HF_KIND)
         print(f"wrote {path}")
         print(f"load with: tokenizers.Tokenizer.from_file({str(path)!r})")
     return 0
@@ -339,7 +362,7 @@ def compare_main(cfg: CompareConfig) -> int:
         raise UserError(f"--sample-mb must be positive, got {cfg.sample_mb}")
     files = expand_inputs(cfg.inputs)
     if cfg.out:
-        check_out(cfg.out, folder=True)
+        prepare_output(cfg.out, kind=COMPARE_KIND, folder=True, inputs=files)
     total = sum(f.stat().st_size for f in files)
     result = compare_corpus(
         lambda: (text for _, text in iter_documents(cfg.inputs, errors=cfg.errors)),
@@ -357,5 +380,6 @@ def compare_main(cfg: CompareConfig) -> int:
 
         paths = write_outputs(result, cfg.out)
         save_config(cfg, Path(cfg.out) / "config.json")
+        mark_output(cfg.out, COMPARE_KIND)
         print("\nwrote " + ", ".join(str(p) for p in paths))
     return 0
