@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT = Path(os.environ.get("OWNLM_TEST_GGUF", Path.home() / ".cache/ownlm-test/SmolLM2-135M-Instruct.Q4_1.gguf"))
+DEFAULT = Path(
+    os.environ.get("OWNLM_TEST_GGUF", Path.home() / ".cache/ownlm-test/SmolLM2-135M-Instruct.Q4_1.gguf")
+)
 FTYPES = {"F32": 0, "F16": 1, "Q8_0": 7}  # llama.cpp's LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0
 
 

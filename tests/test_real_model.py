@@ -15,7 +15,9 @@ import torch
 from ownlm.cli import main as cli
 from ownlm.model.checkpoint import load_model
 
-GGUF = Path(os.environ.get("OWNLM_TEST_GGUF", Path.home() / ".cache/ownlm-test/SmolLM2-135M-Instruct.Q4_1.gguf"))
+GGUF = Path(
+    os.environ.get("OWNLM_TEST_GGUF", Path.home() / ".cache/ownlm-test/SmolLM2-135M-Instruct.Q4_1.gguf")
+)
 pytestmark = pytest.mark.skipif(not GGUF.is_file(), reason=f"{GGUF} is absent (make testmodel fetches it)")
 IDS = [1, 504, 3458, 282, 4649, 314, 216, 28, 17, 1353, 30, 2, 198, 40, 2565, 12456, 33, 7, 9, 4000]
 
@@ -36,7 +38,9 @@ def llama_f32(tmp_path_factory):
     p.ftype, p.allow_requantize = 0, True  # LLAMA_FTYPE_ALL_F32
     assert llama_cpp.llama_model_quantize(str(GGUF).encode(), str(dst).encode(), ctypes.byref(p)) == 0
     # f32 KV cache: llama.cpp's default f16 cache would round k and v
-    return llama_cpp.Llama(str(dst), n_ctx=128, n_threads=2, logits_all=True, verbose=False, type_k=0, type_v=0)
+    return llama_cpp.Llama(
+        str(dst), n_ctx=128, n_threads=2, logits_all=True, verbose=False, type_k=0, type_v=0
+    )
 
 
 def test_imported_shape_is_smollm2(smol):
