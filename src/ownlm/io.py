@@ -26,24 +26,25 @@ from ownlm.errors import UserError, disk_full
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
-    """Open a temp file beside ``path``; on success fsync and rename it to ``path``, on error delete it.
+def atomic_path(path: str | os.PathLike):
+    """A temp file's path beside ``path``, for a writer that opens files itself (the ``gguf`` package's); on
+    success the file is fsynced and renamed to ``path``, on error deleted (a full disk named by ``path``, not
+    by the temp file). ``atomic_write`` is built on it.
 
-    >>> with atomic_write("out.txt") as f:  # doctest: +SKIP
-    ...     f.write("hello")
+    >>> with atomic_path("model.gguf") as tmp:  # doctest: +SKIP
+    ...     writer.write_to(tmp)
     """
     path = Path(path)
     refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # the pid in the name lets clean_stale_temps() tell a dead writer's leftover from a live one's file
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
         # mkstemp creates 0600; give the file the permissions an ordinary open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
-        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         refuse_special(path)  # something may have appeared there meanwhile
         os.replace(tmp, path)
@@ -55,6 +56,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         ):  # name the output, not the temp
             raise OSError(e.errno or errno.ENOSPC, e.strerror or "No space left on device", str(path)) from e
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
+    """Open a temp file beside ``path``; on success fsync and rename it to ``path``, on error delete it.
+
+    >>> with atomic_write("out.txt") as f:  # doctest: +SKIP
+    ...     f.write("hello")
+    """
+    with atomic_path(path) as tmp:
+        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
 
 
 @contextlib.contextmanager

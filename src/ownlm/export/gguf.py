@@ -26,16 +26,13 @@ size as unused ones. llama.cpp splits text with a built-in pre-tokenizer picked 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ownlm.errors import UserError
 from ownlm.formats import tensor_map
 from ownlm.formats.tensor_map import arch_of
-from ownlm.io import _umask
+from ownlm.io import atomic_path
 
 DTYPES = ("f32", "f16", "q8_0")
 Q8_BLOCK = 32  # q8_0 quantizes rows in blocks of 32 values, one f16 scale per block
@@ -120,9 +117,7 @@ def write_gguf(model, tokenizer, path: Path, template=None, dtype: str = "f16", 
     kind = arch_of(cfg, "GGUF")
     tokens, types, merges = vocab_entries(tokenizer, cfg.vocab_size)
     tensors = gguf_tensors(model)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         w = gguf.GGUFWriter(tmp, kind)
         w.add_name(name)
         w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
@@ -161,10 +156,4 @@ def write_gguf(model, tokenizer, path: Path, template=None, dtype: str = "f16", 
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
