@@ -4,7 +4,7 @@ Both run the same GPT-2-shaped model (124M by default, random weights: speed doe
 greedy decoding of a fixed number of new tokens after a short prompt, in the same process with the same threads.
 The weights are copied from the transformers model into ours, so both produce the same tokens (checked).
 ownlm is timed three ways: the library's ``generate()`` on a fresh model; as ``ownlm generate`` runs it on CPU
-(same fp32 weights in ``decode_layout``: exact, the like-for-like row); and with ``--quantize int8`` (approximate).
+(same fp32 weights in ``inference_layout``: exact, the like-for-like row); and with ``--quantize int8`` (approximate).
 
     python bench/bench_generate.py                       # 124M, fp32, 2 threads, 200 new tokens
     python bench/bench_generate.py --dtype bfloat16      # both in bf16 (the int8 row is built from fp32)
@@ -37,7 +37,8 @@ def main() -> None:
     import transformers
 
     from ownlm.formats.tensor_map import from_hf_state
-    from ownlm.generate import decode_layout, generate
+    from ownlm.runtime.decode import generate
+    from ownlm.runtime.device import inference_layout
     from ownlm.model.gpt import GPT, config_from_preset
     from ownlm.model.quantize import quantize_int8
 
@@ -53,7 +54,7 @@ def main() -> None:
     ours.load_state_dict(state, strict=False)
     fast = GPT(cfg).eval().to(dtype)  # what `ownlm generate` runs on CPU: the same weights in decode layout
     fast.load_state_dict(state, strict=False)
-    decode_layout(fast)
+    inference_layout(fast)
     q8 = GPT(cfg).eval()  # `ownlm generate --quantize int8`
     q8.load_state_dict(state, strict=False)
     quantize_int8(q8)

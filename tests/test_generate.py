@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from ownlm.cli import main as cli
-from ownlm.generate import TextStreamer, apply_repetition_penalty, cut_at_stop, generate, sample_next
 from ownlm.model.checkpoint import save_model
 from ownlm.model.gpt import GPT, GPTConfig
+from ownlm.runtime.decode import generate
+from ownlm.runtime.sampling import apply_repetition_penalty, sample_next
+from ownlm.runtime.text import TextStreamer, cut_at_stop
 from ownlm.tokenizer import Tokenizer
 
 BYTES_TOK = Tokenizer(special_tokens={"<|endoftext|>": 256})  # 256 byte tokens + end of text
@@ -117,15 +119,18 @@ def test_text_streamer_prints_whole_characters_and_holds_back_stop_strings(capsy
     assert buf.getvalue() == "héllo wörld "
 
 
-def test_decode_layout_keeps_logits_and_ties():
-    from ownlm.generate import decode_layout
+@pytest.mark.parametrize("batched", [False, True])
+def test_inference_layout_keeps_logits_and_ties(batched):
+    from ownlm.runtime.device import inference_layout
 
     model = tiny()
     x = torch.randint(0, 257, (2, 12))
     before = model(x)[0]
-    decode_layout(model)
+    inference_layout(model, batched=batched)
     assert model.lm_head.weight is model.transformer.wte.weight
-    assert model.transformer.h[0].mlp.c_fc.weight.stride() == (1, 128)  # stored (in, out)
+    assert model.transformer.h[0].mlp.c_fc.weight.stride() == (1, 128)  # widening: stored (in, out)
+    narrowing = model.transformer.h[0].mlp.c_proj.weight.stride()
+    assert narrowing == ((1, 32) if batched else (128, 1))  # narrowing: only for batched decoding
     torch.testing.assert_close(model(x)[0], before, atol=1e-5, rtol=1e-5)
 
 

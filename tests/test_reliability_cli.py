@@ -12,9 +12,10 @@ import torch
 from ownlm import cli
 from ownlm.cli import COMMANDS, _load, explain
 from ownlm.config import build_parser
-from ownlm.generate import GenerateConfig, check_sampling
+from ownlm.generate import GenerateConfig
 from ownlm.model.checkpoint import save_model
 from ownlm.model.gpt import GPT, GPTConfig
+from ownlm.runtime.sampling import SamplingConfig
 from ownlm.tokenizer import Tokenizer
 
 BYTES_TOK = Tokenizer(special_tokens={"<|endoftext|>": 256})
@@ -148,7 +149,7 @@ def test_every_flag_lists_its_choices_and_one_default(words):
 def test_metavars_name_the_type():
     parser = build_parser(GenerateConfig, "ownlm generate")
     metavars = {a.dest: a.metavar for a in parser._actions}
-    assert metavars["temperature"] == "FLOAT" and metavars["max_new_tokens"] == "INT"
+    assert metavars["sampling.temperature"] == "FLOAT" and metavars["sampling.max_new_tokens"] == "INT"
 
 
 # ---------------------------------------------------------------------------------------------- generate
@@ -171,7 +172,7 @@ def test_metavars_name_the_type():
 )
 def test_sampling_arguments_are_validated(field, value):
     with pytest.raises(Exception, match="--" + field.replace("_", "-")):
-        check_sampling(GenerateConfig(run="r", **{field: value}))
+        SamplingConfig(**{field: value}).check()
 
 
 def _tiny_checkpoint(tmp_path, nan=False):

@@ -19,10 +19,13 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
 from ownlm.cli import main as cli  # noqa: E402
-from ownlm.generate import generate  # noqa: E402
 from ownlm.model.checkpoint import save_model  # noqa: E402
 from ownlm.model.gpt import GPT, GPTConfig  # noqa: E402
-from ownlm.serve.app import Limits, chat_template_for, create_app  # noqa: E402
+from ownlm.runtime import text  # noqa: E402
+from ownlm.runtime.decode import generate  # noqa: E402
+from ownlm.runtime.sampling import SamplingConfig  # noqa: E402
+from ownlm.runtime.text import chat_template_for  # noqa: E402
+from ownlm.serve.app import Limits, create_app  # noqa: E402
 from ownlm.serve.cli import ServeConfig, build_app, serve_in_thread  # noqa: E402
 from ownlm.serve.engine import Engine, Result, SamplingParams  # noqa: E402
 from ownlm.tokenizer import Tokenizer  # noqa: E402
@@ -126,10 +129,10 @@ def test_engine_greedy_is_the_same_alone_among_others_and_as_generate(kw):
     lengths = [20, 5, 33, 12, 1, 25]  # sequences leave at different steps, so slots get reshuffled
     refs = [generate(model, p, n, temperature=0, vocab_limit=257)[0] for p, n in zip(prompts, lengths)]
     with Engine(model, BYTES_TOK, max_batch=3) as engine:  # 6 requests, 3 slots: some wait for a slot
-        alone = [engine.generate(p, SamplingParams(max_tokens=n, temperature=0)).tokens
+        alone = [engine.generate(p, SamplingParams(max_new_tokens=n, temperature=0)).tokens
                  for p, n in zip(prompts, lengths)]  # fmt: skip
         assert engine.peak_batch == 1
-        together = submit_all(engine, [(p, SamplingParams(max_tokens=n, temperature=0))
+        together = submit_all(engine, [(p, SamplingParams(max_new_tokens=n, temperature=0))
                                        for p, n in zip(prompts, lengths)])  # fmt: skip
         assert engine.peak_batch == 3  # they really shared steps
     assert alone == refs
@@ -152,12 +155,14 @@ def test_engine_forward_gives_the_model_logits_at_each_rows_own_position():
 
 def test_engine_seeded_sampling_is_the_same_alone_and_in_a_batch_and_seeds_differ():
     model = tiny()
-    p = SamplingParams(max_tokens=15, temperature=1.0, top_p=0.9, seed=11)
+    p = SamplingParams(max_new_tokens=15, temperature=1.0, top_p=0.9, seed=11)
     with Engine(model, BYTES_TOK, max_batch=4) as engine:
         alone = engine.generate([1, 2, 3], p).tokens
-        other = engine.generate([1, 2, 3], SamplingParams(max_tokens=15, temperature=1.0, top_p=0.9, seed=12))
+        other = engine.generate(
+            [1, 2, 3], SamplingParams(max_new_tokens=15, temperature=1.0, top_p=0.9, seed=12)
+        )
         seeds = (40, 11, 41, 42)
-        results = submit_all(engine, [([1, 2, 3], SamplingParams(max_tokens=15, temperature=1.0, top_p=0.9,
+        results = submit_all(engine, [([1, 2, 3], SamplingParams(max_new_tokens=15, temperature=1.0, top_p=0.9,
                                                                  seed=s)) for s in seeds])  # fmt: skip
         assert engine.peak_batch == 4
         assert (
@@ -170,10 +175,10 @@ def test_engine_seeded_sampling_is_the_same_alone_and_in_a_batch_and_seeds_diffe
 def test_engine_sequences_sharing_a_prompt_read_match_each_alone():
     model = tiny(pos="rope", n_kv_head=1)
     prompt = [5, 17, 200, 3]
-    params = [SamplingParams(max_tokens=12, temperature=0, repetition_penalty=3.0),  # rewrites its logits
-              SamplingParams(max_tokens=1, temperature=0),  # leaves at once: its slot is taken by the next
-              SamplingParams(max_tokens=12, temperature=0),
-              SamplingParams(max_tokens=9, temperature=0.7, seed=3)]  # fmt: skip
+    params = [SamplingParams(max_new_tokens=12, temperature=0, repetition_penalty=3.0),  # rewrites its logits
+              SamplingParams(max_new_tokens=1, temperature=0),  # leaves at once: its slot is taken by the next
+              SamplingParams(max_new_tokens=12, temperature=0),
+              SamplingParams(max_new_tokens=9, temperature=0.7, seed=3)]  # fmt: skip
     with Engine(model, BYTES_TOK, max_batch=4) as engine:
         alone = [engine.generate(prompt, p).tokens for p in params]
         assert engine.prefills_shared == 0
@@ -186,19 +191,21 @@ def test_engine_sequences_sharing_a_prompt_read_match_each_alone():
 def test_engine_stop_strings_cut_the_text_and_stop_tokens_are_not_returned():
     model = tiny()
     with Engine(model, BYTES_TOK) as engine:
-        full = engine.generate([65, 66], SamplingParams(max_tokens=30, temperature=0))
+        full = engine.generate([65, 66], SamplingParams(max_new_tokens=30, temperature=0))
         assert full.finish == "length" and full.completion_tokens == 30 and len(full.tokens) == 30
         assert full.text == BYTES_TOK.decode(full.tokens)
         stop = full.text[10:12]
-        cut = engine.generate([65, 66], SamplingParams(max_tokens=30, temperature=0, stop=[stop]))
+        cut = engine.generate([65, 66], SamplingParams(max_new_tokens=30, temperature=0, stop=[stop]))
         assert cut.finish == "stop"
         assert cut.text == full.text[: full.text.index(stop)]
         stop_id = full.tokens[7]
-        by_id = engine.generate([65, 66], SamplingParams(max_tokens=30, temperature=0, stop_ids=[stop_id]))
+        by_id = engine.generate(
+            [65, 66], SamplingParams(max_new_tokens=30, temperature=0, stop_ids=[stop_id])
+        )
         assert by_id.finish == "stop"
         assert by_id.tokens == full.tokens[: full.tokens.index(stop_id)]
         assert by_id.completion_tokens == len(by_id.tokens) + 1  # the stop token was made, not returned
-        end = engine.generate(list(range(1, 60)), SamplingParams(max_tokens=30, temperature=0))
+        end = engine.generate(list(range(1, 60)), SamplingParams(max_new_tokens=30, temperature=0))
         assert end.finish == "length" and len(end.tokens) == 64 - 59 + 1  # the context (64) is full
 
 
@@ -206,10 +213,10 @@ def test_engine_cancel_and_timeout_end_a_sequence_early():
     model = tiny()
     with Engine(model, BYTES_TOK, max_batch=1) as engine:
         engine._forward = crawling(engine, 0.01)
-        timed = engine.generate([1, 2], SamplingParams(max_tokens=60, temperature=0), timeout_s=0.1)
+        timed = engine.generate([1, 2], SamplingParams(max_new_tokens=60, temperature=0), timeout_s=0.1)
         assert timed.finish == "timeout" and timed.completion_tokens < 60
         events = []
-        ticket = engine.submit([1, 2], SamplingParams(max_tokens=60, temperature=0), events.append)
+        ticket = engine.submit([1, 2], SamplingParams(max_new_tokens=60, temperature=0), events.append)
         while not events:
             time.sleep(0.005)
         ticket.cancel()
@@ -226,8 +233,8 @@ def test_engine_rejects_what_it_cannot_do():
     with Engine(model, BYTES_TOK) as engine:
         with pytest.raises(ValueError, match="context"):
             engine.submit(list(range(65)), SamplingParams(), print)
-        with pytest.raises(ValueError, match="max_tokens"):
-            engine.submit([1], SamplingParams(max_tokens=0), print)
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            engine.submit([1], SamplingParams(max_new_tokens=0), print)
     with pytest.raises(RuntimeError, match="not running"):
         engine.submit([1], SamplingParams(), print)
 
@@ -247,7 +254,7 @@ def test_completion_is_generates_greedy_text_and_streams_the_same(run, client):
     _, tok, model = run
     prompt = "The quick brown"
     ids = tok.encode(prompt)
-    want, tokens = greedy_text(model, tok, ids, 20, [tok.eot_id])
+    want, tokens = greedy_text(model, tok, ids, 20, text.stop_ids(tok, get_template("chatml")))
     r = client.completions.create(model="my-run", prompt=prompt, max_tokens=20, temperature=0)
     assert r.choices[0].text == want
     assert r.choices[0].finish_reason == ("length" if len(tokens) == 20 else "stop")
@@ -449,3 +456,67 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "checkpoint not found" in err and len(err.strip().splitlines()) == 1
     assert cli(["serve", str(tmp_path), "--max-batch", "0"]) == 2
+
+
+def test_generate_chat_and_serve_all_stop_at_a_chat_models_end_of_turn(tmp_path, capsys, monkeypatch):
+    import io
+
+    tok = add_special_tokens(BYTES_TOK, ["<|im_start|>", "<|im_end|>"])
+    end = tok.special_tokens["<|im_end|>"]
+    model = tiny(vocab=260)
+    with (
+        torch.no_grad()
+    ):  # at every position <|im_end|> wins: ln_f gives its bias, and only wte[end] is non-zero
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.transformer.wte.weight.zero_()
+        model.transformer.wte.weight[end] = 1.0
+    step = save_model(tmp_path / "step_000001", model, tok)
+    save_template(step, get_template("chatml"))
+    args = [
+        "generate",
+        str(step),
+        "--prompt",
+        "Hi",
+        "--max-new-tokens",
+        "3",
+        "--temperature",
+        "0",
+        "--no-stream",
+    ]
+    assert cli(args) == 0
+    assert capsys.readouterr().out == "Hi\n"  # stopped at once
+    assert cli([*args, "--no-stop-at-eot"]) == 0
+    assert capsys.readouterr().out == "Hi" + "<|im_end|>" * 3 + "\n"  # what it did before
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello\n"))
+    assert cli(["chat", str(step), "--temperature", "0", "--no-stream"]) == 0
+    assert capsys.readouterr().out == "\n"
+    app = build_app(ServeConfig(run=str(step), device="cpu"))
+    with serve_in_thread(app) as url:
+        for path, body in [("/v1/completions", {"prompt": "Hi"}),
+                           ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]})]:  # fmt: skip
+            status, got = raw(url, "POST", path, {**body, "max_tokens": 3, "temperature": 0})
+            assert status == 200 and got["choices"][0]["finish_reason"] == "stop", got
+            assert got["usage"]["completion_tokens"] == 1
+
+
+def test_serve_sampling_flags_are_the_requests_defaults(run):
+    folder, tok, model = run
+    app = build_app(ServeConfig(run=str(folder), device="cpu", sampling=SamplingConfig(temperature=0)))
+    with serve_in_thread(app) as url:
+        status, health = raw(url, "GET", "/health")
+        assert health["sampling"]["temperature"] == 0
+        assert health["sampling"]["max_tokens"] == 48  # min(256, half the context of 96)
+        status, got = raw(url, "POST", "/v1/completions", {"prompt": "The quick"})  # no sampling fields
+    ids = tok.encode("The quick")
+    want, tokens = greedy_text(model, tok, ids, 48, text.stop_ids(tok, get_template("chatml")))
+    assert got["choices"][0]["text"] == want  # greedy, and as long as the server's default
+
+
+def test_one_sampling_defaults_table_for_generate_chat_and_serve():
+    from ownlm.chat import ChatConfig
+    from ownlm.generate import GenerateConfig
+
+    configs = [GenerateConfig(run="r").sampling, ChatConfig(run="r").sampling, ServeConfig(run="r").sampling]
+    assert configs == [SamplingConfig()] * 3 == [SamplingParams(stop=["x"]).__class__.__base__()] * 3
+    assert SamplingConfig().max_new(128) == 64 and SamplingConfig().max_new(2048) == 256

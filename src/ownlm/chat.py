@@ -19,6 +19,8 @@ from pathlib import Path
 
 from ownlm.config import opt
 from ownlm.errors import UserError
+from ownlm.runtime.device import DTYPE
+from ownlm.runtime.sampling import SamplingConfig
 
 
 @dataclass(kw_only=True)
@@ -27,17 +29,9 @@ class ChatConfig:
 
     run: str = opt(help="a fine-tuned run or checkpoint folder (with chat_template.json)", positional=True)
     system: str = opt("", help="system prompt, kept at the start of the conversation")
-    max_new_tokens: int = opt(256, help="longest reply in tokens", bounds="[1, inf)")
-    temperature: float = opt(0.7, help="sampling temperature (0: greedy)", bounds="[0, 100]")
-    top_k: int = opt(50, help="sample among the k most likely tokens (0: no limit)")
-    top_p: float = opt(
-        0.95, help="nucleus sampling: smallest set of tokens with this total probability", bounds="(0, 1]"
-    )
-    repetition_penalty: float = opt(
-        1.1, help="> 1 discourages repeating tokens already in the conversation", bounds="(0, 100]"
-    )
-    seed: int | None = opt(None, help="random seed for reproducible replies")
-    device: str = opt("auto", help="auto, cpu, cuda, mps")
+    sampling: SamplingConfig = opt(SamplingConfig(), help="how the reply's tokens are chosen")
+    device: str = opt("auto", help="auto, cpu, cuda, cuda:1, mps")
+    dtype: DTYPE = opt("auto", help="weights dtype (auto: fp32 on CPU, bf16 or fp16 on GPUs)")
     stream: bool = opt(True, help="print the reply as it is generated")
 
 
@@ -88,45 +82,42 @@ class Conversation:
         return path
 
 
-def load_chat_model(run: str, device: str = "cpu"):
+def load_chat_model(run: str, device="cpu", dtype: str = "auto"):
     """(model, tokenizer, template) of a chat-tuned checkpoint; a clear error for a model without a template."""
-    from ownlm.generate import decode_layout
     from ownlm.model.checkpoint import load_model, resolve_checkpoint
-    from ownlm.tokenizer.chat import get_template, load_template
+    from ownlm.runtime.device import inference_dtype, inference_layout, pick_device
+    from ownlm.runtime.text import chat_template_for
 
     folder = resolve_checkpoint(run)
-    model, tok, _ = load_model(folder, device=device)
+    device = pick_device(str(device))
+    model, tok, _ = load_model(folder, device=device, dtype=inference_dtype(dtype, device))
     if tok is None:
         raise UserError(f"{folder}: the checkpoint has no tokenizer.json")
-    template = load_template(folder)
+    template, why = chat_template_for(folder, tok)
     if template is None:
-        chatml = get_template("chatml")
-        if not all(s in tok.special_tokens for s in chatml.special_tokens()):
-            raise UserError(f"{folder}: not a chat model (no chat_template.json); fine-tune it first with "
-                            "`ownlm finetune sft`, or use `ownlm generate` to continue text")  # fmt: skip
-        template = chatml
-    if str(device) == "cpu":
-        decode_layout(model)
+        raise UserError(f"{folder}: not a chat model: {why}; or use `ownlm generate` to continue text")
+    if device.type == "cpu":
+        inference_layout(model)
     return model, tok, template
 
 
 def main(cfg: ChatConfig) -> int:
-    from ownlm.generate import TextStreamer, generate, pick_device
+    from ownlm.runtime.decode import generate
+    from ownlm.runtime.text import TextStreamer, stop_ids
 
-    if cfg.max_new_tokens < 1 or cfg.temperature < 0 or not 0 < cfg.top_p <= 1 or cfg.top_k < 0:
-        raise UserError("need --max-new-tokens >= 1, --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
-    device = pick_device(cfg.device)
-    model, tok, template = load_chat_model(cfg.run, device)
+    cfg.sampling.check()
+    s = cfg.sampling
+    model, tok, template = load_chat_model(cfg.run, cfg.device, cfg.dtype)
     block = model.config.block_size
-    room = min(cfg.max_new_tokens, block // 2)
+    room = min(s.max_new(block), block // 2)  # the reply's room; the rest of the context keeps the history
     conv = Conversation(template, tok, block, cfg.system)
     interactive = sys.stdin.isatty()
-    rng = random.Random(cfg.seed)
+    rng = random.Random(s.seed)
     if interactive:
         print(
             f"chatting with {cfg.run} (template {template.name}); /reset, /save FILE, /quit", file=sys.stderr
         )
-    stops = template.stop_ids(tok)
+    stops = stop_ids(tok, template)
     while True:
         try:
             line = input("you> ") if interactive else sys.stdin.readline()
@@ -158,8 +149,8 @@ def main(cfg: ChatConfig) -> int:
         streamer = TextStreamer(tok) if cfg.stream else None
         if interactive:
             sys.stdout.write("model> ")
-        out = generate(model, ids, min(room, block - len(ids)), temperature=cfg.temperature, top_k=cfg.top_k or None,
-                       top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty, stop_token_ids=stops,
+        out = generate(model, ids, min(room, block - len(ids)), temperature=s.temperature, top_k=s.top_k,
+                       top_p=s.top_p, repetition_penalty=s.repetition_penalty, stop_token_ids=stops,
                        seed=rng.randrange(2**31), stream=streamer, vocab_limit=tok.n_vocab)[0]  # fmt: skip
         text = tok.decode(out)
         if streamer is not None:

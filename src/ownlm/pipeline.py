@@ -391,7 +391,8 @@ def budget_text(tc: TrainingConfig) -> str:
 
 # Weights' dtype for the final samples: what training used, and fp32 for "auto" (small models sample faster in
 # fp32 on CPUs, and a few short samples gain nothing from half precision on GPUs).
-SAMPLE_DTYPE = {"auto": "float32", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+def _sample_dtype(train_dtype: str) -> str:
+    return "fp32" if train_dtype == "auto" else train_dtype
 
 
 def _samples(p: Pipeline, cfg: BuildConfig, run: Path, run_fp: str | None) -> str | None:
@@ -424,7 +425,7 @@ def _samples(p: Pipeline, cfg: BuildConfig, run: Path, run_fp: str | None) -> st
     for i, prompt in enumerate(prompts):
         gen = from_dict(cls, {"run": str(run), "prompt": prompt, "max_new_tokens": cfg.sample_tokens,
                               "temperature": cfg.temperature, "seed": cfg.train.seed + i, "stream": False,
-                              "dtype": SAMPLE_DTYPE[cfg.train.dtype]})  # fmt: skip
+                              "dtype": _sample_dtype(cfg.train.dtype)})  # fmt: skip
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             entry(gen)

@@ -321,7 +321,7 @@ def rouge_l(candidate: str, reference: str) -> float:
 
 def answer(model, tokenizer, template, messages: list[dict], max_new_tokens: int) -> str:
     """The model's greedy reply to a conversation (everything before its last assistant turn)."""
-    from ownlm.generate import generate
+    from ownlm.runtime.decode import generate
 
     ids = template.encode_prompt(tokenizer, messages)
     block = model.config.block_size

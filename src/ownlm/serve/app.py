@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hmac
 import json
 import time
@@ -33,10 +34,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ownlm.config import check_number
 from ownlm.errors import UserError
 from ownlm.io import load_json_text
+from ownlm.runtime.sampling import SamplingConfig
+from ownlm.runtime.text import stop_ids
 from ownlm.serve.engine import Engine, Event, SamplingParams
 
 PAGE = Path(__file__).parent / "static" / "index.html"
-CHATML = ("<|im_start|>", "<|im_end|>")
 
 
 @dataclass
@@ -59,29 +61,6 @@ class APIError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def chat_template_for(folder, tokenizer):
-    """``(template, None)`` for a checkpoint folder, or ``(None, why chat cannot work)``.
-
-    The checkpoint's own ``chat_template.json`` first; else ChatML when the tokenizer has its two tokens.
-    """
-    try:
-        from ownlm.tokenizer.chat import get_template, load_template
-    except ImportError:  # the chat-template module is not in this ownlm
-        return None, "this ownlm has no chat templates; use /v1/completions"
-    template = load_template(folder) if folder is not None else None
-    if template is not None:
-        missing = [t for t in template.special_tokens() if t not in tokenizer.special_tokens]
-        if missing:
-            return None, (f"the checkpoint's chat template '{template.name}' needs the special tokens "
-                          f"{missing}, which its tokenizer lacks: use /v1/completions")  # fmt: skip
-        return template, None
-    if all(s in tokenizer.special_tokens for s in CHATML):
-        return get_template("chatml"), None
-    return None, (f"the checkpoint {Path(folder).name if folder else ''} has no chat_template.json and its "
-                  f"tokenizer has no ChatML tokens {' '.join(CHATML)}: use /v1/completions, or serve a "
-                  "chat fine-tuned run")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ request fields
@@ -129,14 +108,14 @@ def _stops(body: dict) -> list[str]:
 
 
 def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str | None = None,
-               api_key: str | None = None, limits: Limits | None = None) -> FastAPI:  # fmt: skip
+               api_key: str | None = None, limits: Limits | None = None,
+               defaults: SamplingConfig | None = None) -> FastAPI:  # fmt: skip
     """The FastAPI app serving ``engine``'s model as ``model_id``; it starts the engine's loop on start-up and
-    stops it on shut-down. ``template``: the chat template (None: chat requests answer 400 ``chat_error``)."""
-    limits = limits or Limits()
-    tok = engine.tokenizer
-    block = engine.block_size
-    max_prompt = min(limits.max_prompt_tokens or block - 1, block - 1)
-    created = int(time.time())
+    stops it on shut-down. ``template``: the chat template (None: chat requests answer 400 ``chat_error``).
+    ``defaults``: the sampling settings a request gets for the fields it leaves out (``serve``'s flags)."""
+    api = _API(
+        engine, model_id, template, chat_error, api_key, limits or Limits(), defaults or SamplingConfig()
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -148,42 +127,117 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
 
     app = FastAPI(title="ownlm", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.engine, app.state.model_id = engine, model_id
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _crash)
+    app.get("/health")(api.health)
+    app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)(_page)
+    app.get("/v1/models")(api.models)
+    app.get("/v1/models/{name:path}")(api.model)
+    app.post("/v1/completions")(api.completions)
+    app.post("/v1/chat/completions")(api.chat_completions)
+    return app
 
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, e: APIError):
-        return JSONResponse(e.body(), status_code=e.status)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, e: StarletteHTTPException):
-        kind = "not_found" if e.status_code == 404 else None
-        return JSONResponse(
-            APIError(e.status_code, str(e.detail), code=kind).body(), status_code=e.status_code
-        )
+async def _api_error(request: Request, e: APIError):
+    return JSONResponse(e.body(), status_code=e.status)
 
-    @app.exception_handler(Exception)
-    async def _crash(request: Request, e: Exception):
-        body = APIError(500, f"internal error: {type(e).__name__}: {e}", type="server_error").body()
-        return JSONResponse(body, status_code=500)
 
-    def authorize(request: Request) -> None:
-        if api_key is None:
+async def _http_error(request: Request, e: StarletteHTTPException):
+    kind = "not_found" if e.status_code == 404 else None
+    return JSONResponse(APIError(e.status_code, str(e.detail), code=kind).body(), status_code=e.status_code)
+
+
+async def _crash(request: Request, e: Exception):
+    body = APIError(500, f"internal error: {type(e).__name__}: {e}", type="server_error").body()
+    return JSONResponse(body, status_code=500)
+
+
+async def _page():
+    return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+
+class _API:
+    """The routes' handlers and what they share: the engine, the model's name, template and limits."""
+
+    def __init__(self, engine: Engine, model_id: str, template, chat_error: str | None, api_key: str | None,
+                 limits: Limits, defaults: SamplingConfig):  # fmt: skip
+        self.engine, self.model_id, self.template, self.api_key = engine, model_id, template, api_key
+        self.chat_error = chat_error and f"{chat_error}: use /v1/completions"
+        self.limits, self.defaults = limits, defaults
+        self.tok, self.block = engine.tokenizer, engine.block_size
+        self.max_prompt = min(limits.max_prompt_tokens or self.block - 1, self.block - 1)
+        self.stop_ids = stop_ids(self.tok, template)  # end of text, and the template's end of turn
+        self.created = int(time.time())
+
+    # ---------------------------------------------------------------------------------------- routes
+
+    async def health(self):
+        e = self.engine
+        return {"status": "ok", "model": self.model_id, "active": len(e.active), "waiting": len(e.waiting),
+                "finished": dict(e.finished), "sampling": self._default_sampling()}  # fmt: skip
+
+    async def models(self, request: Request):
+        self.authorize(request)
+        return {"object": "list", "data": [self.model_card()]}
+
+    async def model(self, name: str, request: Request):
+        self.authorize(request)
+        if name != self.model_id:
+            raise APIError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
+        return self.model_card()
+
+    async def completions(self, request: Request):
+        self.authorize(request)
+        body = await self.read_body(request, COMPLETION_FIELDS)
+        prompts = [self.check_prompt(p, "prompt") for p in encode_prompts(body.get("prompt"), self.tok)]
+        params, n = self.sampling(body)
+        if len(prompts) * n > self.limits.max_choices:
+            raise APIError(400, f"{len(prompts)} prompts x n={n} is over {self.limits.max_choices} choices",
+                           param="n")  # fmt: skip
+        return await self.respond(request, body, prompts, params, n, chat=False)
+
+    async def chat_completions(self, request: Request):
+        self.authorize(request)
+        body = await self.read_body(request, CHAT_FIELDS)
+        if self.template is None:
+            raise APIError(400, self.chat_error or "this model has no chat template; use /v1/completions",
+                           param="messages", code="no_chat_template")  # fmt: skip
+        messages = parse_messages(body.get("messages"))
+        try:
+            ids = self.template.encode_prompt(self.tok, messages)
+        except UserError as e:
+            raise APIError(400, f"messages: {e}", param="messages") from None
+        params, n = self.sampling(body)
+        return await self.respond(request, body, [self.check_prompt(ids, "messages")], params, n, chat=True)
+
+    # ---------------------------------------------------------------------------------------- reading
+
+    def model_card(self) -> dict:
+        return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "ownlm",
+                "context_length": self.block}  # fmt: skip
+
+    def authorize(self, request: Request) -> None:
+        if self.api_key is None:
             return
         given = request.headers.get("authorization", "")
         scheme, _, key = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), api_key.encode()):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
             raise APIError(401, "Incorrect or missing API key: send the header 'Authorization: Bearer KEY' with "
                            "the key the server was started with (--api-key)", code="invalid_api_key")  # fmt: skip
 
-    async def read_body(request: Request, known: set[str]) -> dict:
+    async def read_body(self, request: Request, known: set[str]) -> dict:
+        limit = self.limits.max_body_bytes
+        too_big = APIError(
+            413, f"request body over {limit} bytes (--max-body-bytes)", code="request_too_large"
+        )
         size = request.headers.get("content-length", "")
-        too_big = APIError(413, f"request body over {limits.max_body_bytes} bytes (--max-body-bytes)",
-                           code="request_too_large")  # fmt: skip
-        if size.isdigit() and int(size) > limits.max_body_bytes:
+        if size.isdigit() and int(size) > limit:
             raise too_big
         chunks, n = [], 0
         async for chunk in request.stream():
             n += len(chunk)
-            if n > limits.max_body_bytes:
+            if n > limit:
                 raise too_big
             chunks.append(chunk)
         try:  # the one JSON reader: depth-limited, no RecursionError from a body nested 100k deep
@@ -196,30 +250,38 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
             raise APIError(400, "the JSON body must be an object")
         _check_fields(body, known)
         model = body.get("model")
-        if model is not None and model != model_id:
-            raise APIError(404, f"The model '{model}' does not exist; this server has '{model_id}'",
+        if model is not None and model != self.model_id:
+            raise APIError(404, f"The model '{model}' does not exist; this server has '{self.model_id}'",
                            param="model", code="model_not_found")  # fmt: skip
         return body
 
-    def check_prompt(ids: list[int], param: str) -> list[int]:
-        if len(ids) > max_prompt:
-            raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most {max_prompt} "
-                           f"(the model's context is {block} tokens)", param=param,
+    def check_prompt(self, ids: list[int], param: str) -> list[int]:
+        if len(ids) > self.max_prompt:
+            raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most {self.max_prompt} "
+                           f"(the model's context is {self.block} tokens)", param=param,
                            code="context_length_exceeded")  # fmt: skip
         return ids
 
-    def sampling(body: dict, default_max: int, stop_ids: list[int]) -> tuple[SamplingParams, int]:
-        n = _number(body, "n", 1, f"[1, {limits.max_choices}]", integer=True)
+    def _default_sampling(self) -> dict:
+        """The server's sampling defaults (``serve``'s flags), with max_tokens resolved for this model."""
+        d = self.defaults
+        return {"temperature": d.temperature, "top_p": d.top_p, "top_k": d.top_k,
+                "repetition_penalty": d.repetition_penalty,
+                "max_tokens": min(d.max_new(self.block), self.limits.max_tokens_cap)}  # fmt: skip
+
+    def sampling(self, body: dict) -> tuple[SamplingParams, int]:
+        """The request's sampling settings (the server's defaults for what it leaves out) and its ``n``."""
+        d = self._default_sampling()
+        n = _number(body, "n", 1, f"[1, {self.limits.max_choices}]", integer=True)
         name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-        max_tokens = _number(body, name, default_max, f"[1, {limits.max_tokens_cap}]", integer=True)
         params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=_number(body, "temperature", 1.0, "[0, 2]"),
-            top_p=_number(body, "top_p", 1.0, "(0, 1]"),
-            top_k=_number(body, "top_k", 0, "[0, inf)", integer=True),
-            repetition_penalty=_number(body, "repetition_penalty", 1.0, "(0, 100]"),
-            stop=_stops(body), stop_ids=stop_ids,
-            seed=_number(body, "seed", None, "[0, inf)", integer=True),
+            max_new_tokens=_number(body, name, d["max_tokens"], f"[1, {self.limits.max_tokens_cap}]", integer=True),
+            temperature=_number(body, "temperature", d["temperature"], "[0, 2]"),
+            top_p=_number(body, "top_p", d["top_p"], "(0, 1]"),
+            top_k=_number(body, "top_k", d["top_k"], "[0, inf)", integer=True),
+            repetition_penalty=_number(body, "repetition_penalty", d["repetition_penalty"], "(0, 100]"),
+            stop=_stops(body), stop_ids=self.stop_ids,
+            seed=_number(body, "seed", self.defaults.seed, "[0, inf)", integer=True),
         )  # fmt: skip
         if body.get("stream") is not None and not isinstance(body["stream"], bool):
             raise APIError(400, "'stream' must be true or false", param="stream")
@@ -228,83 +290,29 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
             raise APIError(400, "'stream_options' may only hold 'include_usage'", param="stream_options")
         return params, n
 
-    # ---------------------------------------------------------------------------------------- routes
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": model_id, "active": len(engine.active), "waiting": len(engine.waiting),
-                "finished": dict(engine.finished)}  # fmt: skip
-
-    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
-    async def page():
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
-
-    def model_card() -> dict:
-        return {"id": model_id, "object": "model", "created": created, "owned_by": "ownlm",
-                "context_length": block}  # fmt: skip
-
-    @app.get("/v1/models")
-    async def models(request: Request):
-        authorize(request)
-        return {"object": "list", "data": [model_card()]}
-
-    @app.get("/v1/models/{name:path}")
-    async def model(name: str, request: Request):
-        authorize(request)
-        if name != model_id:
-            raise APIError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
-        return model_card()
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        authorize(request)
-        body = await read_body(request, COMPLETION_FIELDS)
-        prompts = [check_prompt(p, "prompt") for p in encode_prompts(body.get("prompt"), tok)]
-        stop_ids = [tok.eot_id] if tok.eot_id is not None else []
-        params, n = sampling(body, 16, stop_ids)
-        if len(prompts) * n > limits.max_choices:
-            raise APIError(
-                400, f"{len(prompts)} prompts x n={n} is over {limits.max_choices} choices", param="n"
-            )
-        return await respond(request, body, prompts, params, n, chat=False)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        authorize(request)
-        body = await read_body(request, CHAT_FIELDS)
-        if template is None:
-            raise APIError(400, chat_error or "this model has no chat template; use /v1/completions",
-                           param="messages", code="no_chat_template")  # fmt: skip
-        messages = parse_messages(body.get("messages"))
-        try:
-            ids = template.encode_prompt(tok, messages)
-        except UserError as e:
-            raise APIError(400, f"messages: {e}", param="messages") from None
-        stop_ids = sorted({*template.stop_ids(tok), *([tok.eot_id] if tok.eot_id is not None else [])})
-        params, n = sampling(body, limits.max_tokens_cap, stop_ids)
-        return await respond(request, body, [check_prompt(ids, "messages")], params, n, chat=True)
-
     # ---------------------------------------------------------------------------------------- answering
 
-    async def respond(request: Request, body: dict, prompts: list[list[int]], params: SamplingParams, n: int,
-                      chat: bool):  # fmt: skip
+    def submit_all(self, prompts: list[list[int]], params: SamplingParams, n: int, queue: asyncio.Queue):
+        """One engine sequence per prompt and choice; each emits ``(its index, event)`` into ``queue``."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         tickets = []
-
-        def emitter(index: int):
-            return lambda ev: loop.call_soon_threadsafe(queue.put_nowait, (index, ev))
-
         for p, prompt in enumerate(prompts):
             for j in range(n):
                 seed = None if params.seed is None else params.seed + j  # choice j: its own stream of numbers
                 one = dataclasses.replace(params, seed=seed)
+                emit = functools.partial(_put, loop, queue, p * n + j)
                 try:
-                    tickets.append(engine.submit(prompt, one, emitter(p * n + j), limits.timeout_s))
+                    tickets.append(self.engine.submit(prompt, one, emit, self.limits.timeout_s))
                 except RuntimeError as e:
                     for t in tickets:
                         t.cancel()
                     raise APIError(503, str(e), type="server_error") from None
+        return tickets
+
+    async def respond(self, request: Request, body: dict, prompts: list[list[int]], params: SamplingParams,
+                      n: int, chat: bool):  # fmt: skip
+        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        tickets = self.submit_all(prompts, params, n, queue)
 
         def cancel_all() -> None:
             for t in tickets:
@@ -313,13 +321,13 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         usage_prompt = sum(len(p) for p in prompts)
         meta = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-                "model": model_id}  # fmt: skip
+                "model": self.model_id}  # fmt: skip
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            chunks = stream_chunks(queue, len(tickets), meta, chat, usage_prompt, include_usage)
+            chunks = self.stream_chunks(queue, len(tickets), meta, chat, usage_prompt, include_usage)
             return _EventStream(chunks, on_close=cancel_all)
         try:
-            got = await collect(request, queue, len(tickets))
+            got = await self.collect(request, queue, len(tickets))
         finally:
             cancel_all()
         if got is None:
@@ -335,7 +343,7 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
                        for i in range(len(texts))]  # fmt: skip
         return {**meta, "choices": choices, "usage": usage}
 
-    async def collect(request: Request, queue: asyncio.Queue, count: int):
+    async def collect(self, request: Request, queue: asyncio.Queue, count: int):
         """Every choice's whole text, finish reason and token count; None when the client went away."""
         texts, finish, made = [""] * count, [None] * count, [0] * count
         left, checked = count, time.monotonic()
@@ -346,7 +354,7 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
                 if ev.finish is not None:
                     left -= 1
                     if ev.finish not in ("stop", "length"):
-                        raise _error_for(ev)
+                        raise self.error_for(ev)
                     finish[i], made[i] = ev.finish, ev.completion_tokens
             if time.monotonic() - checked > 0.25:  # nobody to answer? respond's finally cancels the work
                 if await request.is_disconnected():
@@ -354,22 +362,14 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
                 checked = time.monotonic()
         return texts, finish, made
 
-    async def stream_chunks(queue: asyncio.Queue, count: int, meta: dict, chat: bool, usage_prompt: int,
+    async def stream_chunks(self, queue: asyncio.Queue, count: int, meta: dict, chat: bool, usage_prompt: int,
                             include_usage: bool):  # fmt: skip
+        """Server-sent events: each choice's new text as it comes, its finish reason, usage, then [DONE]."""
         meta = {**meta, "object": "chat.completion.chunk" if chat else "text_completion"}
-
-        def chunk(i: int, text: str, finish: str | None = None, role: bool = False) -> str:
-            if chat:
-                delta = {"role": "assistant", "content": text} if role else {"content": text} if text else {}
-                choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
-            else:
-                choice = {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
-            extra = {"usage": None} if include_usage else {}
-            return "data: " + json.dumps({**meta, "choices": [choice], **extra}, ensure_ascii=False) + "\n\n"
-
+        extra = {"usage": None} if include_usage else {}
         if chat:
             for i in range(count):
-                yield chunk(i, "", role=True)
+                yield _chunk(meta, extra, chat, i, "", role=True)
         left, made = count, 0
         while left:
             events = [await queue.get()]
@@ -383,31 +383,47 @@ def create_app(engine: Engine, model_id: str, template=None, *, chat_error: str 
                     left -= 1
                     made += ev.completion_tokens
                     if ev.finish not in ("stop", "length"):  # mid-stream errors go as an error event
-                        yield "data: " + json.dumps(_error_for(ev).body()) + "\n\n"
+                        yield "data: " + json.dumps(self.error_for(ev).body()) + "\n\n"
                         merged[i][1] = "error"
             for i, (text, finish) in merged.items():
                 if finish == "error":
                     continue
                 if text:
-                    yield chunk(i, text)
+                    yield _chunk(meta, extra, chat, i, text)
                 if finish is not None:
-                    yield chunk(i, "", finish)
+                    yield _chunk(meta, extra, chat, i, "", finish)
         if include_usage:
             usage = {"prompt_tokens": usage_prompt, "completion_tokens": made,
                      "total_tokens": usage_prompt + made}  # fmt: skip
             yield "data: " + json.dumps({**meta, "choices": [], "usage": usage}) + "\n\n"
         yield "data: [DONE]\n\n"
 
-    def _error_text(ev: Event) -> str:
-        if ev.finish == "timeout":
-            return f"generation took longer than the server's limit of {limits.timeout_s:g} s (--timeout-s)"
-        return f"generation failed: {ev.error or ev.finish}"
-
-    def _error_for(ev: Event) -> APIError:
+    def error_for(self, ev: Event) -> APIError:
+        """The error a sequence that ended badly (timeout, error, cancelled) is answered with."""
         status = 504 if ev.finish == "timeout" else 500 if ev.finish == "error" else 503
-        return APIError(status, _error_text(ev), type="server_error", code=ev.finish)
+        if ev.finish == "timeout":
+            text = (
+                f"generation took longer than the server's limit of {self.limits.timeout_s:g} s (--timeout-s)"
+            )
+        else:
+            text = f"generation failed: {ev.error or ev.finish}"
+        return APIError(status, text, type="server_error", code=ev.finish)
 
-    return app
+
+def _put(loop, queue: asyncio.Queue, index: int, ev: Event) -> None:
+    """The engine thread's ``emit``: hand ``(index, ev)`` to the request's event loop."""
+    loop.call_soon_threadsafe(queue.put_nowait, (index, ev))
+
+
+def _chunk(meta: dict, extra: dict, chat: bool, i: int, text: str, finish: str | None = None,
+           role: bool = False) -> str:  # fmt: skip
+    """One server-sent event: choice ``i``'s new ``text`` (a chat delta, or completion text)."""
+    if chat:
+        delta = {"role": "assistant", "content": text} if role else {"content": text} if text else {}
+        choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+    else:
+        choice = {"index": i, "text": text, "logprobs": None, "finish_reason": finish}
+    return "data: " + json.dumps({**meta, "choices": [choice], **extra}, ensure_ascii=False) + "\n\n"
 
 
 class _EventStream(StreamingResponse):

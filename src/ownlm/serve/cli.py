@@ -14,10 +14,11 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ownlm.config import opt
 from ownlm.errors import UserError
+from ownlm.runtime.device import DTYPE
+from ownlm.runtime.sampling import SamplingConfig
 
 
 @dataclass
@@ -37,34 +38,39 @@ class ServeConfig:
     max_batch: int = opt(
         8, help="sequences decoded together in one step; more wait for a free slot", bounds="[1, inf)"
     )
+    sampling: SamplingConfig = opt(SamplingConfig(), help="defaults for the requests' sampling fields")
     device: str = opt("auto", help="auto, cpu, cuda, cuda:1, mps")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = opt("auto", help="weights dtype for inference")
+    dtype: DTYPE = opt("auto", help="weights dtype (auto: fp32 on CPU, bf16 or fp16 on GPUs)")
 
 
 def build_app(cfg: ServeConfig):
     """Load ``cfg.run`` and make the app (the engine starts with the app). Raises ``UserError``."""
-    from ownlm.generate import pick_device, pick_dtype
     from ownlm.model.checkpoint import load_model, resolve_checkpoint
-    from ownlm.serve.app import Limits, chat_template_for, create_app
-    from ownlm.serve.engine import Engine, serving_layout
+    from ownlm.runtime.device import inference_dtype, inference_layout, pick_device
+    from ownlm.runtime.text import chat_template_for
+    from ownlm.serve.app import Limits, create_app
+    from ownlm.serve.engine import Engine
 
     if cfg.max_batch < 1 or cfg.max_tokens_cap < 1 or cfg.max_body_bytes < 1 or cfg.timeout_s <= 0:
         raise UserError("--max-batch, --max-tokens-cap, --max-body-bytes and --timeout-s must be positive")
     if cfg.max_prompt_tokens is not None and cfg.max_prompt_tokens < 1:
         raise UserError("--max-prompt-tokens must be at least 1")
+    cfg.sampling.check()
     folder = resolve_checkpoint(cfg.run)
     device = pick_device(cfg.device)
-    model, tok, _ = load_model(folder, device=device, dtype=pick_dtype(cfg.dtype, device))
+    model, tok, _ = load_model(folder, device=device, dtype=inference_dtype(cfg.dtype, device))
     if tok is None:
         raise UserError(f"{folder}: the checkpoint has no tokenizer.json, so text cannot be encoded")
-    if device == "cpu":
-        serving_layout(model)
+    if device.type == "cpu":
+        inference_layout(model, batched=True)
     template, why = chat_template_for(folder, tok)
     limits = Limits(max_body_bytes=cfg.max_body_bytes, max_prompt_tokens=cfg.max_prompt_tokens,
                     max_tokens_cap=cfg.max_tokens_cap, timeout_s=cfg.timeout_s)  # fmt: skip
     model_id = Path(cfg.run).resolve().name
     engine = Engine(model, tok, max_batch=cfg.max_batch)
-    return create_app(engine, model_id, template, chat_error=why, api_key=cfg.api_key, limits=limits)
+    return create_app(
+        engine, model_id, template, chat_error=why, api_key=cfg.api_key, limits=limits, defaults=cfg.sampling
+    )
 
 
 def main(cfg: ServeConfig) -> int:

@@ -12,7 +12,7 @@ only schedules: who joins and leaves, copying a shared prompt's cache rows for `
 row with its own settings. Greedy output is the same alone and among others (tested).
 
 >>> engine = Engine(model, tokenizer, max_batch=8).start()  # doctest: +SKIP
->>> engine.generate(tokenizer.encode("Hello"), SamplingParams(max_tokens=20, temperature=0)).text  # doctest: +SKIP
+>>> engine.generate(tokenizer.encode("Hello"), SamplingParams(max_new_tokens=20, temperature=0)).text  # doctest: +SKIP
 >>> engine.close()  # doctest: +SKIP
 """
 
@@ -25,23 +25,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ownlm.generate import TextStreamer, apply_repetition_penalty, sample_next
+from ownlm.runtime.sampling import SamplingConfig, apply_repetition_penalty, sample_next
+from ownlm.runtime.text import TextStreamer
 
 FINISH_REASONS = ("stop", "length", "timeout", "cancelled", "error")
 
 
 @dataclass
-class SamplingParams:
-    """How one sequence is sampled and when it ends (``temperature`` 0 is greedy)."""
+class SamplingParams(SamplingConfig):
+    """How one sequence is sampled (``SamplingConfig``'s fields and defaults; ``temperature`` 0 is greedy,
+    ``max_new_tokens`` None is min(256, half the context)) and when it ends."""
 
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0: no limit
-    repetition_penalty: float = 1.0
     stop: Sequence[str] = ()  # stop strings: the text is cut before the first one
     stop_ids: Sequence[int] = ()  # stop tokens (end of text, end of turn): not part of the output
-    seed: int | None = None
 
 
 @dataclass
@@ -84,10 +80,11 @@ class _Collect:
 class Ticket:
     """One submitted sequence; ``cancel()`` ends it at the next step (a client that went away)."""
 
-    def __init__(self, prompt, params: SamplingParams, emit, deadline, tokenizer, device):
+    def __init__(self, prompt, params: SamplingParams, max_new: int, emit, deadline, tokenizer, device):
         import torch
 
         self.prompt, self.params, self.emit, self.deadline = list(prompt), params, emit, deadline
+        self.max_new = max_new  # params.max_new_tokens, or its default for this model's context
         seed = params.seed if params.seed is not None else random.randrange(2**63)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.sink = _Collect()
@@ -108,21 +105,6 @@ class Ticket:
         """Positions of this sequence in the cache once its newest sampled token is taken: the prompt and every
         sampled token but the newest (which the next step feeds)."""
         return len(self.prompt) + max(self.made - 1, 0)
-
-
-def serving_layout(model):
-    """Store every Linear weight as (in, out) in memory (same values and shapes, only the order changes);
-    returns ``model``. For CPU serving: with a batch of 8-16 rows, x @ W over that layout ran about 1.5-2x faster
-    than over PyTorch's (out, in) on a 2-core AVX-512 CPU, for every projection of the ``mini`` shape and its
-    output head; one row was no slower. (``ownlm.generate.decode_layout`` does this for widening projections
-    only, which is what helps batch-1 decoding.) Meant for a model only used for inference."""
-    import torch.nn as nn
-
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            w = module.weight  # (out, in); a tied head shares it with wte, whose row gathers do not mind
-            w.data = w.data.t().contiguous().t()  # still (out, in), with strides (1, out)
-    return model
 
 
 class Engine:
@@ -190,10 +172,11 @@ class Engine:
         and must not raise). ``timeout_s`` counts from now, waiting included."""
         if not 0 < len(prompt) <= self.block_size:
             raise ValueError(f"prompt of {len(prompt)} tokens: need 1 to {self.block_size} (the context)")
-        if params.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {params.max_tokens}")
+        max_new = params.max_new(self.block_size)
+        if max_new < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new}")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        ticket = Ticket(prompt, params, emit, deadline, self.tokenizer, self.device)
+        ticket = Ticket(prompt, params, max_new, emit, deadline, self.tokenizer, self.device)
         with self.cond:
             if self.stopping or self.thread is None:
                 raise RuntimeError("the engine is not running (call start())")
@@ -302,7 +285,7 @@ class Engine:
         window = t.streamer.text[max(0, before - t.longest_stop) :]
         if t.longest_stop and any(s and s in window for s in t.params.stop):
             self._leave(t, "stop", tokens=[token])
-        elif t.made >= t.params.max_tokens or t.length >= self.block_size:
+        elif t.made >= t.max_new or t.length >= self.block_size:
             self._leave(t, "length", tokens=[token])
         else:
             t.next_token = token

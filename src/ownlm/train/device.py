@@ -1,5 +1,6 @@
-"""Where and in what precision to train: device detection, DDP set-up, mixed precision, the ``--dtype auto``
-probe and the matmul peak that MFU is measured against.
+"""Where and in what precision to train: DDP set-up, mixed precision, the ``--dtype auto`` probe and the matmul
+peak that MFU is measured against. Device and dtype names (``pick_device``, ``torch_dtype``) are
+``ownlm.runtime.device``'s, the one table for training and inference.
 
 Mixed precision: bf16 autocast (CUDA with bf16, and CPU — AMX/AVX512-BF16 CPUs multiply bf16 several times
 faster than fp32), fp16 autocast + ``GradScaler`` on CUDA without bf16. ``--dtype auto`` on CPU *measures*:
@@ -14,32 +15,9 @@ import os
 import time
 
 from ownlm.errors import UserError
+from ownlm.runtime.device import pick_device, torch_dtype  # noqa: F401 - the one device picker and dtype table
 
-DTYPES = ("auto", "fp32", "bf16", "fp16")
-
-
-def pick_device(name: str = "auto"):
-    """``auto``: CUDA, else Apple MPS, else CPU; under torchrun each process takes ``cuda:LOCAL_RANK``.
-
-    >>> pick_device("cpu")  # doctest: +SKIP
-    device(type='cpu')
-    """
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)")
-        name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UserError("--device mps: Apple MPS is not available (use --device cpu or auto)")
-    return torch.device(name)
+DTYPES = ("auto", "fp32", "bf16", "fp16")  # the names of ownlm.runtime.device.DTYPE
 
 
 def ddp_info() -> tuple[int, int, int]:
@@ -67,12 +45,6 @@ def ddp_cleanup() -> None:
 
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def torch_dtype(name: str):
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def check_dtype(name: str, device) -> None:

@@ -265,7 +265,7 @@ def _sampler(cfg: PretrainConfig, tokenizer, out: Path, manifest: dict, resume):
     eot = manifest.get("eot_id")
 
     def sample(model, step: int) -> None:
-        from ownlm.generate import generate
+        from ownlm.runtime.decode import generate
 
         start = [eot if eot is not None else 0]
         outs = generate(model, start, cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.train.seed + step,
