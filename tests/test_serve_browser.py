@@ -133,6 +133,8 @@ def test_page_streams_a_reply_equal_to_the_api_and_resets(site, browser):
     wait_for(browser, lambda: browser.execute_script("return document.body.dataset.state") == "idle",
              what="the page to load")  # fmt: skip
     assert "page-run" in browser.find_element(By.ID, "model").text
+    value = lambda id_: browser.find_element(By.ID, id_).get_attribute("value")  # noqa: E731
+    assert value("max_tokens") == "128"  # the server's default (half the 256 context), not the page's own 256
     set_field(browser, "temperature", 0)
     set_field(browser, "repetition_penalty", 1.3)
     set_field(browser, "max_tokens", 24)
