@@ -51,7 +51,7 @@ class SamplingConfig:
 
         >>> SamplingConfig(temperature=float("nan")).check()
         Traceback (most recent call last):
-        ownlm.errors.UserError: --temperature must be a finite number >= 0 and <= 100, got nan
+        ownlm.errors.UserError: --temperature must be a finite number in [0, 100], got nan
         """
         validate(self)
 
