@@ -37,10 +37,10 @@ def main() -> None:
     import transformers
 
     from ownlm.formats.tensor_map import from_hf_state
-    from ownlm.runtime.decode import generate
-    from ownlm.runtime.device import inference_layout
     from ownlm.model.gpt import GPT, config_from_preset
     from ownlm.model.quantize import quantize_int8
+    from ownlm.runtime.decode import generate
+    from ownlm.runtime.device import inference_layout
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
