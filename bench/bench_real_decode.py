@@ -69,15 +69,12 @@ def main() -> None:
     import transformers
 
     from ownlm.export.hf import hf_config, hf_state_dict
-    from ownlm.generate import generate
     from ownlm.importers.gguf import load_gguf
     from ownlm.model.quantize import quantize_int8
+    from ownlm.runtime.decode import generate
+    from ownlm.runtime.device import inference_layout
 
     torch.set_num_threads(args.threads)
-    try:
-        from ownlm.generate import decode_layout
-    except ImportError:  # the runtime lays weights out for decoding itself
-        decode_layout = None
     model, tok, _, _ = load_gguf(args.gguf)
     cfg = model.config
     prompt = list(range(1000, 1000 + args.prompt_len))
@@ -87,8 +84,7 @@ def main() -> None:
         return lambda: generate(m, torch.tensor(prompt), n, temperature=0)[0]
 
     fp32 = model
-    if decode_layout is not None:
-        decode_layout(fp32)
+    inference_layout(fp32)  # what `ownlm generate` does on CPU
     q8, _, _, _ = load_gguf(args.gguf)
     quantize_int8(q8)
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
