@@ -2,6 +2,7 @@
 
 import copy
 import json
+import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -143,7 +144,7 @@ def test_sha256_follows_content(tok):
         ("{not json", "not valid JSON"),
         ('{"format": "hf", "version": 1}', "expected an 'ownlm-bpe'"),
         ('{"version": 1, "model": {}}', "expected an 'ownlm-bpe'"),
-        ('{"format": "ownlm-bpe", "version": 2, "pattern": "x", "merges": []}', "version 2"),
+        ('{"format": "ownlm-bpe", "version": 3, "pattern": "x", "merges": []}', "version 3"),
         ('{"format": "ownlm-bpe", "version": "1", "pattern": "x", "merges": []}', "version"),
         ('{"format": "ownlm-bpe", "version": 1, "merges": []}', "damaged"),
         ('{"format": "ownlm-bpe", "version": 1, "pattern": "(?s).", "merges": [[1]]}', "damaged"),
@@ -199,3 +200,117 @@ def test_custom_pattern_tiktoken_reads_differently():
     with pytest.warns(UserWarning, match="reads this pattern differently"):
         ids = tok.encode("caf\u00e9")
     assert ids == tok.encode_reference("caf\u00e9") == [99, 97, 256, 169]
+
+
+# ------------------------------------------------------------------ vocabularies that keep their own ids
+MISSING = (0x04, 0x1D, 0xC0, 0xF1, 0xFF)  # two control characters, bytes never or rarely in UTF-8
+
+
+def renumbered(tok: Tokenizer, missing=(), stages=None) -> tuple[Tokenizer, dict[int, int]]:
+    """``tok``'s vocabulary under other ids, the way imported files number it: special tokens first, then
+    the bytes (some ``missing``) shuffled, then the merges at shuffled ids with gaps. Returns it and the map
+    old id -> new id."""
+    rng = random.Random(len(tok.merges))
+    new: dict[int, int] = {}
+    for k, i in enumerate(sorted(tok.special_tokens.values())):
+        new[i] = k
+    byte_slots = list(range(len(new), len(new) + 256))
+    rng.shuffle(byte_slots)
+    for b, slot in zip(range(256), byte_slots):
+        new[tok.byte_to_id[b]] = slot
+    merge_slots = rng.sample(range(len(new) + 256, len(new) + 256 + 3 * len(tok.merges)), len(tok.merges))
+    for k, slot in enumerate(merge_slots):
+        new[256 + k] = slot
+    byte_ids = [None if b in missing else new[tok.byte_to_id[b]] for b in range(256)]
+    merges = [(new[a], new[b]) for a, b in tok.merges]
+    specials = {s: new[i] for s, i in tok.special_tokens.items()}
+    pattern = stages or tok.pattern
+    return Tokenizer(merges, pattern, specials, byte_ids=byte_ids, merge_ids=merge_slots), new
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(TEXT)
+def test_own_ids_encode_like_the_merge_ordered_original(tok, s):
+    """Renumbering the vocabulary renumbers the encoding, on the fast engine (ranks mapped to ids) too."""
+    other, new = renumbered(tok)
+    assert other._tiktoken() is not None and not other._ranks_are_ids
+    expected = [new[i] for i in tok.encode(s, disallowed_special=())]
+    assert (
+        other.encode(s, disallowed_special=()) == expected == other.encode_reference(s, disallowed_special=())
+    )
+    assert other.encode_batch([s, s + "<|pad|>"], allowed_special="all")[1] == expected + [new[421]]
+    assert other.decode(expected) == s
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.text(
+        st.characters(blacklist_categories=("Cs",))
+        | st.sampled_from(["\x04", "\x1d", "\U00050000", "\U0004ffff", ".", "a", "b", " "]),
+        max_size=40,
+    )
+)
+def test_missing_bytes_are_dropped_before_merging(tok, s):
+    """A byte the vocabulary lacks is left out and its neighbours may merge (Hugging Face's byte-level BPE
+    without an unknown token does so; llama.cpp drops it after merging)."""
+    other, _ = renumbered(tok, missing=MISSING)
+    ids = other.encode(s, disallowed_special=())
+    assert ids == other.encode_reference(s, disallowed_special=())
+    assert other.decode_bytes(ids) == bytes(b for b in s.encode("utf-8") if b not in MISSING)
+    if not any(c in s for c in "\x04\x1d") and all(ord(c) < 0x40000 for c in s):
+        assert other._needs_python(s) is False  # such text stays on the fast engine
+
+
+def test_missing_byte_between_mergeable_neighbours(tok):
+    other, new = renumbered(tok, missing=MISSING)
+    assert b" --" in tok.bytes_to_id  # one piece for the pattern, one token once the control byte is gone
+    assert other.encode(" -\x04-") == other.encode(" --") == [new[tok.bytes_to_id[b" --"]]]
+
+
+def test_specials_below_the_bytes_and_staged_patterns_save_and_load(tok, tmp_path):
+    other, new = renumbered(tok, missing=MISSING, stages=[r"\p{N}", r"\p{L}+|\s+|."])
+    assert other.special_tokens["<|endoftext|>"] == 0 and other.n_vocab > 256 + len(tok.merges)
+    text = "12 apples\x04 <|endoftext|> 7"
+    ids = other.encode(text, allowed_special="all")
+    assert ids.count(0) == 1 and ids == other.encode_reference(text, allowed_special="all")
+    assert other.decode(ids) == text.replace("\x04", "")
+    assert other.pre_tokenize("12 ab") == ["1", "2", " ", "ab"]
+    other.save(tmp_path)
+    d = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    assert d["version"] == 2 and d["byte_ids"][0x04] is None and isinstance(d["pattern"], list)
+    loaded = Tokenizer.load(tmp_path)
+    assert loaded == other and loaded.encode(text, allowed_special="all") == ids
+    assert copy.deepcopy(other).encode(text, allowed_special="all") == ids
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8").count("\n") == 1 + len(other.vocab) + 3
+
+
+def test_old_files_stay_version_1(tok, tmp_path):
+    order = list(range(255, -1, -1))
+    for t in (tok, Tokenizer(merges=[(255 - 104, 255 - 105)], pattern="gpt2", byte_order=order)):
+        d = t.to_dict()
+        assert d["version"] == 1 and not {"byte_ids", "merge_ids", "ignore_merges"} & set(d)
+    assert Tokenizer(byte_order=order).to_dict()["byte_order"] == order
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(merges=[(97, 98)], merge_ids=[97]), "makes id 97, which another token has"),
+        (dict(merges=[(97, 300)], merge_ids=[256]), "uses an id that does not exist"),
+        (dict(special_tokens={"<s>": 5}), "collides"),
+        (dict(byte_ids=[0] * 256), "another byte's id"),
+        (dict(byte_ids=list(range(10))), "256 ids"),
+    ],
+)
+def test_bad_own_ids(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        Tokenizer(**kwargs)
+
+
+def test_ignore_merges_takes_a_whole_piece_that_is_a_token():
+    """ "abc" is a token made by ("ab", "c"); BPE on "abc" merges "b"+"c" first and never reaches it."""
+    merges = [(98, 99), (97, 98), (257, 99)]  # bc, ab, abc
+    plain = Tokenizer(merges, pattern=r"\p{L}+|\s|.")
+    whole = Tokenizer(merges, pattern=r"\p{L}+|\s|.", ignore_merges=True)
+    assert plain.encode_reference("abc") == [97, 256]
+    assert whole.encode_reference("abc") == [258] == whole.encode("abc")

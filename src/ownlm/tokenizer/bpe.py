@@ -5,6 +5,12 @@ regex into chunks; each chunk's UTF-8 bytes start as byte tokens and merges are 
 were learned (merge ``i`` makes token ``256 + i`` from the pair ``(a, b)``). Everything else (the vocabulary,
 merge ranks, the compiled regex, the tiktoken engine) is derived from those three in ``_build()``.
 
+An imported vocabulary keeps its own ids: ``byte_ids`` says which id each byte has (``None`` for a byte the
+vocabulary lacks: it is dropped before merging, as Hugging Face's byte-level BPE without an unknown token
+does), ``merge_ids`` which id each merge makes, and special tokens may sit anywhere, below the bytes too.
+The pattern may be a list of regexes applied in stages (``ownlm.tokenizer.pretokenize``). The fast engine
+then runs on ranks in merge order and a table maps them to the file's ids.
+
 Two encoders give identical ids (proven by tests): ``encode_reference`` is plain Python you can read in one
 sitting; ``encode`` hands the same vocabulary to tiktoken's Rust core as ``mergeable_ranks``. That is exact
 because no two ids share the same bytes (checked in ``_build``, guaranteed by the trainer), so tiktoken's
@@ -30,12 +36,14 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import regex
 
 from ownlm.errors import UserError
+from ownlm.tokenizer.pretokenize import FUSED, STAGES, split_stages
 
 FORMAT = "ownlm-bpe"
-VERSION = 1
+VERSION = 2  # 2: byte_ids / merge_ids / ignore_merges / a list of pattern stages (written only when used)
 EOT = "<|endoftext|>"
 
 # The exact pattern strings tiktoken uses (r50k_base/gpt2 and cl100k_base); the `regex` module reads them
@@ -48,9 +56,10 @@ PATTERNS["cl100k"] = PATTERNS["gpt4"]
 _PROBE = "Hello, World! It's 12345 o'clock;\n\n  \tcaf\u00e9 na\u00efve \u4f60\u597d \U0001f600 e\u0301 x=1+2 \r\n end  "
 
 
-def resolve_pattern(name_or_regex: str) -> str:
+def resolve_pattern(name_or_regex: str | Sequence[str]) -> str | list[str]:
     r"""A named pattern ("gpt2", "gpt4"/"cl100k") or a custom regex, checked to compile and to split a sample
-    text into pieces that cover every character (a pattern that drops text would lose it in encoding).
+    text into pieces that cover every character (a pattern that drops text would lose it in encoding);
+    or a list of regexes applied in stages (``ownlm.tokenizer.pretokenize``), each checked to compile.
 
     >>> resolve_pattern("gpt2") == PATTERNS["gpt2"]
     True
@@ -58,8 +67,17 @@ def resolve_pattern(name_or_regex: str) -> str:
     Traceback (most recent call last):
     ownlm.errors.UserError: pre-tokenization pattern '(a+)+$' keeps only 0 of 71 characters of a sample text (it must match every character, e.g. end it with |\s+|.)
     """
+    if isinstance(name_or_regex, (list, tuple)):  # stages: each must compile; gaps are kept, none is lost
+        for stage in name_or_regex:
+            try:
+                regex.compile(stage)
+            except (regex.error, TypeError) as e:
+                raise UserError(f"pre-tokenization stage {stage!r} is not a valid regex: {e}") from None
+        if not name_or_regex:
+            raise UserError("a pre-tokenization pattern list needs at least one regex")
+        return [str(x) for x in name_or_regex]
     pattern = PATTERNS.get(name_or_regex, name_or_regex)
-    if pattern in PATTERNS.values():
+    if pattern in PATTERNS.values() or pattern in FUSED.values():
         return pattern
     try:
         rx = regex.compile(pattern)
@@ -88,6 +106,32 @@ def clean_surrogates(text: str) -> str:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def _missing_bytes_regex(missing: list[int]) -> regex.Pattern | None:
+    """A regex matching every character whose UTF-8 form holds one of the ``missing`` byte values."""
+    if not missing:
+        return None
+    ranges = []
+    for b in missing:
+        if b < 0x80:
+            lo = hi = b
+        elif b < 0xC0:  # a continuation byte: any character beyond ASCII may hold it
+            lo, hi = 0x80, 0x10FFFF
+        elif b < 0xC2:
+            continue  # 0xc0, 0xc1: never in UTF-8 (they would start an overlong form)
+        elif b < 0xE0:  # the lead byte of 2-, 3- or 4-byte forms: the code points it starts
+            lo, hi = (b & 0x1F) << 6, ((b & 0x1F) << 6) | 0x3F
+        elif b < 0xF0:
+            lo, hi = max((b & 0x0F) << 12, 0x800), ((b & 0x0F) << 12) | 0xFFF
+        elif b < 0xF8:
+            lo, hi = max((b & 0x07) << 18, 0x10000), ((b & 0x07) << 18) | 0x3FFFF
+        else:
+            continue  # never in UTF-8
+        hi = min(hi, 0x10FFFF)
+        if lo <= hi:
+            ranges.append(f"\\U{lo:08x}-\\U{hi:08x}")
+    return regex.compile("[" + "".join(ranges) + "]") if ranges else None
+
+
 def _show(b: bytes) -> str:
     """Token bytes for humans: UTF-8 where possible, escapes for control and broken bytes."""
     s = b.decode("utf-8", "backslashreplace")
@@ -105,35 +149,72 @@ class Tokenizer:
     def __init__(
         self,
         merges: Sequence[tuple[int, int]] = (),
-        pattern: str = "gpt4",
+        pattern: str | Sequence[str] = "gpt4",
         special_tokens: dict[str, int] | None = None,
         byte_order: Sequence[int] | None = None,
+        *,
+        byte_ids: Sequence[int | None] | None = None,
+        merge_ids: Sequence[int] | None = None,
+        ignore_merges: bool = False,
     ):
         self.pattern = resolve_pattern(pattern)
         self.merges = [(int(a), int(b)) for a, b in merges]
         self.special_tokens = dict(special_tokens or {})
-        self.byte_order = None if byte_order is None else [int(x) for x in byte_order]
+        if byte_order is not None and byte_ids is not None:
+            raise UserError("give byte_order or byte_ids, not both")
+        if byte_order is not None:
+            order = [int(x) for x in byte_order]
+            if sorted(order) != list(range(256)):
+                raise UserError("byte_order must be a permutation of the 256 byte values")
+            byte_ids = [0] * 256
+            for i, b in enumerate(order):
+                byte_ids[b] = i
+        self.byte_ids: list[int | None] = (
+            list(range(256)) if byte_ids is None else [None if i is None else int(i) for i in byte_ids]
+        )
+        self.merge_ids = (
+            [256 + k for k in range(len(self.merges))] if merge_ids is None else [int(i) for i in merge_ids]
+        )
+        self.ignore_merges = bool(ignore_merges)
         self._build()
 
     # ---------------------------------------------------------------- derived state, built in one place
     def _build(self) -> None:
         """Check the data model and derive vocab, ranks, regexes. Called by ``__init__`` and ``load``."""
-        if self.byte_order is not None:
-            if sorted(self.byte_order) != list(range(256)):
-                raise UserError("byte_order must be a permutation of the 256 byte values")
-            if self.byte_order == list(range(256)):
-                self.byte_order = None
-        order = self.byte_order or range(256)
-        vocab = {i: bytes([b]) for i, b in enumerate(order)}
-        self.byte_to_id = {b: i for i, b in enumerate(order)}  # byte value -> its token id
+        if len(self.byte_ids) != 256:
+            raise UserError(
+                f"byte_ids must list 256 ids (None for a missing byte), found {len(self.byte_ids)}"
+            )
+        if len(self.merge_ids) != len(self.merges):
+            raise UserError(f"merge_ids has {len(self.merge_ids)} ids for {len(self.merges)} merges")
+        # byte_order (id -> byte) when the bytes are exactly ids 0..255 in some order: GPT-2's files
+        present = [i for i in self.byte_ids if i is not None]
+        self.byte_order = None
+        if sorted(present) == list(range(256)) and present != list(range(256)):
+            self.byte_order = [0] * 256
+            for b, i in enumerate(self.byte_ids):
+                self.byte_order[i] = b
+        vocab: dict[int, bytes] = {}
+        for b, i in enumerate(self.byte_ids):
+            if i is not None:
+                if i < 0 or i in vocab:
+                    raise UserError(f"byte 0x{b:02x} has id {i}, which is negative or another byte's id")
+                vocab[i] = bytes([b])
+        self.byte_to_id = {b: i for b, i in enumerate(self.byte_ids) if i is not None}  # byte value -> id
+        byte_set = set(present)
         self.merge_ranks: dict[tuple[int, int], int] = {}  # (a, b) -> id of the merged token
-        for i, (a, b) in enumerate(self.merges):
-            new = 256 + i
-            if not (0 <= a < new and 0 <= b < new):
-                raise UserError(f"merge {i} ({a}, {b}) uses an id that does not exist yet (< {new})")
-            if (a, b) in self.merge_ranks:
-                raise UserError(f"merge {i} ({a}, {b}) repeats merge {self.merge_ranks[(a, b)] - 256}")
+        self._pair_rank: dict[tuple[int, int], int] = {}  # (a, b) -> merge index (lower merges first)
+        for k, ((a, b), new) in enumerate(zip(self.merges, self.merge_ids)):
+            if a not in vocab or b not in vocab:
+                raise UserError(f"merge {k} ({a}, {b}) uses an id that does not exist yet")
+            if (a, b) in self._pair_rank:
+                raise UserError(f"merge {k} ({a}, {b}) repeats merge {self._pair_rank[(a, b)]}")
+            if new in vocab and vocab[new] == vocab[a] + vocab[b] and new not in byte_set:
+                pass  # another way to the same token (vocabularies converted from tiktoken list every split)
+            elif new < 0 or new in vocab:
+                raise UserError(f"merge {k} ({a}, {b}) makes id {new}, which another token has")
             self.merge_ranks[(a, b)] = new
+            self._pair_rank[(a, b)] = k
             vocab[new] = vocab[a] + vocab[b]
         self.vocab: dict[int, bytes] = vocab
         self.bytes_to_id = {b: i for i, b in vocab.items()}
@@ -143,34 +224,80 @@ class Tokenizer:
                 if b in seen:
                     raise UserError(f"token ids {seen[b]} and {i} have the same bytes {_show(b)!r}")
                 seen[b] = i
-        n_base = 256 + len(self.merges)
         ids = set()
         for name, i in self.special_tokens.items():
             if not isinstance(name, str) or not name or not isinstance(i, int) or isinstance(i, bool):
                 raise UserError(f"special token {name!r}: {i!r} must be a non-empty string -> int id")
-            if i < n_base or i in ids:
+            if i < 0 or i in vocab or i in ids:
                 raise UserError(f"special token {name!r} has id {i}, which collides with another token")
             ids.add(i)
         self.special_ids = {i: s for s, i in self.special_tokens.items()}
-        self.n_vocab = max([n_base - 1, *ids]) + 1
+        self.n_vocab = max([-1, *vocab, *ids]) + 1
         self.eot_id = self.special_tokens.get(EOT)
-        self._regex = regex.compile(self.pattern)
+        # Pre-tokenization: the regex for findall, or the stages (and a fused regex proven equal, if any).
+        staged = isinstance(self.pattern, list)
+        self._stages = [regex.compile(p) for p in self.pattern] if staged else None
+        fused = next((FUSED[n] for n, st in STAGES.items() if n in FUSED and st == self.pattern), None)
+        self._fast_pattern = fused if staged else self.pattern  # what tiktoken splits with (None: Python)
+        self._regex = regex.compile(self._fast_pattern or r"[\s\S]+")
+        # Ranks: ids themselves when they are in merge order with all 256 bytes below 256 (ownlm, GPT-2);
+        # else byte b has rank b, merge k rank 256 + k, and _rank_to_id maps ranks back to ids.
+        self._ranks_are_ids = sorted(present) == list(range(256)) and self.merge_ids == [
+            256 + k for k in range(len(self.merges))
+        ]
+        self._rank_to_id = None
+        if not self._ranks_are_ids:
+            n_ranks = 256 + len(self.merges)
+            table = np.full(n_ranks + len(ids), -1, np.int64)
+            table[[b for b in range(256) if self.byte_ids[b] is not None]] = present
+            table[256:n_ranks] = self.merge_ids
+            table[n_ranks:] = list(self.special_tokens.values())
+            self._rank_to_id = table
+        # Characters whose UTF-8 holds a byte the vocabulary lacks: text with one goes the Python way,
+        # which drops those bytes before merging (tiktoken needs every byte).
+        self._missing_rx = _missing_bytes_regex([b for b in range(256) if self.byte_ids[b] is None])
         self._engine = None  # the tiktoken Encoding, made on first use
+        self._piece_cache: dict[bytes, list[int]] = {}
 
     def to_dict(self) -> dict:
-        """The canonical content of ``tokenizer.json``."""
-        d = {"format": FORMAT, "version": VERSION, "pattern": self.pattern}
+        """The canonical content of ``tokenizer.json`` (version 1 unless a version-2 field is needed)."""
+        d = {"format": FORMAT, "version": 1, "pattern": self.pattern}
         d["merges"] = [list(m) for m in self.merges]
         d["special_tokens"] = dict(self.special_tokens)
         if self.byte_order is not None:
             d["byte_order"] = list(self.byte_order)
+        elif self.byte_ids != list(range(256)):
+            d["byte_ids"] = list(self.byte_ids)
+        if self.merge_ids != [256 + k for k in range(len(self.merges))]:
+            d["merge_ids"] = list(self.merge_ids)
+        if self.ignore_merges:
+            d["ignore_merges"] = True
+        if any(k in d for k in ("byte_ids", "merge_ids", "ignore_merges")) or isinstance(self.pattern, list):
+            d["version"] = 2
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Tokenizer:
+        """The tokenizer ``to_dict`` describes (fields checked by the constructor)."""
+        return cls(
+            d["merges"],
+            d["pattern"],
+            d.get("special_tokens", {}),
+            d.get("byte_order"),
+            byte_ids=d.get("byte_ids"),
+            merge_ids=d.get("merge_ids"),
+            ignore_merges=d.get("ignore_merges", False),
+        )
+
+    def with_special_tokens(self, special_tokens: dict[str, int]) -> Tokenizer:
+        """The same vocabulary with these special tokens instead."""
+        return Tokenizer.from_dict({**self.to_dict(), "special_tokens": dict(special_tokens)})
 
     def __getstate__(self) -> dict:  # pickle (multiprocessing) carries the data, not the engine
         return self.to_dict()
 
     def __setstate__(self, d: dict) -> None:
-        self.__init__(d["merges"], d["pattern"], d["special_tokens"], d.get("byte_order"))
+        self.__dict__.update(Tokenizer.from_dict(d).__dict__)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
@@ -185,8 +312,12 @@ class Tokenizer:
         >>> Tokenizer(special_tokens={"<|endoftext|>": 256, "<|im_end|>": 257}).extends(Tokenizer(special_tokens={"<|endoftext|>": 256}))
         True
         """
-        same = (self.pattern, self.merges, self.byte_order) == (other.pattern, other.merges, other.byte_order)
-        return same and all(self.special_tokens.get(k) == v for k, v in other.special_tokens.items())
+        mine, theirs = self.to_dict(), other.to_dict()
+        mine.pop("special_tokens"), theirs.pop("special_tokens")
+        mine.pop("version"), theirs.pop("version")
+        return mine == theirs and all(
+            self.special_tokens.get(k) == v for k, v in other.special_tokens.items()
+        )
 
     def sha256(self) -> str:
         """Hash of the canonical tokenizer.json content (token shards record it)."""
@@ -258,11 +389,28 @@ class Tokenizer:
                 )
         return allowed
 
+    def pre_tokenize(self, text: str) -> list[str]:
+        """The pieces BPE sees: the pattern's matches, or the stages' pieces (``pretokenize.split_stages``).
+
+        >>> Tokenizer(pattern="gpt2").pre_tokenize("Hi  there")
+        ['Hi', ' ', ' there']
+        """
+        if self._stages is not None:
+            return split_stages(text, self._stages)
+        return self._regex.findall(text)
+
     def _bpe_chunk(self, chunk: bytes) -> list[int]:
-        """Merge-order BPE on one chunk: repeatedly merge the adjacent pair with the lowest merge id."""
-        ids = [self.byte_to_id[b] for b in chunk]
+        """Merge-order BPE on one chunk: repeatedly merge the adjacent pair that was merged first in training.
+
+        A byte the vocabulary lacks is dropped first; with ``ignore_merges`` a chunk that is a token is that
+        token.
+        """
+        if self.ignore_merges and chunk in self.bytes_to_id:
+            return [self.bytes_to_id[chunk]]
+        ids = [self.byte_to_id[b] for b in chunk if b in self.byte_to_id]
+        rank = self._pair_rank
         while len(ids) >= 2:
-            pair = min(zip(ids, ids[1:]), key=lambda p: self.merge_ranks.get(p, 1 << 62))
+            pair = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, 1 << 62))
             new = self.merge_ranks.get(pair)
             if new is None:
                 break
@@ -277,53 +425,94 @@ class Tokenizer:
             ids = out
         return ids
 
+    def _split_specials(self, text: str, allowed: set[str]) -> list[str]:
+        """``text`` cut around the allowed special tokens' strings (longest first); they sit at odd positions."""
+        if not allowed:
+            return [text]
+        return regex.split(
+            "(" + "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")", text
+        )
+
     def encode_reference(self, text: str, allowed_special=(), disallowed_special="all") -> list[int]:
         """The readable pure-Python encoder; ``encode`` gives the same ids, faster."""
         allowed = self._check_specials(text, allowed_special, disallowed_special)
-        text = clean_surrogates(text)
-        pieces = [text]
-        if allowed:
-            pieces = regex.split(
-                "(" + "|".join(regex.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")", text
-            )
         ids: list[int] = []
-        for k, piece in enumerate(pieces):
+        for k, piece in enumerate(self._split_specials(clean_surrogates(text), allowed)):
             if k % 2 == 1:  # regex.split puts the captured special tokens at odd positions
                 ids.append(self.special_tokens[piece])
                 continue
-            for chunk in self._regex.findall(piece):
+            for chunk in self.pre_tokenize(piece):
                 ids.extend(self._bpe_chunk(chunk.encode("utf-8")))
         return ids
 
-    def _tiktoken(self):
-        """tiktoken's Encoding for our vocabulary (ranks = ids), made once; None if it cannot be.
+    def _encode_python(self, text: str, allowed: set[str]) -> list[int]:
+        """``encode_reference`` with each chunk's ids remembered: for staged patterns and missing bytes."""
+        cache = self._piece_cache
+        if len(cache) > 200_000:
+            cache.clear()
+        ids: list[int] = []
+        for k, piece in enumerate(self._split_specials(clean_surrogates(text), allowed)):
+            if k % 2 == 1:
+                ids.append(self.special_tokens[piece])
+                continue
+            for chunk in self.pre_tokenize(piece):
+                b = chunk.encode("utf-8")
+                got = cache.get(b)
+                if got is None:
+                    got = cache[b] = self._bpe_chunk(b)
+                ids.extend(got)
+        return ids
 
+    def _tiktoken(self):
+        """tiktoken's Encoding for our vocabulary, made once; None if it cannot be (or the pattern is staged).
+
+        Ranks are the ids when ``_ranks_are_ids``, else merge order (``_rank_to_id`` maps them back).
         A custom pattern must mean the same in tiktoken's regex engine as in ``regex``: checked on a probe
         text, else we keep the reference encoder (with a warning).
         """
         if self._engine is None:
             self._engine = False
+            if self._fast_pattern is None:
+                return None
             try:
                 import tiktoken
 
+                if self._ranks_are_ids:
+                    ranks, specials = self.bytes_to_id, self.special_tokens
+                else:
+                    ranks = {bytes([b]): b for b in range(256)}
+                    for k, i in enumerate(self.merge_ids):
+                        ranks.setdefault(self.vocab[i], 256 + k)  # a token's rank: its first merge
+                    n = len(ranks)
+                    specials = {s: n + k for k, s in enumerate(self.special_tokens)}
                 engine = tiktoken.Encoding(
                     name=f"ownlm-{self.sha256()[:12]}",
-                    pat_str=self.pattern,
-                    mergeable_ranks=self.bytes_to_id,
-                    special_tokens=self.special_tokens,
+                    pat_str=self._fast_pattern,
+                    mergeable_ranks=ranks,
+                    special_tokens=specials,
                 )
-                if self.pattern in PATTERNS.values() or engine.encode_ordinary(
-                    _PROBE
-                ) == self.encode_reference(_PROBE, disallowed_special=()):
-                    self._engine = engine
-                else:
+                self._engine = engine
+                known = self._fast_pattern in PATTERNS.values() or self._fast_pattern in FUSED.values()
+                if not known and self._to_ids(engine.encode_ordinary(_PROBE)) != self.encode_reference(
+                    _PROBE, disallowed_special=()
+                ):
+                    self._engine = False
                     warnings.warn(
                         "tiktoken reads this pattern differently: using the slower Python encoder",
                         stacklevel=3,
                     )
             except (ImportError, ValueError):  # no tiktoken, or a pattern its regex engine cannot read
-                pass
+                self._engine = False
         return self._engine or None
+
+    def _to_ids(self, ranks: list[int]) -> list[int]:
+        """Engine ranks -> this vocabulary's ids."""
+        if self._rank_to_id is None:
+            return ranks
+        return self._rank_to_id[np.asarray(ranks, dtype=np.int64)].tolist() if ranks else []
+
+    def _needs_python(self, text: str) -> bool:
+        return self._missing_rx is not None and self._missing_rx.search(text) is not None
 
     def encode(self, text: str, allowed_special=(), disallowed_special="all") -> list[int]:
         """Text -> ids. A special token's string in ``text`` raises ``ValueError`` unless allowed.
@@ -338,26 +527,29 @@ class Tokenizer:
         """
         allowed = self._check_specials(text, allowed_special, disallowed_special)
         engine = self._tiktoken()
-        if engine is None:
-            return self.encode_reference(text, allowed, ())
-        return engine.encode(text, allowed_special=allowed, disallowed_special=())
+        if engine is None or self._needs_python(text):
+            return self._encode_python(text, allowed)
+        return self._to_ids(engine.encode(text, allowed_special=allowed, disallowed_special=()))
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Text -> ids, special token strings treated as plain text."""
         engine = self._tiktoken()
-        return engine.encode_ordinary(text) if engine else self.encode_reference(text, (), ())
+        if engine is None or self._needs_python(text):
+            return self._encode_python(text, set())
+        return self._to_ids(engine.encode_ordinary(text))
 
     def encode_batch(
         self, texts: Sequence[str], num_threads: int = 2, allowed_special=(), disallowed_special="all"
     ):
         """Many texts -> lists of ids, in parallel threads (tiktoken releases the GIL)."""
         engine = self._tiktoken()
-        if engine is None:
+        if engine is None or any(self._needs_python(t) for t in texts):
             return [self.encode(t, allowed_special, disallowed_special) for t in texts]
         allowed = {a for t in texts for a in self._check_specials(t, allowed_special, disallowed_special)}
-        return engine.encode_batch(
+        out = engine.encode_batch(
             list(texts), num_threads=num_threads, allowed_special=allowed, disallowed_special=()
         )
+        return out if self._rank_to_id is None else [self._to_ids(x) for x in out]
 
     # ---------------------------------------------------------------- decoding
     def id_to_bytes(self, i: int) -> bytes:
@@ -390,10 +582,10 @@ class Tokenizer:
         lines = [
             f"# ownlm byte-level BPE: {self.n_vocab} ids, {len(self.merges)} merges; id<TAB>token<TAB>from"
         ]
-        for i in range(256):
+        for i in sorted(i for i in self.byte_ids if i is not None):
             lines.append(f"{i}\t{_show(self.vocab[i])}")
-        for i, (a, b) in enumerate(self.merges):
-            lines.append(f"{256 + i}\t{_show(self.vocab[256 + i])}\t{a} + {b}")
+        for i, (a, b) in zip(self.merge_ids, self.merges):
+            lines.append(f"{i}\t{_show(self.vocab[i])}\t{a} + {b}")
         for s, i in sorted(self.special_tokens.items(), key=lambda kv: kv[1]):
             lines.append(f"{i}\t{s}\tspecial")
         return lines
@@ -440,17 +632,24 @@ class Tokenizer:
             )
         try:
             merges, pattern, specials = d["merges"], d["pattern"], d.get("special_tokens", {})
-            if not isinstance(pattern, str) or not isinstance(specials, dict):
+            stages = isinstance(pattern, list) and all(isinstance(p, str) for p in pattern)
+            if not (isinstance(pattern, str) or stages) or not isinstance(specials, dict):
                 raise TypeError
             if not isinstance(merges, list) or not all(
                 isinstance(m, list) and len(m) == 2 and all(type(x) is int for x in m) for m in merges
             ):
                 raise TypeError
-            return cls(merges, pattern, specials, d.get("byte_order"))
+            for key, none_ok in (("byte_ids", True), ("merge_ids", False), ("byte_order", False)):
+                v = d.get(key)
+                if v is not None and not (
+                    isinstance(v, list) and all(type(x) is int or (none_ok and x is None) for x in v)
+                ):
+                    raise TypeError
+            return cls.from_dict(d)
         except (KeyError, TypeError, ValueError):
             raise UserError(
-                f"{path}: tokenizer file is damaged (needs 'pattern' str, 'merges' [[a, b], ...], "
-                "'special_tokens' {name: id})"
+                f"{path}: tokenizer file is damaged (needs 'pattern' str or [str, ...], 'merges' [[a, b], ...], "
+                "'special_tokens' {name: id}; optional 'byte_ids', 'merge_ids' lists of ids)"
             ) from None
         except UserError as e:
             raise UserError(f"{path}: {e}") from None

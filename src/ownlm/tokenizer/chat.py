@@ -295,4 +295,4 @@ def add_special_tokens(tokenizer: Tokenizer, names: list[str]) -> Tokenizer:
     for name in dict.fromkeys(names):
         if name not in specials:
             specials[name] = max([tokenizer.n_vocab - 1, *specials.values()]) + 1
-    return Tokenizer(tokenizer.merges, tokenizer.pattern, specials, tokenizer.byte_order)
+    return tokenizer.with_special_tokens(specials)

@@ -268,17 +268,25 @@ def inspect_main(cfg: InspectConfig) -> int:
     show = lambda i: tok.special_ids.get(i) or clip(show_piece(tok.id_to_bytes(i)))  # noqa: E731
     lines = [
         f"tokenizer: {cfg.tokenizer}  (sha256 {tok.sha256()[:16]}…)",
-        f"ids:       {tok.n_vocab:,} = 256 bytes + {len(tok.merges):,} merges + {len(tok.special_tokens)} special",
-        f"bytes:     {'GPT-2 order (byte_order)' if tok.byte_order else 'id = byte value'}",
+        f"ids:       {tok.n_vocab:,} = {len(tok.byte_to_id)} bytes + {len(tok.merges):,} merges "
+        f"+ {len(tok.special_tokens)} special",
+        "bytes:     "
+        + (
+            "GPT-2 order (byte_order)"
+            if tok.byte_order
+            else "id = byte value"
+            if tok.byte_ids == list(range(256))
+            else "the vocabulary's own ids"
+        ),
         f"pattern:   {' / '.join(names) if names else 'custom'}: {tok.pattern}",
         "special:   " + (", ".join(f"{s}={i}" for s, i in tok.special_tokens.items()) or "none"),
     ]
     n = max(0, cfg.top)
-    merges = list(enumerate(tok.merges))
+    merges = list(zip(tok.merge_ids, tok.merges))
     for title, part in (("first merges", merges[:n]), ("last merges", merges[-n:] if n else [])):
         if part:
             lines.append(f"{title}:")
-            lines += [f"  {256 + k:>7}  {show(a)} + {show(b)} -> {show(256 + k)}" for k, (a, b) in part]
+            lines += [f"  {k:>7}  {show(a)} + {show(b)} -> {show(k)}" for k, (a, b) in part]
     longest = sorted(tok.vocab, key=lambda i: (-len(tok.vocab[i]), i))[:n]
     if longest and tok.merges:
         lines.append("longest tokens: " + "  ".join(f"{i}:{show(i)}" for i in longest))

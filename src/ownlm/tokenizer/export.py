@@ -168,6 +168,13 @@ def tiktoken_ranks(tok: Tokenizer) -> dict[bytes, int]:
     >>> tiktoken_ranks(tok)[b" the"]  # doctest: +SKIP
     262
     """
+    if not tok._ranks_are_ids:
+        raise UserError(
+            "this tokenizer's ids are not in merge order (an imported vocabulary): tiktoken's ranks cannot "
+            "hold it; export it as a Hugging Face tokenizer.json instead"
+        )
+    if not isinstance(tok.pattern, str):
+        raise UserError("this tokenizer splits text in stages; tiktoken takes one pattern")
     ranks = {tok.vocab[i]: i for i in sorted(tok.vocab)}
     if len(ranks) != len(tok.vocab):
         raise UserError(
@@ -346,12 +353,15 @@ def to_hf_json(tok: Tokenizer) -> dict:
         "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [
-                {
-                    "type": "Split",
-                    "pattern": {"Regex": hf_pattern(tok.pattern)},
-                    "behavior": "Isolated",
-                    "invert": False,
-                },
+                *(
+                    {
+                        "type": "Split",
+                        "pattern": {"Regex": hf_pattern(p)},
+                        "behavior": "Isolated",
+                        "invert": False,
+                    }
+                    for p in ([tok.pattern] if isinstance(tok.pattern, str) else tok.pattern)
+                ),
                 {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
             ],
         },  # fmt: skip
@@ -370,7 +380,7 @@ def to_hf_json(tok: Tokenizer) -> dict:
             "end_of_word_suffix": None,
             "fuse_unk": False,
             "byte_fallback": False,
-            "ignore_merges": False,
+            "ignore_merges": tok.ignore_merges,
             "vocab": vocab,
             "merges": merges,
         },
