@@ -7,6 +7,7 @@ GGUF tests need only the gguf package.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,12 @@ from hypothesis import strategies as st
 
 from ownlm.errors import UserError
 from ownlm.tokenizer import Tokenizer
+from ownlm.tokenizer.chat import load_template, save_template
 from ownlm.tokenizer.export import bytes_to_unicode
 from ownlm.tokenizer.pretokenize import FUSED
 from ownlm.tokenizer.vocab_import import (
+    chat_template_from_gguf,
+    chat_template_from_hf,
     gguf_fields,
     special_ids_from_gguf,
     special_ids_from_hf,
@@ -243,3 +247,61 @@ def test_smollm_ids_equal_llama_cpp(smollm):
     if theirs is None:
         pytest.skip("llama-cpp-python is not importable (set OWNLM_LLAMA_PYTHON to a Python that has it)")
     assert [tok.encode(t, allowed_special="all") for t in texts] == theirs
+
+
+# ------------------------------------------------------------------ the model's own chat template
+CHATS = [
+    [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4, of course.\n"}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi <|im_end|> there\n\n  "},
+        {"role": "assistant", "content": "Hello! \U0001f600"},
+        {"role": "user", "content": "\u4f60\u597d 12345"},
+        {"role": "assistant", "content": "  def f(x):\n\treturn x"},
+    ],
+]
+
+
+def test_synthetic_gguf_chat_template(synthetic):
+    fields, _ = synthetic
+    tok = tokenizer_from_gguf(fields)
+    t = chat_template_from_gguf(fields, tok)
+    assert t.to_jinja() == fields["tokenizer.chat_template"] and t.stop_ids(tok) == [2]
+    assert chat_template_from_gguf({**fields, "tokenizer.chat_template": None}, tok) is None
+
+
+def test_smollm_chat_ids_equal_transformers(smollm, hf_smollm, tmp_path):
+    fields, tok = smollm
+    hf, folder = hf_smollm
+    template = chat_template_from_gguf(fields, tok)
+    assert template.to_jinja() == hf.chat_template and template.stop_ids(tok) == [2]
+    save_template(tmp_path, template)
+    template = load_template(tmp_path)
+    assert chat_template_from_hf(folder, tokenizer_from_hf(folder)) == template
+    for msgs in CHATS:
+        clean = all(
+            "<|im_" not in m["content"] for m in msgs
+        )  # transformers lets message text inject markers
+        ids, mask = template.encode(tok, msgs)
+        theirs = hf.apply_chat_template(msgs, tokenize=True, return_dict=False)
+        if clean:
+            assert ids == list(theirs)
+        else:
+            assert (
+                tok.decode(ids) == hf.decode(theirs)
+                and ids.count(2) == len(msgs) == list(theirs).count(2) - 1
+            )
+        learned = tok.decode([i for i, k in zip(ids, mask) if k])
+        replies = [m["content"] + "<|im_end|>" for m in msgs if m["role"] == "assistant"]
+        assert re.fullmatch(
+            "".join(r"\n?" + re.escape(r) for r in replies), learned
+        )  # "\n  def" is one token
+        prompt = template.encode_prompt(tok, msgs[:-1])
+        if clean:
+            assert prompt == list(
+                hf.apply_chat_template(
+                    msgs[:-1], tokenize=True, add_generation_prompt=True, return_dict=False
+                )
+            )
+        if not msgs[-1]["content"][:1].isspace():  # else the header's newline and the reply share a token
+            assert ids[: len(prompt)] == prompt

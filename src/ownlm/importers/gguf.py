@@ -175,6 +175,11 @@ def read_tokenizer(reader, meta: dict, path: Path):
         )
         return None, None
 
+    if "tokenizer.ggml.model" not in meta:
+        print(
+            f"ownlm: warning: {path} holds no tokenizer; the model is imported without one", file=sys.stderr
+        )
+        return None, None
     fields = {k: reader.fields[k].contents() for k in BIG_ARRAYS if k in reader.fields}
     fields |= {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
     try:

@@ -174,7 +174,7 @@ def read_tokenizer(folder: Path):
         except ImportError:
             vocab_import = None
         if vocab_import is not None:
-            return vocab_import.tokenizer_from_hf(folder)
+            return vocab_import.hf_vocabulary(folder)
     for vocab, merges, reader in (("vocab.json", "merges.txt", Tokenizer.from_hf_vocab),
                                   ("encoder.json", "vocab.bpe", Tokenizer.from_gpt2)):  # fmt: skip
         if (folder / vocab).is_file() and (folder / merges).is_file():

@@ -155,6 +155,8 @@ class ChatTemplate:
         v = d.get("version")
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= VERSION:
             raise UserError(f"chat template version {v!r} is not one this ownlm understands (<= {VERSION})")
+        if d.get("name") == JinjaTemplate.name:
+            return JinjaTemplate.from_dict(d)
         return get_template(d.get("name"))
 
     def __eq__(self, other: object) -> bool:
@@ -296,3 +298,209 @@ def add_special_tokens(tokenizer: Tokenizer, names: list[str]) -> Tokenizer:
         if name not in specials:
             specials[name] = max([tokenizer.n_vocab - 1, *specials.values()]) + 1
     return tokenizer.with_special_tokens(specials)
+
+
+# ---------------------------------------------------------------------------------------------- Jinja
+_SENTINEL = "\ue000{}\ue001"  # private-use characters around a message number: where its content goes
+_SENTINEL_RX = r"\ue000(\d+)\ue001"
+
+
+class JinjaTemplate(ChatTemplate):
+    """A model's own chat template (the Jinja text of GGUF's ``tokenizer.chat_template`` or of
+    ``tokenizer_config.json``), rendered in jinja2's sandbox the way transformers renders it.
+
+    Spans come from rendering twice: once with the messages, once with each content replaced by a
+    sentinel, so the rendered text splits into template text and message contents without searching for
+    token values. Template text is cut at the tokenizer's special-token strings (those become the special
+    ids); each run of text between two special tokens is encoded as a whole (as transformers does), and a
+    token carries loss when it holds any of an assistant's content (a token may also hold the template's
+    newline before it), as does the end-of-turn (or eos) token right after it. Message text never becomes a
+    special token.
+
+    >>> t = JinjaTemplate("{% for m in messages %}<|im_start|>{{ m['role'] }}\\n{{ m['content'] }}<|im_end|>\\n{% endfor %}",
+    ...                   special_tokens=["<|im_start|>", "<|im_end|>"], end_marker="<|im_end|>")
+    >>> t.render([{"role": "user", "content": "Hi <|im_end|>"}])
+    '<|im_start|>user\\nHi <|im_end|><|im_end|>\\n'
+    """
+
+    name = "jinja"
+
+    def __init__(
+        self,
+        source: str,
+        special_tokens: list[str] = (),
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        end_marker: str | None = None,
+    ):
+        if not isinstance(source, str) or not source.strip():
+            raise UserError("a Jinja chat template must be a non-empty string")
+        self.source = source
+        self._specials = list(dict.fromkeys(special_tokens))
+        self.bos_token, self.eos_token = bos_token, eos_token
+        self.end_marker = end_marker or eos_token or EOT
+        self._compiled = None
+
+    def special_tokens(self) -> list[str]:
+        return [s for s in self._specials]
+
+    def _template(self):
+        if self._compiled is None:
+            try:
+                from jinja2 import TemplateError
+                from jinja2.sandbox import ImmutableSandboxedEnvironment
+            except ImportError:
+                raise UserError("a model's own chat template needs jinja2: pip install jinja2") from None
+
+            def raise_exception(message):
+                raise TemplateError(message)
+
+            def strftime_now(fmt):
+                import datetime
+
+                return datetime.datetime.now().strftime(fmt)
+
+            def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+                import json
+
+                return json.dumps(
+                    x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+                )
+
+            # transformers' settings: blocks trimmed, loop controls, these helpers
+            env = ImmutableSandboxedEnvironment(
+                trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+            )
+            env.filters["tojson"] = tojson
+            env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+            try:
+                self._compiled = env.from_string(self.source)
+            except TemplateError as e:
+                raise UserError(f"the chat template is not valid Jinja: {e}") from None
+        return self._compiled
+
+    def _render(self, contents: list[str], messages: list[dict], add_generation_prompt: bool) -> str:
+        from jinja2 import TemplateError
+
+        msgs = [{"role": m["role"], "content": c} for m, c in zip(messages, contents)]
+        try:
+            return self._template().render(
+                messages=msgs,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token or "",
+                eos_token=self.eos_token or "",
+            )
+        except TemplateError as e:
+            raise UserError(f"the model's chat template refused the conversation: {e}") from None
+
+    def spans(self, messages: list[dict], add_generation_prompt: bool = False) -> list[Span]:
+        import regex
+
+        contents = [_user_text(m, "\n\n") if m["role"] == "user" else m["content"] for m in messages]
+        marked = self._render(
+            [_SENTINEL.format(k) for k in range(len(messages))], messages, add_generation_prompt
+        )
+        real = self._render(contents, messages, add_generation_prompt)
+        parts = regex.split(_SENTINEL_RX, marked)  # template text at even positions, message numbers at odd
+        for variant in (contents, [c.strip() for c in contents]):  # verbatim, or trimmed (`| trim`)
+            if "".join(variant[int(p)] if k % 2 else p for k, p in enumerate(parts)) == real:
+                break
+        else:
+            raise UserError(
+                "the model's chat template changes the message text in a way ownlm cannot follow "
+                "(it must write each message's content as it is, or trimmed)"
+            )
+        names = sorted(self._specials, key=len, reverse=True)
+        cut = regex.compile("(" + "|".join(regex.escape(s) for s in names) + ")") if names else None
+        ends = {self.end_marker, self.eos_token} - {None}
+        out: list[Span] = []
+        after_reply = False  # the previous span was an assistant's content
+        for k, p in enumerate(parts):
+            if k % 2:
+                m = int(p)
+                reply = messages[m]["role"] == "assistant"
+                out.append(Span(variant[m], train=reply))
+                after_reply = reply and bool(variant[m])
+                continue
+            for j, piece in enumerate(cut.split(p) if cut else [p]):
+                if j % 2:
+                    out.append(Span(piece, special=True, train=after_reply and piece in ends))
+                elif piece:
+                    out.append(Span(piece))
+                after_reply = after_reply and not piece  # only an end marker right after the reply
+        return [s for s in out if s.text]
+
+    def _encode_spans(self, tokenizer: Tokenizer, spans: list[Span]) -> tuple[list[int], list[int]]:
+        """Runs of text between special tokens encoded as a whole; the mask from each token's byte offset."""
+        missing = [s for s in self.special_tokens() if s not in tokenizer.special_tokens]
+        if missing:
+            raise UserError(
+                f"the tokenizer lacks the special token(s) {missing} that the model's chat template uses"
+            )
+        ids: list[int] = []
+        mask: list[int] = []
+        run: list[Span] = []
+
+        def flush():
+            text = "".join(s.text for s in run)
+            train, pos = [], 0
+            for s in run:
+                n = len(s.text.encode("utf-8"))
+                if s.train:
+                    train.append((pos, pos + n))
+                pos += n
+            pos = 0
+            for t in tokenizer.encode_ordinary(text):
+                end = pos + len(tokenizer.id_to_bytes(t))
+                ids.append(t)
+                mask.append(int(any(a < end and pos < b for a, b in train)))
+                pos = end
+            run.clear()
+
+        for s in spans:
+            if s.special:
+                flush()
+                ids.append(tokenizer.special_tokens[s.text])
+                mask.append(int(s.train))
+            else:
+                run.append(s)
+        flush()
+        return ids, mask
+
+    def stop_ids(self, tokenizer: Tokenizer) -> list[int]:
+        """The end-of-turn token and eos."""
+        names = dict.fromkeys(n for n in (self.end_marker, self.eos_token) if n)
+        return [tokenizer.special_tokens[n] for n in names if n in tokenizer.special_tokens]
+
+    def to_jinja(self) -> str:
+        return self.source
+
+    def to_dict(self) -> dict:
+        return {
+            **super().to_dict(),
+            "template": self.source,
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "end_marker": self.end_marker,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JinjaTemplate:
+        if not isinstance(d.get("template"), str) or not isinstance(d.get("special_tokens", []), list):
+            raise UserError("a 'jinja' chat template needs 'template' (the Jinja text) and 'special_tokens'")
+        return cls(
+            d["template"],
+            d.get("special_tokens", []),
+            d.get("bos_token"),
+            d.get("eos_token"),
+            d.get("end_marker"),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JinjaTemplate) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.source)
+
+    def __repr__(self) -> str:
+        return f"JinjaTemplate({len(self.source)} characters, end marker {self.end_marker!r})"

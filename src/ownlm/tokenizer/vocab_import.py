@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ownlm.errors import UserError
 from ownlm.tokenizer.bpe import Tokenizer
+from ownlm.tokenizer.chat import JinjaTemplate
 from ownlm.tokenizer.export import bytes_to_unicode
 from ownlm.tokenizer.pretokenize import GPT2_STEP, IGNORE_MERGES, STAGES, canonical_name, pretokenizer
 
@@ -47,6 +48,11 @@ class SpecialIds:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def config(self) -> dict:
+        """The ids a model's ``config.json`` records: ``{"bos_id", "eos_id", "eot_id", "pad_id"}`` (set ones)."""
+        ids = {"bos_id": self.bos, "eos_id": self.eos, "eot_id": self.eot, "pad_id": self.pad}
+        return {k: v for k, v in ids.items() if v is not None}
 
 
 def gguf_fields(path: str | os.PathLike) -> dict:
@@ -340,3 +346,69 @@ def special_ids_from_hf(folder: str | os.PathLike, tokenizer: Tokenizer) -> Spec
         add_bos=bool(cfg.get("add_bos_token", False)),
         add_eos=bool(cfg.get("add_eos_token", False)),
     )
+
+
+# ---------------------------------------------------------------------------------------------- chat templates
+
+
+def _name(tokenizer: Tokenizer, i: int | None) -> str | None:
+    if i is None:
+        return None
+    if i in tokenizer.special_ids:
+        return tokenizer.special_ids[i]
+    return tokenizer.vocab[i].decode("utf-8", "replace") if i in tokenizer.vocab else None
+
+
+def _jinja(source, tokenizer: Tokenizer, ids: SpecialIds) -> JinjaTemplate | None:
+    if not source:
+        return None
+    return JinjaTemplate(
+        source,
+        special_tokens=sorted(tokenizer.special_tokens, key=tokenizer.special_tokens.get),
+        bos_token=_name(tokenizer, ids.bos),
+        eos_token=_name(tokenizer, ids.eos),
+        end_marker=_name(tokenizer, ids.eot),
+    )
+
+
+def chat_template_from_gguf(fields: dict, tokenizer: Tokenizer) -> JinjaTemplate | None:
+    """The model's own chat template (``tokenizer.chat_template``), or None when the file has none.
+
+    Save it next to the checkpoint with ``ownlm.tokenizer.chat.save_template``; chat, serve, generate --chat
+    and finetune sft then use it.
+    """
+    return _jinja(fields.get("tokenizer.chat_template"), tokenizer, special_ids_from_gguf(fields, tokenizer))
+
+
+def chat_template_from_hf(folder: str | os.PathLike, tokenizer: Tokenizer) -> JinjaTemplate | None:
+    """The chat template of a Hugging Face folder (``chat_template.jinja``, or ``tokenizer_config.json``'s
+    ``chat_template``: a string, or a list of named ones of which "default" is taken), or None."""
+    from ownlm.io import read_json
+
+    folder = Path(folder)
+    source = None
+    if (folder / "chat_template.jinja").is_file():
+        source = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    elif (folder / "tokenizer_config.json").is_file():
+        source = read_json(folder / "tokenizer_config.json", what="tokenizer_config.json").get(
+            "chat_template"
+        )
+        if isinstance(source, list):
+            named = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
+            source = named.get("default")
+    return _jinja(source, tokenizer, special_ids_from_hf(folder, tokenizer))
+
+
+def template_from_jinja(
+    source: str | None, tokenizer: Tokenizer, fields: dict | None = None
+) -> JinjaTemplate | None:
+    """A GGUF model's Jinja ``source`` as a template; ``fields`` (the file's keys) name bos, eos and the end
+    of a turn."""
+    return _jinja(source, tokenizer, special_ids_from_gguf(fields or {}, tokenizer))
+
+
+def hf_vocabulary(folder: str | os.PathLike) -> tuple[Tokenizer, JinjaTemplate | None, dict]:
+    """``(tokenizer, chat template or None, special ids for config.json)`` of a Hugging Face folder."""
+    tokenizer = tokenizer_from_hf(folder)
+    ids = special_ids_from_hf(folder, tokenizer)
+    return tokenizer, chat_template_from_hf(folder, tokenizer), ids.config()
