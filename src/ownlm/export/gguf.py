@@ -38,7 +38,7 @@ DTYPES = ("f32", "f16", "q8_0")
 Q8_BLOCK = 32  # q8_0 quantizes rows in blocks of 32 values, one f16 scale per block
 
 
-def pre_tokenizer(pattern: str) -> str:
+def pre_tokenizer(pattern) -> str:
     """The llama.cpp pre-tokenizer name nearest to our split ``pattern`` (a warning when none matches)."""
     from ownlm.tokenizer.bpe import PATTERNS
 
@@ -46,6 +46,10 @@ def pre_tokenizer(pattern: str) -> str:
         return "gpt-2"
     if pattern == PATTERNS["gpt4"]:
         return "llama-bpe"  # Llama 3's split rule: cl100k's, which our "gpt4" pattern follows
+    from ownlm.tokenizer.pretokenize import name_of
+
+    if name_of(pattern):  # an imported vocabulary's own split
+        return name_of(pattern)
     print("ownlm: warning: the tokenizer's split pattern is not one llama.cpp knows; the GGUF uses GPT-2's, "
           "so llama.cpp may tokenize some text differently (the model's ids are unaffected)", file=sys.stderr)  # fmt: skip
     return "gpt-2"

@@ -262,9 +262,11 @@ def clip(text: str, limit: int = SHOW_CHARS) -> str:
 def inspect_main(cfg: InspectConfig) -> int:
     from ownlm.tokenizer.bpe import PATTERNS
     from ownlm.tokenizer.compare import show_piece
+    from ownlm.tokenizer.pretokenize import name_of
 
     tok = _load(cfg.tokenizer)
     names = [n for n, p in PATTERNS.items() if p == tok.pattern]
+    names = names or [f"llama.cpp {n}" for n in [name_of(tok.pattern)] if n]
     show = lambda i: tok.special_ids.get(i) or clip(show_piece(tok.id_to_bytes(i)))  # noqa: E731
     lines = [
         f"tokenizer: {cfg.tokenizer}  (sha256 {tok.sha256()[:16]}…)",

@@ -125,6 +125,18 @@ def pretokenizer(name: str) -> str | list[str]:
     return FUSED.get(name) or list(STAGES[name])
 
 
+def name_of(pattern) -> str | None:
+    """The name here of a ``Tokenizer.pattern`` that is one of ours (fused or staged), else None.
+
+    >>> name_of(pretokenizer("starcoder"))
+    'smollm'
+    """
+    for name, stages in STAGES.items():
+        if pattern == FUSED.get(name) or pattern == stages:
+            return name
+    return None
+
+
 def split_stages(text: str, stages: Sequence[str | regex.Pattern]) -> list[str]:
     """Cut ``text`` by each stage in turn; matches and the gaps between them are pieces (none is lost).
 
