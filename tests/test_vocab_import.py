@@ -189,8 +189,20 @@ def test_smollm_vocabulary(smollm):
     fields, tok = smollm
     assert tok.n_vocab == 49152 and len(tok.merges) == 48900 and len(tok.special_tokens) == 17
     assert sum(i is None for i in tok.byte_ids) == 21 and tok.pattern == FUSED["smollm"]
+    assert tok._tiktoken() is not None
     ids = special_ids_from_gguf(fields, tok)
     assert (ids.bos, ids.eos, ids.unk, ids.pad, ids.eot) == (1, 2, 0, 2, 2)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.text(
+        st.characters(blacklist_categories=("Cs",)) | st.sampled_from(list(" \n\t0123456789")), max_size=60
+    )
+)
+def test_smollm_fast_engine_equals_the_reference(smollm, s):
+    tok = smollm[1]
+    assert tok.encode_ordinary(s) == tok.encode_reference(s, disallowed_special=())
 
 
 def test_smollm_ids_equal_transformers(smollm, hf_smollm):
@@ -305,3 +317,82 @@ def test_smollm_chat_ids_equal_transformers(smollm, hf_smollm, tmp_path):
             )
         if not msgs[-1]["content"][:1].isspace():  # else the header's newline and the reply share a token
             assert ids[: len(prompt)] == prompt
+
+
+# ------------------------------------------------------------------ Hugging Face folders made by `tokenizers`
+LLAMA3_HF = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+HF_CORPUS = [
+    "The quick brown fox jumps over the lazy dog. It's 2024; we'll see 12345 foxes!\n\n",
+    "Caf\u00e9 na\u00efve co\u00f6perate -- \u4f60\u597d\uff0c\u4e16\u754c \U0001f600\U0001f44d\n",
+    "    def f(x):\n\treturn x ** 2  # comment\r\n  THEY'LL  DON'T\n",
+] * 20
+
+
+def hf_folder(path, split: str, ignore_merges: bool):
+    """A tiny byte-level BPE trained by `tokenizers` with Llama 3's split (one regex) or SmolLM's (digits, then
+    ByteLevel's own regex), saved as a Hugging Face folder; special tokens come first, at ids 0 and 1."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    hf = tokenizers.Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    if split == "llama3":
+        steps = [
+            pre_tokenizers.Split(tokenizers.Regex(LLAMA3_HF), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    else:
+        steps = [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    hf.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=700,
+        special_tokens=["<|begin_of_text|>", "<|eot_id|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    hf.train_from_iterator(HF_CORPUS, trainer)
+    path.mkdir(parents=True, exist_ok=True)
+    hf.save(str(path / "tokenizer.json"))
+    config = {
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "chat_template": "{{ messages[0]['content'] }}",
+    }
+    (path / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    return hf
+
+
+@pytest.mark.parametrize("split, ignore_merges", [("llama3", True), ("llama3", False), ("smollm", False)])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hf_folder_encodes_like_tokenizers(tmp_path_factory, split, ignore_merges, data):
+    folder = tmp_path_factory.getbasetemp() / f"hf-{split}-{ignore_merges}"
+    if not (folder / "tokenizer.json").is_file():
+        hf_folder(folder, split, ignore_merges)
+    import tokenizers
+
+    hf = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok = tokenizer_from_hf(folder)
+    assert (
+        tok.special_tokens == {"<|begin_of_text|>": 0, "<|eot_id|>": 1} and tok.ignore_merges == ignore_merges
+    )
+    pieces = st.sampled_from(
+        ["THEY'LL", "don't", " 12345", "\n\n", "  ", "\t", "\u00e9", "fox", "<|eot_id|>"]
+    )
+    text = data.draw(
+        st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=6) | pieces, max_size=8).map(
+            "".join
+        )
+    )
+    ids = tok.encode(text, allowed_special="all")
+    assert tok._tiktoken() is not None  # the fast engine, on ranks mapped to the file's ids
+    assert ids == hf.encode(text, add_special_tokens=False).ids
+    assert ids == tok.encode_reference(text, allowed_special="all")
+    ids_special = special_ids_from_hf(folder, tok)
+    assert (ids_special.bos, ids_special.eos, ids_special.eot) == (0, 1, 1)
