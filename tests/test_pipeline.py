@@ -246,3 +246,55 @@ def test_build_person_with_too_few_replies_to_hold_any_out(tmp_path):
     )
     assert json.loads((out / "sft-others" / "config.json").read_text())["val_data"] == []
     assert (out / "sft" / "latest").is_file()
+
+
+def _chat_export(tmp_path: Path, n: int = 120) -> Path:
+    rng = random.Random(1)
+    words = "tea later maybe sure fine thanks see you soon where home now great".split()
+    lines = []
+    for i in range(n):
+        who = "Ann" if i % 2 else "Bob"
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(2, 6)))
+        lines.append(f"13/01/2024, {10 + i // 60:02d}:{i % 60:02d} - {who}: {text}")
+    chats = tmp_path / "chats"
+    chats.mkdir()
+    (chats / "WhatsApp Chat with Bob.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return chats
+
+
+def test_build_person_from_a_base_skips_tokenizer_and_pretraining(tmp_path):
+    """--base: the persona is fine-tuned from a model given (LoRA on a frozen bf16 base), with its own tokenizer;
+    the persona flags reach the persona stage."""
+    import torch
+
+    from ownlm.model.checkpoint import resolve_checkpoint, save_model
+    from ownlm.model.gpt import GPT, GPTConfig
+    from ownlm.tokenizer import Tokenizer
+    from ownlm.tokenizer.chat import add_special_tokens
+
+    torch.manual_seed(0)
+    base = tmp_path / "base"
+    tok = add_special_tokens(Tokenizer(special_tokens={"<|endoftext|>": 256}), ["<|im_start|>", "<|im_end|>"])
+    save_model(
+        base, GPT(GPTConfig(vocab_size=320, block_size=96, n_layer=2, n_head=2, n_embd=32, pos="rope")), tok
+    )
+    chats, out = _chat_export(tmp_path), tmp_path / "out"
+    args = ["build", str(chats), "--out", str(out), "--person", "Ann", "--base", str(base), "--sft-minutes", "0.1",
+            "--context-turns", "2", "--val-fraction", "0.2", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert cli(args) == 0
+    state = _state(out)
+    assert set(state["last_run"]) == {"extract", "persona", "sft-others", "sft"}
+    assert not (out / "tokenizer").exists() and not (out / "run").exists()
+    persona = json.loads((out / "persona" / "stats.json").read_text())["config"]
+    assert persona["context_turns"] == 2 and persona["val_fraction"] == 0.2
+    sft = json.loads((out / "sft" / "config.json").read_text())
+    assert (
+        sft["lora_rank"] == 8
+        and sft["base_dtype"] == "bf16"
+        and sft["checkpoint_activations"]
+        and sft["pack"]
+    )
+    step = resolve_checkpoint(out)
+    assert (step / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()  # no token added
+    report = (out / "report.md").read_text()
+    assert "fine-tuned on your data" in report and "## Fine-tuning" in report

@@ -292,3 +292,90 @@ def test_resume_keeps_partial_training_frozen(base, tmp_path):
     assert not torch.equal(
         first["transformer.h.1.attn.c_attn.weight"], last["transformer.h.1.attn.c_attn.weight"]
     )
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32, pos="rope"))
+    x, y = torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16))
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad()
+        model.checkpoint_activations = recompute
+        loss = model(x, y)[1]
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b)
+
+
+def test_lora_on_a_bf16_base_trains_fp32_adapters(base, tmp_path):
+    out = tmp_path / "bf16"
+    args = ["finetune", "sft", str(base / "model"), "--data", str(base / "data.json"), "--out", str(out),
+            "--max-iters", "12", "--lr", "1e-2", "--lora-rank", "4", "--lora-targets", "all", "--responses", "1",
+            "--max-new-tokens", "4", "--base-dtype", "bf16", "--checkpoint-activations", "--pack",
+            "--threads", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["val_loss"] < records[0]["val_loss"]
+    step = out / (out / "latest").read_text().strip()
+    adapter = load_file(step / "adapter.safetensors")
+    assert all(v.dtype == torch.float32 for v in adapter.values())
+    saved, original = load_file(step / "model.safetensors"), load_file(base / "model" / "model.safetensors")
+    for k, v in original.items():  # frozen: the base's weights, rounded to bf16 where they were stored so
+        assert torch.equal(saved[k].float(), v.to(saved[k].dtype).float()), k
+    assert any(v.dtype == torch.bfloat16 for v in saved.values())
+    assert load_model(out)[0](torch.randint(0, 256, (1, 8)))[0].isfinite().all()
+
+
+def test_base_dtype_needs_frozen_weights(base, tmp_path, capsys):
+    args = ["finetune", "sft", str(base / "model"), "--data", str(base / "data.json"), "--out", str(tmp_path / "x"),
+            "--base-dtype", "bf16", *FAST[:2], "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    assert "--lora-rank" in capsys.readouterr().err
+
+
+def test_held_out_loss_scores_the_final_reply_and_the_best_checkpoint_is_kept(base, tmp_path):
+    """Multi-turn held-out examples are scored on their last reply alone; with a rate that overfits, `latest` ends
+    on the evaluation with the lowest held-out loss and `last` names the newest step."""
+    from ownlm.finetune.sft import final_reply_only
+
+    tok, template = _chat_tok(), get_template("chatml")
+    enc = encode_examples(_conversations(), template, tok, max_len=10_000, overlong="truncate")
+    last = final_reply_only(enc)
+    for ids, m, full in zip(last.ids, last.mask, enc.mask):
+        reply = np.flatnonzero(m)
+        assert len(reply) and np.all(np.diff(reply) == 1) and reply[-1] == np.flatnonzero(full)[-1]
+        assert tok.decode(ids[reply].tolist()).endswith("<|im_end|>")
+    rng = np.random.default_rng(0)
+    rows = [{"messages": [{"role": "user", "content": "say"}, {"role": "assistant", "content": " ".join(rng.choice(WORDS, 4))}]}
+            for _ in range(40)]  # fmt: skip
+    (tmp_path / "noise.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "over"
+    args = ["finetune", "sft", str(base / "model"), "--data", str(tmp_path / "noise.jsonl"), "--out", str(out),
+            "--max-iters", "60", "--lr", "3e-2", "--evals", "12", "--responses", "0", "--keep-checkpoints", "0",
+            "--batch-size", "4", *FAST]  # fmt: skip
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in records if r["step"] > 0]
+    best = min(scored, key=lambda r: r["val_loss"])
+    assert (out / "latest").read_text().strip() == f"step_{best['step']:06d}"
+    if best["step"] != 60:
+        assert (out / "last").read_text().strip() == "step_000060"
+    assert f"step {best['step']}" in (out / "report.md").read_text() or best["step"] == 60
+
+
+def test_patience_stops_a_run_whose_held_out_loss_stops_improving(base, tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": f"{i} {i * 7 % 13}"}]}
+            for i in range(40)]  # fmt: skip
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "p"
+    args = ["finetune", "sft", str(base / "model"), "--data", str(tmp_path / "d.jsonl"), "--out", str(out),
+            "--max-iters", "200", "--lr", "5e-2", "--eval-interval", "2", "--patience", "2", "--responses", "0",
+            "--batch-size", "4", *FAST]  # fmt: skip
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] < 200
+    losses = [r["val_loss"] for r in records]
+    assert min(losses[-2:]) >= min(losses[:-2]) - 1e-6  # the last two evaluations did not improve on the best

@@ -36,6 +36,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ownlm.config import from_dict, opt, to_dict
 from ownlm.errors import UserError
@@ -66,7 +67,11 @@ class BuildConfig:
     drop_system: bool = opt(True, help="extract: drop chat system lines (joins, leaves, encryption notices)")
     # corpus
     min_chars: int = opt(1, help="corpus: drop documents shorter than this")
-    val_fraction: float = opt(0.1, help="corpus: share of documents for validation", bounds="[0, 1)")
+    val_fraction: float = opt(
+        0.1,
+        help="corpus: share of documents for validation; persona: the latest share of the person's replies",
+        bounds="[0, 1)",
+    )
     near_dup: bool = opt(True, help="corpus: remove near-duplicate documents")
     # tokenizer
     vocab_size: int = opt(4096, help="tokenizer: vocabulary size (bytes + merges; 256 = bytes only)")
@@ -101,7 +106,29 @@ class BuildConfig:
         "then on the person's; in our measurement this beats the person's replies alone",
     )
     lora_rank: int = opt(
-        0, help="fine-tune LoRA adapters of this rank instead of the whole model (0: whole model)"
+        -1,
+        help="fine-tune LoRA adapters of this rank instead of the whole model (0: the whole model; -1: 8 with "
+        "--base, else the whole model)",
+        bounds="[-1, inf)",
+    )
+    base: str | None = opt(
+        None,
+        help="fine-tune this model (an `ownlm import` folder or any ownlm run) instead of training one: no "
+        "tokenizer training and no pretraining (needs --person or --sft-data)",
+    )
+    base_dtype: Literal["fp32", "bf16"] = opt(
+        "bf16", help="with --base and LoRA: the frozen weights' dtype (bf16: half the memory)"
+    )
+    # persona examples (with --person): the same flags as `ownlm persona`; --val-fraction holds out its latest part
+    context_turns: int = opt(6, help="persona: turns of conversation before each reply kept as its context")
+    turn_gap_minutes: float = opt(
+        10.0, help="persona: messages of one side at most this many minutes apart form one turn"
+    )
+    session_gap_hours: float = opt(
+        6.0, help="persona: a silence this long starts a new session; context does not reach back across it"
+    )
+    patience: int = opt(
+        0, help="fine-tuning: stop when the held-out loss has not improved for N evaluations (0: never)"
     )
     # model and pretraining: the same sections as `ownlm pretrain`
     model: ModelShape = opt(ModelShape(), help="the model's size and block")
@@ -286,8 +313,18 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
             "no sources given: name files, folders, .zip archives or documents JSONL to learn from"
         )
     fine_tune = bool(cfg.person or cfg.sft_data)
+    if cfg.base is not None:
+        if not fine_tune:
+            raise UserError("--base fine-tunes a model you have: add --person NAME or --sft-data FILE")
+        from ownlm.model.checkpoint import resolve_checkpoint
+
+        resolve_checkpoint(cfg.base)  # a clear error now, not after the persona stage
+    own = cfg.base is None  # a tokenizer and a model of our own, trained here
     stages = (
-        5 + bool(cfg.compare) + (prelude is not None) + fine_tune + bool(cfg.person) * (1 + cfg.others_first)
+        (5 + bool(cfg.compare) if own else 0)
+        + (prelude is not None)
+        + fine_tune
+        + bool(cfg.person) * (1 + cfg.others_first)
     )
     sources = list(cfg.sources)
     raw = [s for s in sources if not _is_documents_jsonl(s)]
@@ -304,6 +341,25 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
         fp = extract_fp = p.run("extract", ("extract",), values, files_fingerprint(raw), out / "docs.jsonl",
                                 f"reading {len(raw)} source(s)")  # fmt: skip
         docs, inputs = [str(out / "docs.jsonl"), *docs], _sha(fp, inputs)
+    if own:
+        run, run_fp = _pretrain(p, cfg, docs, inputs)
+    else:
+        run, run_fp = Path(cfg.base), files_fingerprint([cfg.base])
+        print(f"==> base: {cfg.base} (no tokenizer training, no pretraining)", flush=True)
+    if fine_tune:
+        _fine_tune(p, cfg, out, run, run_fp, raw, extract_fp if raw else None)
+    if own:
+        _samples(p, cfg, run, run_fp)
+    from ownlm.report import write_report
+
+    report = write_report(out, p.state, samples_path=out / "samples.md" if own else None, base=cfg.base)
+    print(f"==> report: {report}")
+    return report
+
+
+def _pretrain(p: Pipeline, cfg: BuildConfig, docs: list[str], inputs: str) -> tuple[Path, str | None]:
+    """corpus -> tokenizer (-> compare) -> encode -> pretrain; returns the run folder and its fingerprint."""
+    out = p.out
     corpus = out / "corpus"
     fp = p.run("corpus", ("corpus",), {"inputs": docs, "out": str(corpus), "min_chars": cfg.min_chars,
                "val_fraction": cfg.val_fraction, "near_dup": cfg.near_dup}, inputs, corpus,
@@ -323,52 +379,70 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
     run_fp = p.run("pretrain", ("pretrain",), {"model": to_dict(cfg.model), "train": to_dict(cfg.train),
                    "data": str(tokens), "out": str(run)}, tokens_fp, run,
                    f"training the model ({budget_text(cfg.train)})")  # fmt: skip
-    if fine_tune:
-        data, val, what = list(cfg.sft_data), list(cfg.sft_val_data), "instructions"
-        minutes, base, base_fp = cfg.sft_minutes, run, run_fp
-        data_fp = files_fingerprint(data + val)
-        if cfg.person:
-            if not raw:
-                raise UserError("--person needs chat exports among the sources (WhatsApp, Telegram, ...)")
-            persona = out / "persona"
-            persona_fp = p.run("persona", ("persona",), {"inputs": [str(out / "docs.jsonl")], "person": cfg.person,
-                               "out": str(persona), "redact": cfg.redact, "others": cfg.others_first}, extract_fp,
-                               persona, f"chat examples in which {cfg.person[0]} is the assistant")  # fmt: skip
-            data, what, data_fp = (
-                [str(persona), *data],
-                f"{cfg.person[0]}'s replies",
-                _sha(persona_fp, data_fp),
-            )
-            from ownlm.io import read_json
+    return run, run_fp
 
-            stats = read_json(persona / "stats.json", "persona stats")
-            n_others = stats["examples"].get("others", 0) if cfg.others_first else 0
-            if cfg.others_first and not n_others:
-                p.total -= 1  # nobody else replies in these chats: the person's stage alone
-            if n_others:  # the chats' dialogue first, from everyone else's replies; then the person's voice
-                minutes = cfg.sft_minutes / 2
-                # scored on the person's held-out replies; too few of them for any: a part of the others' own
-                person_val = [str(persona / "val.jsonl")] if stats["examples"]["val"] else []
-                base = out / "sft-others"
-                base_fp = p.run("sft-others", ("finetune", "sft"), {"base": str(run),
-                                "data": [str(persona / "others.jsonl")], "val_data": person_val,
-                                "out": str(base), "lora_rank": cfg.lora_rank, "epochs": 1.0,
-                                "train": {**_sft_train(cfg), "max_minutes": minutes}}, _sha(run_fp, persona_fp), base,
-                                f"fine-tuning on the other senders' {n_others:,} replies (1 epoch or {minutes:g} "
-                                "minutes, whichever ends first)")  # fmt: skip
-        sft_train = {**_sft_train(cfg), "max_minutes": minutes}
-        budget = (
-            f"{cfg.sft_epochs:g} epochs or {minutes:g} minutes" if cfg.sft_epochs else f"{minutes:g} minutes"
+
+def _fine_tune(
+    p: Pipeline, cfg: BuildConfig, out: Path, run: Path, run_fp, raw: list[str], extract_fp
+) -> None:
+    """persona (-> sft-others) -> sft, from ``run`` (the pretrained model or --base)."""
+    data, val, what = list(cfg.sft_data), list(cfg.sft_val_data), "instructions"
+    minutes, base, base_fp = cfg.sft_minutes, run, run_fp
+    data_fp = files_fingerprint(data + val)
+    if cfg.person:
+        if not raw:
+            raise UserError("--person needs chat exports among the sources (WhatsApp, Telegram, ...)")
+        persona = out / "persona"
+        from ownlm.model.checkpoint import resolve_checkpoint
+        from ownlm.tokenizer.chat import load_template
+
+        # chats are conversations: the base's own chat template, else ChatML (never Alpaca's single turn)
+        template = "auto" if load_template(resolve_checkpoint(run)) is not None else "chatml"
+        persona_fp = p.run("persona", ("persona",), {"inputs": [str(out / "docs.jsonl")], "person": cfg.person,
+                           "out": str(persona), "redact": cfg.redact, "others": cfg.others_first,
+                           "val_fraction": cfg.val_fraction, "context_turns": cfg.context_turns,
+                           "turn_gap_minutes": cfg.turn_gap_minutes, "session_gap_hours": cfg.session_gap_hours},
+                           extract_fp, persona, f"chat examples in which {cfg.person[0]} is the assistant")  # fmt: skip
+        data, what, data_fp = (
+            [str(persona), *data],
+            f"{cfg.person[0]}'s replies",
+            _sha(persona_fp, data_fp),
         )
-        p.run("sft", ("finetune", "sft"), {"base": str(base), "data": data, "val_data": val, "out": str(out / "sft"),
-              "lora_rank": cfg.lora_rank, "epochs": cfg.sft_epochs, "train": sft_train}, _sha(base_fp, data_fp),
-              out / "sft", f"fine-tuning on {what} ({budget}, whichever ends first)")  # fmt: skip
-    _samples(p, cfg, run, run_fp)
-    from ownlm.report import write_report
+        from ownlm.io import read_json
 
-    report = write_report(out, p.state, samples_path=out / "samples.md")
-    print(f"==> report: {report}")
-    return report
+        stats = read_json(persona / "stats.json", "persona stats")
+        n_others = stats["examples"].get("others", 0) if cfg.others_first else 0
+        if cfg.others_first and not n_others:
+            p.total -= 1  # nobody else replies in these chats: the person's stage alone
+        if n_others:  # the chats' dialogue first, from everyone else's replies; then the person's voice
+            minutes = cfg.sft_minutes / 2
+            # scored on the person's held-out replies; too few of them for any: a part of the others' own
+            person_val = [str(persona / "val.jsonl")] if stats["examples"]["val"] else []
+            base = out / "sft-others"
+            base_fp = p.run("sft-others", ("finetune", "sft"), {"base": str(run),
+                            "data": [str(persona / "others.jsonl")], "val_data": person_val,
+                            "out": str(base), **_adapt_values(cfg), "epochs": 1.0, "template": template,
+                            "train": {**_sft_train(cfg), "max_minutes": minutes}}, _sha(run_fp, persona_fp), base,
+                            f"fine-tuning on the other senders' {n_others:,} replies (1 epoch or {minutes:g} "
+                            "minutes, whichever ends first)")  # fmt: skip
+    sft_train = {**_sft_train(cfg), "max_minutes": minutes}
+    budget = f"{cfg.sft_epochs:g} epochs or {minutes:g} minutes" if cfg.sft_epochs else f"{minutes:g} minutes"
+    p.run("sft", ("finetune", "sft"), {"base": str(base), "data": data, "val_data": val, "out": str(out / "sft"),
+          **_adapt_values(cfg), "epochs": cfg.sft_epochs, "patience": cfg.patience, "train": sft_train},
+          _sha(base_fp, data_fp), out / "sft", f"fine-tuning on {what} ({budget}, whichever ends first)")  # fmt: skip
+
+
+def _adapt_values(cfg: BuildConfig) -> dict:
+    """How the fine-tuning stages adapt the model. From a real base (--base): LoRA of rank 8 on frozen bf16
+    weights, with activation checkpointing and packing, so that a 100 M+ model fine-tunes in a laptop's memory."""
+    rank = cfg.lora_rank if cfg.lora_rank >= 0 else (8 if cfg.base else 0)
+    values = {"lora_rank": rank}
+    if cfg.base is not None:
+        bf16_ok = rank and cfg.train.dtype in ("auto", "bf16")  # frozen bf16 weights run under bf16 autocast
+        values.update(
+            checkpoint_activations=True, pack=True, base_dtype=cfg.base_dtype if bf16_ok else "fp32"
+        )
+    return values
 
 
 def _sft_train(cfg: BuildConfig) -> dict:

@@ -251,10 +251,13 @@ def compare_table(out: Path, example_tokens: int = 12) -> list[str]:
     return lines
 
 
-def write_report(out: Path, state, samples_path: Path | None = None) -> Path:
-    """Write ``out/report.md`` from the stage outputs and the pipeline state; return its path."""
+def write_report(out: Path, state, samples_path: Path | None = None, base: str | None = None) -> Path:
+    """Write ``out/report.md`` from the stage outputs and the pipeline state; return its path. With ``base`` (a
+    model given to ``build --base``) the report is about the fine-tuned model alone."""
     from ownlm.io import write_text
 
+    if base is not None:
+        return _write_finetune_report(out, state, base)
     lines = [
         f"# {out.name}: a language model trained from scratch",
         "",
@@ -311,6 +314,21 @@ def write_report(out: Path, state, samples_path: Path | None = None) -> Path:
         "stages after it run again (`pipeline.json` records what ran and with which settings).",
         "",
     ]
+    path = out / "report.md"
+    write_text(path, "\n".join(lines))
+    return path
+
+
+def _write_finetune_report(out: Path, state, base: str) -> Path:
+    """``out/report.md`` of a build that fine-tuned a given model (``--base``): no pretraining to describe."""
+    from ownlm.io import write_text
+
+    sft = (out / "sft").as_posix()
+    lines = [f"# {out.name}: `{base}` fine-tuned on your data", "",
+             f"No tokenizer was trained and nothing was pretrained: the model and its tokenizer are `{base}`'s.", "",
+             *_finetune_section(out), "## The stages", "", *_stages_table(state), "",
+             "## What next", "", "```bash", f"ownlm chat {sft}", f'ownlm generate {sft} --prompt "Hello"', "```",
+             ""]  # fmt: skip
     path = out / "report.md"
     write_text(path, "\n".join(lines))
     return path

@@ -3,6 +3,7 @@ or the last blocks only).
 
     model, tok, folder = load_base("runs/base", None)
     adapt(model, cfg)       # cfg has lora_rank, lora_alpha, lora_targets, lora_dropout, train_layers
+    store_frozen(model, "bf16")   # the frozen weights at half the memory (training runs under bf16 autocast)
 
 ``ownlm finetune sft`` and ``ownlm finetune classify`` both use these, so a flag means the same thing in each.
 """
@@ -52,3 +53,41 @@ def adapt(model, cfg, resume: bool = False) -> None:
         from ownlm.finetune.lora import freeze_for_train_layers
 
         freeze_for_train_layers(model, cfg.train_layers)
+
+
+def store_frozen(model, dtype: str) -> int:
+    """Keep the frozen ``nn.Linear`` weights (and biases) of ``model`` in ``dtype`` ("bf16"; "fp32" does nothing);
+    return the bytes saved. Trainable tensors — LoRA adapters, the last blocks of partial training — stay fp32, and
+    so do their optimizer moments, as QLoRA keeps its adapters in full precision over a 4-bit base (Dettmers et
+    al. 2023). The matmuls need bf16 autocast (``--dtype bf16``); a tied output head shares the token embedding's
+    weight and stays fp32 with it. Checkpoints store these weights in bf16; loading casts them back."""
+    import torch
+    import torch.nn as nn
+
+    if dtype == "fp32":
+        return 0
+    target = {"bf16": torch.bfloat16}[dtype]
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    saved = 0
+    for m in model.modules():
+        if not isinstance(m, nn.Linear) or id(m.weight) in embeddings:
+            continue
+        for name in ("weight", "bias"):
+            p = getattr(m, name)
+            if p is None or p.requires_grad or p.dtype == target:
+                continue
+            saved += p.numel() * (p.element_size() - torch.empty((), dtype=target).element_size())
+            p.data = p.data.to(target)
+    return saved
+
+
+def frozen_autocast(model):
+    """The autocast that a model with bf16 frozen weights (``store_frozen``) needs outside training (answers,
+    evaluation); nothing for an fp32 model."""
+    import contextlib
+
+    import torch
+
+    if not any(p.dtype == torch.bfloat16 for p in model.parameters()):
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)

@@ -36,7 +36,7 @@ import numpy as np
 
 from ownlm.config import opt, save_config, to_dict
 from ownlm.errors import UserError
-from ownlm.finetune.common import adapt, check_adapt, load_base
+from ownlm.finetune.common import adapt, check_adapt, load_base, store_frozen
 from ownlm.train.config import TrainingConfig
 from ownlm.train.trainer import RunContext, Task
 
@@ -94,6 +94,18 @@ class SFTConfig:
     train_layers: str = opt(
         "all", help="partial fine-tuning: 'all', or N = the last N blocks + final norm + head"
     )
+    base_dtype: Literal["fp32", "bf16"] = opt(
+        "fp32",
+        help="with --lora-rank or --train-layers: keep the frozen weights in bf16 (half the memory; runs under "
+        "--dtype bf16); what is trained stays fp32",
+    )
+    checkpoint_activations: bool = opt(
+        False, help="recompute each block's activations in the backward pass: less memory, ~30%% more time"
+    )
+    patience: int = opt(0, help="stop when the held-out loss has not improved for N evaluations (0: never)")
+    restore_best: bool = opt(
+        True, help="end on the checkpoint with the lowest held-out loss (else: the last step's)"
+    )
     responses: int = opt(20, help="held-out prompts answered before and after training (0: none)")
     max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl", bounds="[1, inf)")
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
@@ -143,6 +155,26 @@ def encode_examples(examples: list[dict], template, tokenizer, max_len: int, ove
         enc.mask.append(np.asarray(mask, dtype=np.uint8))
         enc.examples.append(ex)
     return enc
+
+
+def final_reply_only(enc: Encoded) -> Encoded:
+    """``enc`` with only each example's last scored span kept in its mask: the final reply and its end-of-turn
+    token. Held-out examples are scored on it alone — the earlier assistant turns of a persona example's context are
+    the person's older messages, which training saw (and a chat's earlier replies are context, not the answer).
+
+    >>> final_reply_only(Encoded(ids=[np.arange(6)], mask=[np.array([0, 1, 1, 0, 1, 1], np.uint8)])).mask[0]
+    array([0, 0, 0, 0, 1, 1], dtype=uint8)
+    """
+    masks = []
+    for m in enc.mask:
+        m = m.copy()
+        ones = np.flatnonzero(m)
+        if len(ones):
+            gaps = np.flatnonzero(np.diff(ones) > 1)  # where one run of scored tokens ends and another starts
+            start = ones[gaps[-1] + 1] if len(gaps) else ones[0]
+            m[:start] = 0
+        masks.append(m)
+    return Encoded(enc.ids, masks, enc.examples, enc.truncated, enc.dropped)
 
 
 def _pad_rows(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], pad_id: int, width: int | None = None):
@@ -235,9 +267,11 @@ class SFTBatches:
 class SFTTask(Task):
     """Masked next-token loss on the responses; validation is the masked loss on held-out examples."""
 
-    def __init__(self, train: SFTBatches, val: Encoded | None, eval_batches: int, template, pad_id: int):
+    def __init__(self, train: SFTBatches, val: Encoded | None, eval_batches: int, template, pad_id: int,
+                 patience: int = 0):  # fmt: skip
         self.train, self.val, self.eval_batches = train, val, eval_batches
-        self.template, self.pad_id = template, pad_id
+        self.template, self.pad_id, self.patience = template, pad_id, patience
+        self.best, self.since_best = math.inf, 0
 
     def batch(self, index: int) -> dict:
         return self.train.batch(index)
@@ -257,7 +291,15 @@ class SFTTask(Task):
         if self.val is None or not self.val.ids:
             return {}
         total, count = masked_loss(model, self.val, ctx, self.train.B, self.pad_id, self.eval_batches)
-        return {"val_loss": total / max(count, 1), "val_tokens": count}
+        val_loss = total / max(count, 1)
+        if val_loss < self.best - 1e-6:
+            self.best, self.since_best = val_loss, 0
+        else:
+            self.since_best += 1
+        return {"val_loss": val_loss, "val_tokens": count}
+
+    def should_stop(self) -> bool:
+        return bool(self.patience) and self.since_best >= self.patience
 
     def save_extra(self, folder: Path) -> None:
         from ownlm.tokenizer.chat import save_template
@@ -321,14 +363,16 @@ def rouge_l(candidate: str, reference: str) -> float:
 
 def answer(model, tokenizer, template, messages: list[dict], max_new_tokens: int) -> str:
     """The model's greedy reply to a conversation (everything before its last assistant turn)."""
+    from ownlm.finetune.common import frozen_autocast
     from ownlm.runtime.decode import generate
 
     ids = template.encode_prompt(tokenizer, messages)
     block = model.config.block_size
     if len(ids) >= block:
         ids = ids[-(block - 1) :]
-    out = generate(model, ids, max_new_tokens, temperature=0.0, stop_token_ids=template.stop_ids(tokenizer),
-                   vocab_limit=tokenizer.n_vocab)[0]  # fmt: skip
+    with frozen_autocast(model):
+        out = generate(model, ids, max_new_tokens, temperature=0.0, stop_token_ids=template.stop_ids(tokenizer),
+                       vocab_limit=tokenizer.n_vocab)[0]  # fmt: skip
     return tokenizer.decode(out).strip()
 
 
@@ -391,6 +435,8 @@ def main(cfg: SFTConfig) -> int:
     tc = cfg.train
     tc.start()
     _check(cfg)
+    if cfg.base_dtype == "bf16" and tc.dtype == "auto":
+        tc.dtype = "bf16"  # the frozen bf16 weights are multiplied under bf16 autocast
     out = Path(cfg.out)
     rank, _, world = ddp_info()
     with run_folder(out, cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]) as resume:
@@ -416,7 +462,9 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
     block = model.config.block_size
     max_len = min(cfg.max_length or block, block) + 1
     train_enc = encode_examples(train_ex, template, tok, max_len, cfg.overlong)
-    val_enc = encode_examples(val_ex, template, tok, max_len, cfg.overlong) if val_ex else None
+    val_enc = (
+        final_reply_only(encode_examples(val_ex, template, tok, max_len, cfg.overlong)) if val_ex else None
+    )
     pad_id = tok.eot_id if tok.eot_id is not None else 0
     if not train_enc.ids:
         raise UserError(f"none of the {len(train_ex):,} training examples fits the model's context of {block} tokens "
@@ -429,6 +477,8 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
     try:
         torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
         adapt(model, cfg, resume=bool(resume))
+        store_frozen(model, cfg.base_dtype)
+        model.checkpoint_activations = cfg.checkpoint_activations
         model.train()
         batches = SFTBatches(train_enc, tc.batch_size, block, pad_id, tc.seed, cfg.pack, rank, world)
         per_epoch = math.ceil(batches.batches_per_epoch() / tc.grad_accum)
@@ -451,7 +501,7 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
                 responses_before = held_out_answers(model.to(device).eval(), tok, template,
                                                     val_enc.examples[: cfg.responses], cfg.max_new_tokens)  # fmt: skip
                 model.train()
-        task = SFTTask(batches, val_enc, tc.eval_iters, template, pad_id)
+        task = SFTTask(batches, val_enc, tc.eval_iters, template, pad_id, cfg.patience)
         run_config = to_dict(cfg)
         summary = Trainer(model, tc, task, out, tokenizer=tok, resume=resume, run_config=run_config,
                           eval_at_start=True, flops_seq_len=block).fit()  # fmt: skip
@@ -469,6 +519,13 @@ def _check(cfg: SFTConfig) -> None:
             "give the training data: --data FILE... (Alpaca JSON/JSONL, chat JSONL or a persona folder)"
         )
     check_adapt(cfg)
+    if cfg.base_dtype != "fp32":
+        if not cfg.lora_rank and cfg.train_layers == "all":
+            raise UserError(f"--base-dtype {cfg.base_dtype} stores the frozen weights: give --lora-rank R (or "
+                            "--train-layers N) so that some are frozen")  # fmt: skip
+        if cfg.train.dtype not in ("auto", "bf16"):
+            raise UserError(f"--base-dtype {cfg.base_dtype} runs under bf16 autocast: use --dtype bf16 (or auto), "
+                            f"not {cfg.train.dtype}")  # fmt: skip
     if cfg.max_length < 0 or cfg.epochs < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
         raise UserError("--max-length, --epochs and --responses must be >= 0 and --max-new-tokens >= 1")
 
@@ -491,6 +548,13 @@ def _summary_line(model, template, train_enc: Encoded, val_enc: Encoded | None, 
 def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], summary: dict, device) -> None:
     from ownlm.io import iter_jsonl, write_jsonl
 
+    best = summary.get("best_checkpoint")
+    if cfg.restore_best and best and Path(best) != Path(summary["checkpoint"]):
+        model = restore_best(out, Path(best), device)
+        print(f"restore-best: {out / 'latest'} now names {Path(best).name}, the checkpoint with the lowest held-out "
+              f"loss ({summary['best_saved_val_loss']:.4f}); the last step's stays in {summary['checkpoint']} "
+              "(--resume continues from it)")  # fmt: skip
+        summary = {**summary, "checkpoint": best, "val_loss": summary["best_saved_val_loss"]}
     after = []
     if cfg.responses and val_enc:
         after = held_out_answers(model.to(device).eval(), tok, template, val_enc.examples[: cfg.responses],
@@ -503,9 +567,25 @@ def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], s
             rows.append(row)
         write_jsonl(out / "responses.jsonl", rows)
     metrics = [r for _, r in iter_jsonl(out / "metrics.jsonl", errors="skip") if isinstance(r, dict)]
-    write_sft_report(out, cfg, metrics, before, after, template)
+    kept = int(Path(summary["checkpoint"]).name.removeprefix("step_"))
+    write_sft_report(out, cfg, metrics, before, after, template, kept_step=kept)
     vl = f", val loss {summary['val_loss']:.4f}" if summary.get("val_loss") is not None else ""
     print(f"done: step {summary['step']}{vl}; checkpoint {summary['checkpoint']}; report {out / 'report.md'}")
+
+
+def restore_best(out: Path, folder: Path, device):
+    """Point the run's ``latest`` at ``folder`` (its best step) and return that model, adapters folded in; the
+    newest step is named in ``last``, so ``--resume`` continues the run from where it stopped."""
+    from ownlm.io import write_text
+    from ownlm.model.checkpoint import load_model
+    from ownlm.train.checkpoint import read_pointer
+
+    model, _, _ = load_model(folder, device=device, merge_lora=True)
+    newest = read_pointer(out / "latest")
+    if newest != folder.name:
+        write_text(out / "last", newest + "\n")
+        write_text(out / "latest", folder.name + "\n")
+    return model
 
 
 def _excerpt(text: str, limit: int = 300) -> str:
@@ -515,13 +595,19 @@ def _excerpt(text: str, limit: int = 300) -> str:
 
 
 def write_sft_report(
-    out: Path, cfg, metrics: list[dict], before: list[dict], after: list[dict], template
+    out: Path, cfg, metrics: list[dict], before: list[dict], after: list[dict], template, kept_step=None
 ) -> Path:
-    """``DIR/report.md``: loss, perplexity and ROUGE-L before and after, and a few exchanges."""
+    """``DIR/report.md``: loss, perplexity and ROUGE-L before and after (at the step kept), and a few exchanges."""
     from ownlm.io import write_text
 
     scored = [m for m in metrics if isinstance(m.get("val_loss"), int | float)]
     first, last = (scored[0], scored[-1]) if scored else ({}, {})
+    if kept_step is not None:
+        last = next((m for m in scored if m.get("step") == kept_step), last)
+    steps = max((m.get("step", 0) for m in metrics), default=0)
+    kept = ""
+    if last.get("step", steps) != steps:
+        kept = f", the checkpoint of step {last['step']:,} kept (the lowest held-out loss)"
 
     def f(x, spec=".3f"):
         return format(x, spec) if isinstance(x, int | float) else "–"
@@ -530,10 +616,10 @@ def write_sft_report(
         return sum(r["rouge_l"] for r in rows) / len(rows) if rows else None
 
     lines = [f"# {out.name}: fine-tuned from `{cfg.base}`", "",
-             f"Template `{template.name}`; {last.get('step', 0):,} steps; "
+             f"Template `{template.name}`; {steps:,} steps{kept}; "
              f"{'LoRA rank ' + str(cfg.lora_rank) if cfg.lora_rank else 'train layers: ' + cfg.train_layers}.", "",
              "| held-out examples | before (step 0) | after |", "|---|---|---|",
-             f"| masked loss (response tokens) | {f(first.get('val_loss'))} | {f(last.get('val_loss'))} |",
+             f"| loss per token of the final reply | {f(first.get('val_loss'))} | {f(last.get('val_loss'))} |",
              f"| perplexity | {f(first.get('val_ppl'), '.2f')} | {f(last.get('val_ppl'), '.2f')} |",
              f"| ROUGE-L F1 of greedy answers ({len(after)} prompts) | {f(mean(before))} | {f(mean(after))} |",
              ""]  # fmt: skip

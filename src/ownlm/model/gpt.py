@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from ownlm.errors import UserError
 
@@ -364,6 +365,9 @@ class GPT(nn.Module):
             else None
         )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        # activation checkpointing (Chen et al. 2016): training keeps one tensor per block, not every
+        # intermediate, and recomputes a block's forward during backward — ~30 % more compute, far less memory
+        self.checkpoint_activations = False
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         if not any(p.is_meta for p in self.parameters()):
@@ -426,8 +430,14 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B, or (B, T, C)
         rope = self.rope(pos) if self.rope is not None else None
         x = self.transformer.drop(x)
+        recompute = (
+            self.checkpoint_activations and self.training and torch.is_grad_enabled() and kv_cache is None
+        )
         for block in self.transformer.h:
-            x = block(x, rope, kv_cache, attn_mask)
+            if recompute:  # keep only each block's input; its inside is recomputed in the backward pass
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, None, attn_mask, use_reentrant=False)
+            else:
+                x = block(x, rope, kv_cache, attn_mask)
         if kv_cache is not None:
             kv_cache.advance(T)
         if last_only and targets is None:
