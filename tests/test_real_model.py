@@ -73,3 +73,50 @@ def test_greedy_continuation_equals_llama_cpp(smol, llama_f32):
     model, _, _ = load_model(smol)
     ours = generate(model, torch.tensor(IDS[:8]), 24, temperature=0)[0]
     assert list(ours) == theirs
+
+
+def test_chat_answers_the_capital_of_france(smol, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is the capital of France?\n"))
+    assert cli(["chat", str(smol), "--temperature", "0", "--max-new-tokens", "24", "--no-stream"]) == 0
+    reply = capsys.readouterr().out
+    assert "Paris" in reply
+    assert "<|im_end|>" not in reply and "<|im_start|>" not in reply  # stopped at the end of its turn
+
+
+def test_generate_stops_at_the_end_of_turn(smol):
+    """A chat model's reply ends at <|im_end|>, also from the plain generate API with the template's stops."""
+    from ownlm.runtime.decode import generate
+    from ownlm.tokenizer.chat import load_template
+
+    model, tok, _ = load_model(smol)
+    template = load_template(smol)
+    ids = template.encode_prompt(tok, [{"role": "user", "content": "Say hello."}])
+    out = generate(model, torch.tensor(ids), 64, temperature=0, stop_token_ids=template.stop_ids(tok))[0]
+    assert 0 < len(out) < 64 and tok.special_tokens["<|im_end|>"] not in out
+
+
+def test_gguf_export_of_the_import_runs_in_llama_cpp_with_the_same_greedy_text(smol, tmp_path):
+    """Round trip through ownlm's own GGUF export: llama.cpp reads the tokenizer, template and weights back and
+    continues a prompt exactly as ownlm does."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llamacpp)")
+    from ownlm.runtime.decode import generate
+
+    assert (
+        cli(["export", str(smol), "--to", "gguf", "--out", str(tmp_path / "smol.gguf"), "--dtype", "f32"])
+        == 0
+    )
+    llm = llama_cpp.Llama(str(tmp_path / "smol.gguf"), n_ctx=128, n_threads=2, logits_all=True, verbose=False,
+                          type_k=0, type_v=0)  # fmt: skip
+    text = "The three primary colours are"
+    model, tok, _ = load_model(smol)
+    ids = tok.encode(text)
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+    llm.eval(ids)
+    theirs = []
+    for _ in range(16):
+        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        theirs.append(t)
+        llm.eval([t])
+    assert generate(model, torch.tensor(ids), 16, temperature=0)[0] == theirs

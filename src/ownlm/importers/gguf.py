@@ -22,6 +22,7 @@ from ownlm.config import opt
 from ownlm.errors import UserError
 from ownlm.formats import tensor_map
 from ownlm.formats.model_config import config_from_gguf
+from ownlm.tokenizer import vocab_import
 
 BIG_ARRAYS = (
     "tokenizer.ggml.tokens",
@@ -150,36 +151,19 @@ def load_gguf(path, context: int | None = None):
         model.lm_head.weight = model.transformer.wte.weight
     model.reset_buffers()
     types = sorted({t.tensor_type.name for t in reader.tensors})
+    tokenizer, template, ids = read_tokenizer(reader, meta, path)
     info = {"architecture": arch, "name": meta.get("general.name"), "tensor_types": types,
-            "file": path.name, **special_ids(meta)}  # fmt: skip
-    tokenizer, template = read_tokenizer(reader, meta, path)
+            "file": path.name, **ids}  # fmt: skip
     return model.eval(), tokenizer, template, info
 
 
-def special_ids(meta: dict) -> dict:
-    keys = {"bos_id": "bos_token_id", "eos_id": "eos_token_id", "eot_id": "eot_token_id",
-            "pad_id": "padding_token_id"}  # fmt: skip
-    return {
-        ours: int(meta[f"tokenizer.ggml.{k}"]) for ours, k in keys.items() if f"tokenizer.ggml.{k}" in meta
-    }
-
-
 def read_tokenizer(reader, meta: dict, path: Path):
-    """``(Tokenizer, chat template or None)`` from the file's ``tokenizer.ggml.*`` keys."""
-    try:
-        from ownlm.tokenizer import vocab_import
-    except ImportError:
-        print(
-            "ownlm: warning: tokenizer import not available; the model is imported without one",
-            file=sys.stderr,
-        )
-        return None, None
-
+    """``(Tokenizer, chat template or None, special ids)`` from the file's ``tokenizer.ggml.*`` keys."""
     if "tokenizer.ggml.model" not in meta:
         print(
             f"ownlm: warning: {path} holds no tokenizer; the model is imported without one", file=sys.stderr
         )
-        return None, None
+        return None, None, {}
     fields = {k: reader.fields[k].contents() for k in BIG_ARRAYS if k in reader.fields}
     fields |= {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
     try:
@@ -188,7 +172,7 @@ def read_tokenizer(reader, meta: dict, path: Path):
         raise UserError(f"{path}: {e}") from None
     source = meta.get("tokenizer.chat_template")
     template = vocab_import.template_from_jinja(source, tokenizer, fields) if source else None
-    return tokenizer, template
+    return tokenizer, template, vocab_import.special_ids_from_gguf(fields, tokenizer).config()
 
 
 def main(cfg: ImportGGUFConfig) -> int:

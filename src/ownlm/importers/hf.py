@@ -22,6 +22,7 @@ from ownlm.errors import UserError
 from ownlm.formats import tensor_map
 from ownlm.formats.model_config import config_from_hf
 from ownlm.io import read_json
+from ownlm.tokenizer import Tokenizer, vocab_import
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "merges.txt", "vocab.json", "vocab.bpe", "encoder.json"]
 INDEX = "model.safetensors.index.json"
@@ -166,15 +167,8 @@ def load_hf(folder, context: int | None = None, only: str | None = None):
 
 def read_tokenizer(folder: Path):
     """``(Tokenizer or None, chat template or None, special ids)``: tokenizer.json, else GPT-2's two files."""
-    from ownlm.tokenizer import Tokenizer
-
     if (folder / "tokenizer.json").is_file():
-        try:
-            from ownlm.tokenizer import vocab_import
-        except ImportError:
-            vocab_import = None
-        if vocab_import is not None:
-            return vocab_import.hf_vocabulary(folder)
+        return vocab_import.hf_vocabulary(folder)
     for vocab, merges, reader in (("vocab.json", "merges.txt", Tokenizer.from_hf_vocab),
                                   ("encoder.json", "vocab.bpe", Tokenizer.from_gpt2)):  # fmt: skip
         if (folder / vocab).is_file() and (folder / merges).is_file():
