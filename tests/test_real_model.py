@@ -120,3 +120,16 @@ def test_gguf_export_of_the_import_runs_in_llama_cpp_with_the_same_greedy_text(s
         theirs.append(t)
         llm.eval([t])
     assert generate(model, torch.tensor(ids), 16, temperature=0)[0] == theirs
+
+
+def test_serve_answers_the_openai_client_with_the_models_own_template(smol):
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("fastapi")
+    from ownlm.serve.cli import ServeConfig, build_app, serve_in_thread
+
+    app = build_app(ServeConfig(run=str(smol), device="cpu", max_batch=2, max_tokens_cap=32))
+    with serve_in_thread(app) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        r = client.chat.completions.create(model=smol.name, max_tokens=24, temperature=0,
+                                           messages=[{"role": "user", "content": "What is the capital of France?"}])  # fmt: skip
+    assert "Paris" in r.choices[0].message.content and r.choices[0].finish_reason == "stop"
