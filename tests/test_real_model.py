@@ -133,3 +133,11 @@ def test_serve_answers_the_openai_client_with_the_models_own_template(smol):
         r = client.chat.completions.create(model=smol.name, max_tokens=24, temperature=0,
                                            messages=[{"role": "user", "content": "What is the capital of France?"}])  # fmt: skip
     assert "Paris" in r.choices[0].message.content and r.choices[0].finish_reason == "stop"
+
+
+def test_generate_chat_renders_the_template_and_prints_the_reply_alone(smol, capsys):
+    args = ["generate", str(smol), "--chat", "--prompt", "What is the capital of France?", "--temperature", "0",
+            "--max-new-tokens", "24", "--no-stream"]  # fmt: skip
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    assert "Paris" in out and "What is the capital" not in out and "<|im_end|>" not in out

@@ -4,6 +4,7 @@ to the terminal. A thin command over the runtime: ``runtime.decode.generate`` (t
 ``runtime.text`` (stop ids — ``<|endoftext|>`` and a chat model's end-of-turn token — and the streamer).
 
     ownlm generate runs/shakespeare --prompt "ROMEO:" --max-new-tokens 200 --num-samples 3 --seed 1
+    ownlm generate models/smol --chat --prompt "What is the capital of France?"    # the model's chat template
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ class GenerateConfig:
         False,
         help="read special-token strings in --prompt (<|endoftext|>, ...) as special tokens, not as text",
     )
+    chat: bool = opt(False, help="--prompt is a user message: laid out by the model's chat template (with "
+                     "--system), the reply printed alone")  # fmt: skip
+    system: str = opt("", help="with --chat: a system message before the user's")
     sampling: SamplingConfig = opt(SamplingConfig(), help="how tokens are chosen")
     stop: list[str] = opt([], help=r"stop a sample when one of these strings appears (\n and \t understood)")
     stop_at_eot: bool = opt(
@@ -89,7 +93,20 @@ def main(cfg: GenerateConfig) -> int:
         inference_layout(model)
     if tok is None:
         raise UserError(f"{cfg.run}: the checkpoint has no tokenizer.json, so text cannot be encoded")
-    if cfg.prompt:
+    template, why = chat_template_for(folder, tok)
+    shown = cfg.prompt  # what is printed before the continuation
+    if cfg.chat:
+        if template is None:
+            raise UserError(f"--chat: {why}")
+        if not cfg.prompt:
+            raise UserError("--chat needs the user's message in --prompt")
+        messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
+            {"role": "user", "content": cfg.prompt}
+        ]
+        ids, shown = template.encode_prompt(tok, messages), ""
+    elif cfg.system:
+        raise UserError("--system goes with --chat")
+    elif cfg.prompt:
         ids = encode_prompt(tok, cfg.prompt, cfg.allow_special)
     elif tok.eot_id is not None:
         ids = [tok.eot_id]
@@ -102,12 +119,12 @@ def main(cfg: GenerateConfig) -> int:
     stream_one = cfg.stream and cfg.num_samples == 1
     streamer = TextStreamer(tok, stops) if stream_one else None
     if stream_one:
-        sys.stdout.write(cfg.prompt)
+        sys.stdout.write(shown)
     t0 = time.perf_counter()
     samples = generate(
         model, ids, s.max_new(model.config.block_size), temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
         repetition_penalty=s.repetition_penalty,
-        stop_token_ids=stop_ids(tok, chat_template_for(folder, tok)[0]) if cfg.stop_at_eot else [],
+        stop_token_ids=stop_ids(tok, template) if cfg.stop_at_eot else [],
         stop_strings=stops, tokenizer=tok, seed=seed, num_samples=cfg.num_samples,
         stream=streamer, vocab_limit=tok.n_vocab,
     )  # fmt: skip
@@ -119,7 +136,7 @@ def main(cfg: GenerateConfig) -> int:
         for i, sample in enumerate(samples):
             if cfg.num_samples > 1:
                 print(f"---------- sample {i + 1} of {cfg.num_samples}")
-            print(cfg.prompt + cut_at_stop(tok.decode(sample), stops))
+            print(shown + cut_at_stop(tok.decode(sample), stops))
     sys.stdout.flush()
     n = sum(len(x) for x in samples)
     print(
