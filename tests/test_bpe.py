@@ -314,3 +314,20 @@ def test_ignore_merges_takes_a_whole_piece_that_is_a_token():
     whole = Tokenizer(merges, pattern=r"\p{L}+|\s|.", ignore_merges=True)
     assert plain.encode_reference("abc") == [97, 256]
     assert whole.encode_reference("abc") == [258] == whole.encode("abc")
+
+
+def test_normalizer_applies_before_encoding_and_is_saved(tok, tmp_path):
+    nfc = Tokenizer.from_dict({**tok.to_dict(), "normalizer": "NFC"})
+    assert (
+        nfc.encode("cafe\u0301")
+        == nfc.encode("caf\u00e9")
+        == tok.encode("caf\u00e9")
+        != tok.encode("cafe\u0301")
+    )
+    assert (
+        nfc.encode_reference("cafe\u0301") == nfc.encode("cafe\u0301") == nfc.encode_batch(["cafe\u0301"])[0]
+    )
+    nfc.save(tmp_path)
+    assert Tokenizer.load(tmp_path).normalizer == "NFC" and nfc.to_dict()["version"] == 2
+    with pytest.raises(UserError, match="normalizer 'lowercase'"):
+        Tokenizer(normalizer="lowercase")

@@ -338,9 +338,14 @@ def hf_folder(path, split: str, ignore_merges: bool):
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     hf = tokenizers.Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    if split == "qwen2":  # Qwen2: text in NFC first, then Llama 3's split with one digit per piece
+        hf.normalizer = tokenizers.normalizers.NFC()
+        split, regex_ = "llama3", LLAMA3_HF.replace(r"\p{N}{1,3}", r"\p{N}")
+    else:
+        regex_ = LLAMA3_HF
     if split == "llama3":
         steps = [
-            pre_tokenizers.Split(tokenizers.Regex(LLAMA3_HF), "isolated"),
+            pre_tokenizers.Split(tokenizers.Regex(regex_), "isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     else:
@@ -368,7 +373,9 @@ def hf_folder(path, split: str, ignore_merges: bool):
     return hf
 
 
-@pytest.mark.parametrize("split, ignore_merges", [("llama3", True), ("llama3", False), ("smollm", False)])
+@pytest.mark.parametrize(
+    "split, ignore_merges", [("llama3", True), ("llama3", False), ("smollm", False), ("qwen2", False)]
+)
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_hf_folder_encodes_like_tokenizers(tmp_path_factory, split, ignore_merges, data):
@@ -383,7 +390,7 @@ def test_hf_folder_encodes_like_tokenizers(tmp_path_factory, split, ignore_merge
         tok.special_tokens == {"<|begin_of_text|>": 0, "<|eot_id|>": 1} and tok.ignore_merges == ignore_merges
     )
     pieces = st.sampled_from(
-        ["THEY'LL", "don't", " 12345", "\n\n", "  ", "\t", "\u00e9", "fox", "<|eot_id|>"]
+        ["THEY'LL", "don't", " 12345", "\n\n", "  ", "\t", "\u00e9", "e\u0301", "\u212b", "fox", "<|eot_id|>"]
     )
     text = data.draw(
         st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=6) | pieces, max_size=8).map(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -43,8 +44,9 @@ from ownlm.errors import UserError
 from ownlm.tokenizer.pretokenize import FUSED, STAGES, split_stages
 
 FORMAT = "ownlm-bpe"
-VERSION = 2  # 2: byte_ids / merge_ids / ignore_merges / a list of pattern stages (written only when used)
+VERSION = 2  # 2: byte_ids, merge_ids, ignore_merges, normalizer, pattern stages (written only when used)
 EOT = "<|endoftext|>"
+NORMAL_FORMS = ("NFC", "NFD", "NFKC", "NFKD")  # unicodedata's normal forms, for a vocabulary's normalizer
 
 # The exact pattern strings tiktoken uses (r50k_base/gpt2 and cl100k_base); the `regex` module reads them
 # the same way as tiktoken's fancy-regex (possessive quantifiers included), which the parity tests check.
@@ -156,6 +158,7 @@ class Tokenizer:
         byte_ids: Sequence[int | None] | None = None,
         merge_ids: Sequence[int] | None = None,
         ignore_merges: bool = False,
+        normalizer: str | None = None,
     ):
         self.pattern = resolve_pattern(pattern)
         self.merges = [(int(a), int(b)) for a, b in merges]
@@ -176,6 +179,7 @@ class Tokenizer:
             [256 + k for k in range(len(self.merges))] if merge_ids is None else [int(i) for i in merge_ids]
         )
         self.ignore_merges = bool(ignore_merges)
+        self.normalizer = normalizer  # a Unicode normal form applied to text before encoding (Qwen2: NFC)
         self._build()
 
     # ---------------------------------------------------------------- derived state, built in one place
@@ -256,6 +260,8 @@ class Tokenizer:
         # Characters whose UTF-8 holds a byte the vocabulary lacks: text with one goes the Python way,
         # which drops those bytes before merging (tiktoken needs every byte).
         self._missing_rx = _missing_bytes_regex([b for b in range(256) if self.byte_ids[b] is None])
+        if self.normalizer not in (None, *NORMAL_FORMS):
+            raise UserError(f"normalizer {self.normalizer!r} is not one of {', '.join(NORMAL_FORMS)}")
         self._engine = None  # the tiktoken Encoding, made on first use
         self._piece_cache: dict[bytes, list[int]] = {}
 
@@ -272,7 +278,10 @@ class Tokenizer:
             d["merge_ids"] = list(self.merge_ids)
         if self.ignore_merges:
             d["ignore_merges"] = True
-        if any(k in d for k in ("byte_ids", "merge_ids", "ignore_merges")) or isinstance(self.pattern, list):
+        if self.normalizer:
+            d["normalizer"] = self.normalizer
+        new_fields = ("byte_ids", "merge_ids", "ignore_merges", "normalizer")
+        if any(k in d for k in new_fields) or isinstance(self.pattern, list):
             d["version"] = 2
         return d
 
@@ -287,6 +296,7 @@ class Tokenizer:
             byte_ids=d.get("byte_ids"),
             merge_ids=d.get("merge_ids"),
             ignore_merges=d.get("ignore_merges", False),
+            normalizer=d.get("normalizer"),
         )
 
     def with_special_tokens(self, special_tokens: dict[str, int]) -> Tokenizer:
@@ -389,6 +399,10 @@ class Tokenizer:
                 )
         return allowed
 
+    def normalize(self, text: str) -> str:
+        """``text`` in the vocabulary's Unicode normal form (unchanged when it has none)."""
+        return unicodedata.normalize(self.normalizer, text) if self.normalizer else text
+
     def pre_tokenize(self, text: str) -> list[str]:
         """The pieces BPE sees: the pattern's matches, or the stages' pieces (``pretokenize.split_stages``).
 
@@ -435,6 +449,7 @@ class Tokenizer:
 
     def encode_reference(self, text: str, allowed_special=(), disallowed_special="all") -> list[int]:
         """The readable pure-Python encoder; ``encode`` gives the same ids, faster."""
+        text = self.normalize(text)
         allowed = self._check_specials(text, allowed_special, disallowed_special)
         ids: list[int] = []
         for k, piece in enumerate(self._split_specials(clean_surrogates(text), allowed)):
@@ -493,9 +508,9 @@ class Tokenizer:
                 )
                 self._engine = engine
                 known = self._fast_pattern in PATTERNS.values() or self._fast_pattern in FUSED.values()
-                if not known and self._to_ids(engine.encode_ordinary(_PROBE)) != self.encode_reference(
-                    _PROBE, disallowed_special=()
-                ):
+                if not known and self._to_ids(
+                    engine.encode_ordinary(self.normalize(_PROBE))
+                ) != self.encode_reference(_PROBE, disallowed_special=()):
                     self._engine = False
                     warnings.warn(
                         "tiktoken reads this pattern differently: using the slower Python encoder",
@@ -525,6 +540,7 @@ class Tokenizer:
         >>> tok.encode("a<|endoftext|>", allowed_special={"<|endoftext|>"})
         [97, 256]
         """
+        text = self.normalize(text)
         allowed = self._check_specials(text, allowed_special, disallowed_special)
         engine = self._tiktoken()
         if engine is None or self._needs_python(text):
@@ -533,6 +549,7 @@ class Tokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Text -> ids, special token strings treated as plain text."""
+        text = self.normalize(text)
         engine = self._tiktoken()
         if engine is None or self._needs_python(text):
             return self._encode_python(text, set())
@@ -542,6 +559,7 @@ class Tokenizer:
         self, texts: Sequence[str], num_threads: int = 2, allowed_special=(), disallowed_special="all"
     ):
         """Many texts -> lists of ids, in parallel threads (tiktoken releases the GIL)."""
+        texts = [self.normalize(t) for t in texts] if self.normalizer else texts
         engine = self._tiktoken()
         if engine is None or any(self._needs_python(t) for t in texts):
             return [self.encode(t, allowed_special, disallowed_special) for t in texts]

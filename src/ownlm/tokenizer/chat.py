@@ -445,7 +445,7 @@ class JinjaTemplate(ChatTemplate):
             text = "".join(s.text for s in run)
             train, pos = [], 0
             for s in run:
-                n = len(s.text.encode("utf-8"))
+                n = len(tokenizer.normalize(s.text).encode("utf-8"))
                 if s.train:
                     train.append((pos, pos + n))
                 pos += n

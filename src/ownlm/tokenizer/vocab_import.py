@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ownlm.errors import UserError
-from ownlm.tokenizer.bpe import Tokenizer
+from ownlm.tokenizer.bpe import NORMAL_FORMS, Tokenizer
 from ownlm.tokenizer.chat import JinjaTemplate
 from ownlm.tokenizer.export import bytes_to_unicode
 from ownlm.tokenizer.pretokenize import GPT2_STEP, IGNORE_MERGES, STAGES, canonical_name, pretokenizer
@@ -251,8 +251,7 @@ def tokenizer_from_hf(folder: str | os.PathLike) -> Tokenizer:
     if not isinstance(model, dict) or model.get("type") != "BPE":
         found = model.get("type") if isinstance(model, dict) else None
         raise UserError(f"{where}: model type {found!r}; ownlm imports byte-level BPE vocabularies only")
-    if d.get("normalizer") is not None:
-        raise UserError(f"{where}: a normalizer ({d['normalizer'].get('type')}) is not supported yet")
+    normalizer = _hf_normalizer(d.get("normalizer"), where)
     if (
         model.get("byte_fallback")
         or model.get("continuing_subword_prefix")
@@ -286,7 +285,21 @@ def tokenizer_from_hf(folder: str | os.PathLike) -> Tokenizer:
             raise UserError(f"{where}: merge {k} {m!r} is not 'LEFT RIGHT'")
         merges.append((parts[0], parts[1]))
     pattern = _known_or_single(stages, where)
-    return _build(tokens, specials, merges, ids_of, pattern, bool(model.get("ignore_merges")), where)
+    tok = _build(tokens, specials, merges, ids_of, pattern, bool(model.get("ignore_merges")), where)
+    return tok if normalizer is None else Tokenizer.from_dict({**tok.to_dict(), "normalizer": normalizer})
+
+
+def _hf_normalizer(norm: dict | None, where: str) -> str | None:
+    """A Hugging Face normalizer that is one Unicode normal form (Qwen2: NFC), or None; others refused."""
+    if norm is None:
+        return None
+    if norm.get("type") == "Sequence" and len(norm.get("normalizers", [])) <= 1:
+        return _hf_normalizer((norm.get("normalizers") or [None])[0], where)
+    if norm.get("type") in NORMAL_FORMS:
+        return norm["type"]
+    raise UserError(
+        f"{where}: normalizer {norm.get('type')!r} is not supported (ownlm reads NFC, NFD, NFKC, NFKD)"
+    )
 
 
 def _known_or_single(stages: list[str], where: str):
