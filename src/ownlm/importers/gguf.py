@@ -20,8 +20,8 @@ import numpy as np
 
 from ownlm.config import opt
 from ownlm.errors import UserError
-from ownlm.formats import tensor_map
 from ownlm.formats.model_config import config_from_gguf
+from ownlm.importers.build import build_model
 from ownlm.tokenizer import vocab_import
 
 BIG_ARRAYS = (
@@ -110,8 +110,6 @@ def load_gguf(path, context: int | None = None):
     architecture, name, tensor types and special-token ids."""
     import torch
 
-    from ownlm.model.gpt import GPT
-
     path = Path(path)
     reader = open_gguf(path)
     meta = metadata(reader)
@@ -126,35 +124,18 @@ def load_gguf(path, context: int | None = None):
             raise UserError(f"--context {context} must be between 1 and the model's {cfg.block_size}")
         cfg.block_size = context
     cfg.validate()
-    extra = tensor_map.unused(set(tensors), cfg, arch, "gguf")
-    extra = [n for n in extra if n != "rope_freqs.weight"]
-    if extra:
-        raise UserError(f"{path}: tensors this {arch} model does not use: {extra[:5]} (a variant ownlm does "
-                        "not know; nothing was imported)")  # fmt: skip
-    with torch.device("meta"):
-        model = GPT(cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
     def get(name: str):
         w = torch.from_numpy(dequantized(tensors[name], str(path)))
         release_pages(reader)  # the file's pages just read are not needed again
         return w
 
-    state = {}
-    for key, w in tensor_map.from_outside(get, set(tensors), cfg, arch, "gguf", str(path)):
-        if tuple(w.shape) != expected[key]:
-            raise UserError(f"{path}: tensor for {key} has shape {list(w.shape)}, the metadata describes "
-                            f"{list(expected[key])}")  # fmt: skip
-        state[key] = w
-    model.load_state_dict(state, assign=True, strict=False)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.transformer.wte.weight
-    model.reset_buffers()
+    model = build_model(cfg, arch, "gguf", get, set(tensors), str(path), "the metadata")
     types = sorted({t.tensor_type.name for t in reader.tensors})
     tokenizer, template, ids = read_tokenizer(reader, meta, path)
     info = {"architecture": arch, "name": meta.get("general.name"), "tensor_types": types,
             "file": path.name, **ids}  # fmt: skip
-    return model.eval(), tokenizer, template, info
+    return model, tokenizer, template, info
 
 
 def read_tokenizer(reader, meta: dict, path: Path):

@@ -21,6 +21,7 @@ from ownlm.config import opt
 from ownlm.errors import UserError
 from ownlm.formats import tensor_map
 from ownlm.formats.model_config import config_from_hf
+from ownlm.importers.build import build_model
 from ownlm.io import read_json
 from ownlm.tokenizer import Tokenizer, vocab_import
 
@@ -124,9 +125,6 @@ class Weights:
 
 def load_hf(folder, context: int | None = None, only: str | None = None):
     """``(GPT, tokenizer or None, chat template or None, info)`` from a Hugging Face model folder."""
-    import torch
-
-    from ownlm.model.gpt import GPT
 
     folder = Path(folder)
     hf = read_json(folder / "config.json", what="model config")
@@ -141,28 +139,12 @@ def load_hf(folder, context: int | None = None, only: str | None = None):
     stored = tensor_map.hf_stored_names(weights.names(), arch)
     if cfg.tie_embeddings:
         stored.pop("lm_head.weight", None)  # some tied checkpoints store the head anyway
-    extra = tensor_map.unused(set(stored), cfg, arch, "hf")
-    if extra:
-        raise UserError(f"{folder}: tensors this {arch} model does not use: {extra[:5]} (a variant ownlm does "
-                        "not know; nothing was imported)")  # fmt: skip
-    with torch.device("meta"):
-        model = GPT(cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state = {}
-    for key, w in tensor_map.from_outside(
-        lambda n: weights.get(stored[n]), set(stored), cfg, arch, "hf", str(folder)
-    ):
-        if tuple(w.shape) != expected[key]:
-            raise UserError(f"{folder}: tensor for {key} has shape {list(w.shape)}, config.json describes "
-                            f"{list(expected[key])}")  # fmt: skip
-        state[key] = w
-    model.load_state_dict(state, assign=True, strict=False)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.transformer.wte.weight
-    model.reset_buffers()
+    model = build_model(
+        cfg, arch, "hf", lambda n: weights.get(stored[n]), set(stored), str(folder), "config.json"
+    )
     tokenizer, template, ids = read_tokenizer(folder)
     info = {"architecture": arch, "name": hf.get("_name_or_path") or folder.name, **ids}
-    return model.eval(), tokenizer, template, info
+    return model, tokenizer, template, info
 
 
 def read_tokenizer(folder: Path):
