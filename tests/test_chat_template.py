@@ -307,3 +307,17 @@ def test_jinja_save_load_and_errors(tmp_path, jinja_templates):
     sandboxed = JinjaTemplate("{{ messages.__class__.__mro__ }}")
     with pytest.raises(Exception, match="unsafe|access"):
         sandboxed.render([{"role": "user", "content": "hi"}])
+
+
+def test_jinja_generation_tag_renders_its_body(tok):
+    """transformers' {% generation %} marks the assistant's text; here it simply renders it."""
+    source = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] == 'assistant' %}{% generation %}"
+        "{{ m['content'] }}<|im_end|>{% endgeneration %}{% else %}{{ m['content'] }}<|im_end|>{% endif %}{{ '\\n' }}"
+        "{% endfor %}"
+    )
+    t = JinjaTemplate(source, [IM_START, IM_END], end_marker=IM_END)
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    assert t.render(msgs) == get_template("chatml").render(msgs)
+    ids, mask = t.encode(tok, msgs)
+    assert tok.decode([i for i, k in zip(ids, mask) if k]) == "Yo<|im_end|>"

@@ -305,6 +305,23 @@ _SENTINEL = "\ue000{}\ue001"  # private-use characters around a message number: 
 _SENTINEL_RX = r"\ue000(\d+)\ue001"
 
 
+def _generation_tag():
+    """A jinja2 extension for transformers' ``{% generation %}...{% endgeneration %}`` (it marks the assistant's
+    text for masks; ownlm finds that text by rendering, so the tag just renders its body)."""
+    from jinja2 import nodes
+    from jinja2.ext import Extension
+
+    class Generation(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.Scope(body, lineno=lineno)
+
+    return Generation
+
+
 class JinjaTemplate(ChatTemplate):
     """A model's own chat template (the Jinja text of GGUF's ``tokenizer.chat_template`` or of
     ``tokenizer_config.json``), rendered in jinja2's sandbox the way transformers renders it.
@@ -369,7 +386,9 @@ class JinjaTemplate(ChatTemplate):
 
             # transformers' settings: blocks trimmed, loop controls, these helpers
             env = ImmutableSandboxedEnvironment(
-                trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+                trim_blocks=True,
+                lstrip_blocks=True,
+                extensions=["jinja2.ext.loopcontrols", _generation_tag()],
             )
             env.filters["tojson"] = tojson
             env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
