@@ -379,3 +379,55 @@ def test_patience_stops_a_run_whose_held_out_loss_stops_improving(base, tmp_path
     assert records[-1]["step"] < 200
     losses = [r["val_loss"] for r in records]
     assert min(losses[-2:]) >= min(losses[:-2]) - 1e-6  # the last two evaluations did not improve on the best
+
+
+def test_eval_scores_each_last_reply_and_chat_replays_contexts(base, tmp_path, capsys):
+    """`ownlm eval RUN --data chat.jsonl --out` gives each example's mean loss over its last reply (+ end token), equal
+    to scoring that example alone; `ownlm chat RUN --replay` answers every context, reproducibly with --seed."""
+    out = tmp_path / "sft"
+    convs = _conversations(n=30, seed=3)
+    data = tmp_path / "chat.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": c["messages"]}) for c in convs))
+    args = ["finetune", "sft", str(base / "model"), "--data", str(data), "--out", str(out), "--max-iters", "4",
+            "--responses", "0", *FAST]  # fmt: skip
+    assert main(args) == 0
+    scores = tmp_path / "scores.jsonl"
+    capsys.readouterr()
+    assert (
+        main(["eval", str(out), "--data", str(data), "--out", str(scores), "--json", "--batch-size", "4"])
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert len(rows) == 30 == result["examples"] and all(r["tokens"] >= 2 for r in rows)
+    pooled = sum(r["loss"] * r["tokens"] for r in rows) / sum(r["tokens"] for r in rows)
+    assert abs(pooled - result["loss"]) < 1e-6
+    # one example alone, scored by hand: the last reply's content and its <|im_end|>
+    model, tok, _ = load_model(out)
+    from ownlm.model.checkpoint import resolve_checkpoint
+    from ownlm.tokenizer.chat import load_template
+
+    template = load_template(resolve_checkpoint(out))
+    ids, mask = template.encode(tok, convs[5]["messages"])
+    reply = tok.encode(convs[5]["messages"][-1]["content"])
+    n = len(reply) + 1
+    scored = np.flatnonzero(mask)[-n:]  # the reply and <|im_end|>, wherever the template puts them
+    assert tok.decode([ids[k] for k in scored]) == convs[5]["messages"][-1]["content"] + "<|im_end|>"
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]))[0][0, scored - 1]  # the position before predicts each token
+    expected = torch.nn.functional.cross_entropy(
+        logits.float(), torch.tensor([ids[k] for k in scored])
+    ).item()
+    assert rows[5]["tokens"] == n and abs(rows[5]["loss"] - expected) < 1e-4
+    # replay: one reply per conversation, the same twice with the same seed
+    for name in ("a.jsonl", "b.jsonl"):
+        assert main(["chat", str(out), "--replay", str(data), "--out", str(tmp_path / name), "--seed", "3",
+                     "--max-new-tokens", "5"]) == 0  # fmt: skip
+    a = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert len(a) == 30 and all(isinstance(r["reply"], str) for r in a)
+    assert (
+        a[0]["messages"] == convs[0]["messages"][:-1]
+        and a[0]["reference"] == convs[0]["messages"][-1]["content"]
+    )
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    assert main(["chat", str(out), "--replay", str(data)]) == 2  # no --out

@@ -33,6 +33,10 @@ class ChatConfig:
     device: str = opt("auto", help="auto, cpu, cuda, cuda:1, mps")
     dtype: DTYPE = opt("auto", help="weights dtype (auto: fp32 on CPU, bf16 or fp16 on GPUs)")
     stream: bool = opt(True, help="print the reply as it is generated")
+    replay: str = opt(
+        "", help="chat JSON(L) or a persona folder (its val.jsonl): one reply to each conversation's context"
+    )
+    out: str = opt("", help="with --replay: the JSONL file of replies ({'reply', 'reference', 'messages'})")
 
 
 class Conversation:
@@ -101,13 +105,56 @@ def load_chat_model(run: str, device="cpu", dtype: str = "auto"):
     return model, tok, template
 
 
+def replay(cfg: ChatConfig, model, tok, template) -> int:
+    """``--replay FILE --out replies.jsonl``: a sampled reply to the context (every turn but the last) of each
+    conversation, beside the real last turn; conversation i is sampled with seed ``--seed + i``, so a run repeats."""
+    from ownlm.finetune.score import load_scoring_examples
+    from ownlm.io import prepare_output, write_jsonl
+    from ownlm.runtime.decode import generate
+    from ownlm.runtime.text import stop_ids
+
+    if not cfg.out:
+        raise UserError("--replay writes its replies to a file: add --out replies.jsonl")
+    prepare_output(cfg.out, kind="ownlm-replies", folder=False, inputs=[cfg.replay])
+    s = cfg.sampling
+    examples = load_scoring_examples(cfg.replay, "val")
+    block = model.config.block_size
+    room = min(s.max_new(block), block // 2)
+    seed0 = s.seed if s.seed is not None else random.randrange(2**31)
+    stops, rows = stop_ids(tok, template), []
+    for i, ex in enumerate(examples):
+        msgs = ex["messages"]
+        context = msgs[:-1] if msgs[-1]["role"] == "assistant" else msgs
+        head = (
+            [{"role": "system", "content": cfg.system}]
+            if cfg.system and context[0]["role"] != "system"
+            else []
+        )
+        ids = template.encode_prompt(tok, head + context)[-(block - room) :]  # a long history keeps its end
+        out = generate(model, ids, room, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                       repetition_penalty=s.repetition_penalty, stop_token_ids=stops, seed=seed0 + i,
+                       vocab_limit=tok.n_vocab)[0]  # fmt: skip
+        reference = msgs[-1]["content"] if msgs[-1]["role"] == "assistant" else None
+        rows.append({"where": ex.get("where"), "reply": tok.decode(out).strip(), "reference": reference,
+                     "messages": context})  # fmt: skip
+        print(f"\r{i + 1}/{len(examples)} replies", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    write_jsonl(cfg.out, rows)
+    print(f"{len(rows):,} replies -> {cfg.out}")
+    return 0
+
+
 def main(cfg: ChatConfig) -> int:
     from ownlm.runtime.decode import generate
     from ownlm.runtime.text import TextStreamer, stop_ids
 
     cfg.sampling.check()
     s = cfg.sampling
+    if cfg.out and not cfg.replay:
+        raise UserError("--out goes with --replay FILE (the conversations to answer)")
     model, tok, template = load_chat_model(cfg.run, cfg.device, cfg.dtype)
+    if cfg.replay:
+        return replay(cfg, model, tok, template)
     block = model.config.block_size
     room = min(s.max_new(block), block // 2)  # the reply's room; the rest of the context keeps the history
     conv = Conversation(template, tok, block, cfg.system)

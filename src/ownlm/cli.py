@@ -100,8 +100,8 @@ COMMANDS: list[Command] = [
     Command(
         ("eval",),
         "ownlm.train.evaluate:EvalConfig",
-        "ownlm.train.evaluate:main",
-        "print a checkpoint's validation loss, perplexity and bits per byte",
+        "ownlm.finetune.score:main",
+        "print a checkpoint's validation loss, perplexity and bits per byte, or its loss on chat data's last replies",
     ),
     Command(
         ("generate",),

@@ -440,7 +440,10 @@ def _adapt_values(cfg: BuildConfig) -> dict:
     if cfg.base is not None:
         bf16_ok = rank and cfg.train.dtype in ("auto", "bf16")  # frozen bf16 weights run under bf16 autocast
         values.update(
-            checkpoint_activations=True, pack=True, base_dtype=cfg.base_dtype if bf16_ok else "fp32"
+            checkpoint_activations=True,
+            pack=True,
+            base_dtype=cfg.base_dtype if bf16_ok else "fp32",
+            max_length=cfg.model.block_size or 512,  # packed rows of 512 tokens, not a real base's 8k context
         )
     return values
 

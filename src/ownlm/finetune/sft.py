@@ -480,7 +480,8 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
         store_frozen(model, cfg.base_dtype)
         model.checkpoint_activations = cfg.checkpoint_activations
         model.train()
-        batches = SFTBatches(train_enc, tc.batch_size, block, pad_id, tc.seed, cfg.pack, rank, world)
+        # packed rows are --max-length wide (a model with an 8k context packs 512-token rows when asked to)
+        batches = SFTBatches(train_enc, tc.batch_size, max_len - 1, pad_id, tc.seed, cfg.pack, rank, world)
         per_epoch = math.ceil(batches.batches_per_epoch() / tc.grad_accum)
         if cfg.epochs or not (tc.max_iters or tc.max_tokens or tc.max_minutes):
             epochs = cfg.epochs or 2.0

@@ -23,13 +23,17 @@ class EvalConfig:
     """Evaluate a checkpoint on a token split."""
 
     run: str = opt(help="run folder (its latest checkpoint) or a checkpoint folder", positional=True)
-    data: str = opt(help="token folder written by `ownlm encode`")
+    data: str = opt(
+        help="token folder written by `ownlm encode`, or chat/instruction JSON(L) or a persona folder (the loss of "
+        "each example's last reply)"
+    )
     split: Literal["val", "train"] = opt("val", help="which split to evaluate")
     batch_size: int = opt(8, help="windows per forward pass", bounds="[1, inf)")
     max_tokens: int = opt(0, help="evaluate at most this many tokens (0: the whole split)")
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to run")
     dtype: Literal["fp32", "bf16", "fp16"] = opt("fp32", help="precision of the forward pass")
     json: bool = opt(False, help="print one JSON object instead of text")
+    out: str = opt("", help="chat data: write each example's loss and token count to this JSONL file")
 
 
 def bits_per_byte(loss_nats: float, tokens: int, nbytes: int) -> float:
