@@ -112,6 +112,9 @@ def main(cfg: GenerateConfig) -> int:
         ids = [tok.eot_id]
     else:
         raise UserError("this tokenizer has no <|endoftext|> token to start from: give --prompt TEXT")
+    if max(ids) >= model.config.vocab_size:  # a tokenizer.json edited (or copied) past the model's rows
+        raise UserError(f"{cfg.run}: the prompt has token id {max(ids):,}, but the model has "
+                        f"{model.config.vocab_size:,} rows; its tokenizer.json and model do not belong together")  # fmt: skip
     check_first_logits(model, ids, cfg.run)
     s = cfg.sampling
     seed = s.seed if s.seed is not None else random.randrange(2**31)

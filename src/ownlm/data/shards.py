@@ -128,7 +128,36 @@ def read_tokens_manifest(directory: str | os.PathLike) -> dict:
         raise UserError(
             f"{directory / 'manifest.json'}: unknown dtype {m['dtype']!r} (expected uint16 or uint32)"
         )
+    _check_splits(directory / "manifest.json", m)
     return m
+
+
+def _inside_folder(name: str) -> bool:
+    """A shard's file name is a relative path that stays inside the token folder (``train/shard_00000.bin``)."""
+    p = Path(name)
+    return bool(name) and not p.is_absolute() and ".." not in p.parts
+
+
+def _check_splits(path: Path, m: dict) -> None:
+    """The manifest's shape, checked once: a hand-edited ``splits`` (a string, a shard without a file name or a
+    token count) is a ``UserError`` naming the manifest, never an ``AttributeError`` in a later stage."""
+    damaged = f"{path}: the manifest is damaged"
+    if type(m["vocab_size"]) is not int or m["vocab_size"] < 1:
+        raise UserError(
+            f"{damaged}: vocab_size must be a positive integer, got {m['vocab_size']!r}; re-run `ownlm encode`"
+        )
+    if not isinstance(m["splits"], dict):
+        raise UserError(f"{damaged}: 'splits' must map split names to their shards, got {m['splits']!r}; "
+                        "re-run `ownlm encode`")  # fmt: skip
+    for name, info in m["splits"].items():
+        shards = info.get("shards") if isinstance(info, dict) else None
+        ok = isinstance(shards, list) and all(
+            isinstance(sh, dict) and isinstance(sh.get("file"), str) and _inside_folder(sh["file"])
+            and type(sh.get("tokens")) is int and sh["tokens"] >= 0 for sh in shards
+        )  # fmt: skip
+        if not ok:
+            raise UserError(f"{damaged}: split '{name}' must hold 'shards': [{{'file': NAME, 'tokens': N}}, ...]; "
+                            "re-run `ownlm encode`")  # fmt: skip
 
 
 class TokenArray:

@@ -131,6 +131,16 @@ def _hidden(relative_parts: tuple[str, ...]) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in relative_parts)
 
 
+def printable_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (Python keeps them as lone surrogates) written as
+    ``\\xff``, so the name can go into the UTF-8 output and the file's text is not lost.
+
+    >>> printable_name(b"caf\\xe9.txt".decode("utf-8", "surrogateescape"))
+    'caf\\\\xe9.txt'
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def collect_files(inputs: list[str], exclude: set[Path] = frozenset()) -> list[tuple[Path, str, bool]]:
     """``(path, name, named_by_user)`` for every file under ``inputs``, folders walked in sorted order.
 
@@ -145,7 +155,7 @@ def collect_files(inputs: list[str], exclude: set[Path] = frozenset()) -> list[t
         key = path.resolve()
         if key not in seen and key not in exclude:
             seen.add(key)
-            files.append((path, path.as_posix(), named))
+            files.append((path, printable_name(path.as_posix()), named))
 
     for item in inputs:
         p = Path(item)

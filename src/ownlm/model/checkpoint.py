@@ -22,6 +22,7 @@ accepts either.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ownlm.errors import UserError
@@ -135,6 +136,24 @@ def _classifier(gpt, meta: dict, folder: Path):
     return GPTClassifier(gpt, head["n_labels"], head.get("pool", "last"))
 
 
+_BLOCK_KEY = re.compile(r"\.h\.(\d+)\.")
+
+
+def check_depth(weights: Path, n_layer: int) -> None:
+    """The number of blocks in a safetensors file's header must be ``config.json``'s ``n_layer``: checked
+    before the model is built, since building a config edited to ``n_layer: 1000000`` alone takes minutes."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(weights, "pt") as f:
+            blocks = {int(m.group(1)) for k in f.keys() if (m := _BLOCK_KEY.search(k))}
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{weights}: cannot read weights ({e})") from None
+    if blocks and len(blocks) != n_layer:
+        raise UserError(f"{weights}: holds {len(blocks)} blocks, but config.json says n_layer {n_layer}: the "
+                        "config and the weights do not match (was config.json edited?)")  # fmt: skip
+
+
 def check_shapes(weights: Path, expected: dict[str, tuple]) -> None:
     """Compare the tensor shapes in a safetensors file's header with those ``config.json`` describes, before
     anything is allocated: a config edited to another shape (or to absurd sizes) is one clear error."""
@@ -173,8 +192,9 @@ def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("
         )
     try:
         cfg = GPTConfig.from_dict(meta["model"])
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, UserError) as e:
         raise UserError(f"{folder / CONFIG}: the model config is damaged ({e})") from None
+    check_depth(folder / WEIGHTS, cfg.n_layer)  # before building: a million blocks would take minutes and GBs
     with torch.device("meta"):
         model = GPT(cfg)  # no memory, no random init: the weights come from the file
         if kind == "classifier":

@@ -54,6 +54,17 @@ class GPTConfig:
 
     def validate(self) -> None:
         """Check the shape fields fit together; a ``UserError`` names the field to change."""
+        from ownlm.config import check_number
+
+        # each number by the one rule (a config.json edited by hand: dropout "x", n_layer 1e400, ...)
+        for name, bounds, integer in [(n, "[1, inf)", True) for n in _SIZES] + [
+            (n, b, False) for n, b in _FLOATS.items()
+        ]:
+            if getattr(self, name) is not None:
+                setattr(self, name, check_number(getattr(self, name), name, bounds, integer=integer))
+        for name in ("bias", "tie_embeddings", "qkv_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"{name} must be true or false, got {getattr(self, name)!r}")
         kv = self.kv_heads
         if min(self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd, kv) < 1:
             raise UserError(f"model sizes must be positive: {self}")
@@ -97,6 +108,17 @@ class GPTConfig:
             raise UserError(f"unknown model config keys {unknown} (known: {sorted(known)})")
         return cls(**d)
 
+
+_SIZES = (
+    "vocab_size",
+    "block_size",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "n_kv_head",
+    "mlp_hidden",
+)  # integers >= 1
+_FLOATS = {"dropout": "[0, 1)", "rope_theta": "(0, inf)", "norm_eps": "(0, 1)"}
 
 # Shapes only; vocab_size comes from the tokenizer unless the preset is a real GPT-2 size.
 PRESETS: dict[str, dict] = {

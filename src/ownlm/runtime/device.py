@@ -59,6 +59,10 @@ def pick_device(name: str = "auto"):
         if not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA GPU is visible to PyTorch (use --device cpu or auto)")
         name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if name.startswith("cuda:") and not (name[5:].isdigit() and int(name[5:]) < torch.cuda.device_count()):
+        raise UserError(
+            f"--device {name}: {torch.cuda.device_count()} CUDA GPU(s) visible to PyTorch (cuda:0 ...)"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps: Apple MPS is not available (use --device cpu or auto)")
     try:

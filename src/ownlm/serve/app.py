@@ -30,6 +30,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ownlm.config import check_number
 from ownlm.errors import UserError
@@ -235,11 +236,14 @@ class _API:
         if size.isdigit() and int(size) > limit:
             raise too_big
         chunks, n = [], 0
-        async for chunk in request.stream():
-            n += len(chunk)
-            if n > limit:
-                raise too_big
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                n += len(chunk)
+                if n > limit:
+                    raise too_big
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone mid-body (or cut off by --body-timeout-s): an answer, not a traceback
+            raise APIError(400, "the request body ended before its Content-Length") from None
         try:  # the one JSON reader: depth-limited, no RecursionError from a body nested 100k deep
             body = load_json_text(b"".join(chunks).decode("utf-8"), "the JSON body", "could not parse it")
         except UnicodeDecodeError as e:

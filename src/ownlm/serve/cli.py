@@ -10,12 +10,13 @@ request may take. FastAPI and uvicorn are an optional extra: ``pip install 'ownl
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ownlm.config import opt
+from ownlm.config import opt, validate
 from ownlm.errors import UserError
 from ownlm.runtime.device import DTYPE
 from ownlm.runtime.sampling import SamplingConfig
@@ -41,6 +42,20 @@ class ServeConfig:
     sampling: SamplingConfig = opt(SamplingConfig(), help="defaults for the requests' sampling fields")
     device: str = opt("auto", help="auto, cpu, cuda, cuda:1, mps")
     dtype: DTYPE = opt("auto", help="weights dtype (auto: fp32 on CPU, bf16 or fp16 on GPUs)")
+    header_timeout_s: float = opt(
+        30.0,
+        help="a request's headers must arrive within this many seconds (408 and closed after)",
+        bounds="(0, inf)",
+    )
+    body_timeout_s: float = opt(
+        30.0,
+        help="a request's body must arrive within this many seconds of its headers (408 after)",
+        bounds="(0, inf)",
+    )
+    max_url_bytes: int = opt(8192, help="longest request line (414 above)", bounds="[64, inf)")
+    max_header_bytes: int = opt(
+        65536, help="largest request head, headers included (431 above)", bounds="[256, inf)"
+    )
 
 
 def build_app(cfg: ServeConfig):
@@ -50,11 +65,9 @@ def build_app(cfg: ServeConfig):
     from ownlm.runtime.text import chat_template_for
     from ownlm.serve.app import Limits, create_app
     from ownlm.serve.engine import Engine
+    from ownlm.serve.guard import ClientLimits
 
-    if cfg.max_batch < 1 or cfg.max_tokens_cap < 1 or cfg.max_body_bytes < 1 or cfg.timeout_s <= 0:
-        raise UserError("--max-batch, --max-tokens-cap, --max-body-bytes and --timeout-s must be positive")
-    if cfg.max_prompt_tokens is not None and cfg.max_prompt_tokens < 1:
-        raise UserError("--max-prompt-tokens must be at least 1")
+    validate(cfg)  # configs built in code too (flags and TOML were checked when parsed)
     cfg.sampling.check()
     folder = resolve_checkpoint(cfg.run)
     device = pick_device(cfg.device)
@@ -68,9 +81,48 @@ def build_app(cfg: ServeConfig):
                     max_tokens_cap=cfg.max_tokens_cap, timeout_s=cfg.timeout_s)  # fmt: skip
     model_id = Path(cfg.run).resolve().name
     engine = Engine(model, tok, max_batch=cfg.max_batch)
-    return create_app(
+    app = create_app(
         engine, model_id, template, chat_error=why, api_key=cfg.api_key, limits=limits, defaults=cfg.sampling
     )
+    app.state.client_limits = ClientLimits(cfg.header_timeout_s, cfg.body_timeout_s, cfg.max_url_bytes,
+                                           cfg.max_header_bytes)  # fmt: skip
+    return app
+
+
+def server_config(app, **kwargs):
+    """The uvicorn settings every way of serving uses: the slow/oversized-client guard (``serve.guard``) with the
+    app's limits, and no access log."""
+    import uvicorn
+
+    from ownlm.serve.guard import ClientLimits, guarded_protocol
+
+    limits = getattr(app.state, "client_limits", None) or ClientLimits()
+    return uvicorn.Config(app, http=guarded_protocol(limits), log_level="warning",
+                          h11_max_incomplete_event_size=2 * limits.max_header_bytes, **kwargs)  # fmt: skip
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a ``UserError`` in ownlm's words (a port in use, a host that is
+    not an address of this machine), before the server starts."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(f"--host {host}: not an address or a name this machine can resolve ({e})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(
+                f"--port {port}: already in use on {host}; stop what uses it or give another --port"
+            ) from None
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def main(cfg: ServeConfig) -> int:
@@ -84,8 +136,12 @@ def main(cfg: ServeConfig) -> int:
         print(
             f"ownlm serve: warning: listening on {cfg.host} with no --api-key: anyone who can reach it can use it"
         )
+    sock = bind(cfg.host, cfg.port)
     print(f"ownlm serve: {app.state.model_id} on http://{cfg.host}:{cfg.port}  (chat page at /, API at /v1)")
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    try:
+        uvicorn.Server(server_config(app)).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
@@ -102,7 +158,7 @@ def serve_in_thread(app, host: str = "127.0.0.1"):
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.bind((host, 0))  # bound before the thread starts: no race for the port
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(server_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -232,6 +232,10 @@ class Tokenizer:
         for name, i in self.special_tokens.items():
             if not isinstance(name, str) or not name or not isinstance(i, int) or isinstance(i, bool):
                 raise UserError(f"special token {name!r}: {i!r} must be a non-empty string -> int id")
+            if i >= 1 << 31:  # a hand-edited id: no embedding table has that many rows
+                raise UserError(
+                    f"special token {name!r} has id {i:,}, over the largest id ownlm takes (2**31 - 1)"
+                )
             if i < 0 or i in vocab or i in ids:
                 raise UserError(f"special token {name!r} has id {i}, which collides with another token")
             ids.add(i)
