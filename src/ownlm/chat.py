@@ -51,6 +51,9 @@ class Conversation:
         self.system = system
         self.turns: list[dict] = []  # user and assistant messages, oldest first
         self.dropped = 0  # turns dropped so far to fit the context
+        self.cut = (
+            0  # tokens cut from the start of the last prompt (a system prompt too long for the context)
+        )
 
     def messages(self) -> list[dict]:
         head = [{"role": "system", "content": self.system}] if self.system else []
@@ -68,7 +71,8 @@ class Conversation:
             drop = 2 if len(self.turns) >= 3 and self.turns[1]["role"] == "assistant" else 1
             self.turns = self.turns[drop:]
             self.dropped += drop
-        if len(ids) > room:  # one turn alone is too long: keep its end
+        self.cut = max(0, len(ids) - room)  # the system prompt and the new turn alone do not fit: say so
+        if self.cut:  # keep the end (the new turn)
             ids = ids[-room:]
         return ids
 
@@ -186,13 +190,20 @@ def main(cfg: ChatConfig) -> int:
             if not target:
                 print("usage: /save FILE", file=sys.stderr)
                 continue
-            print(f"(saved to {conv.save(target)})", file=sys.stderr)
+            try:
+                print(f"(saved to {conv.save(target)})", file=sys.stderr)
+            except (UserError, OSError) as e:  # a bad file name ends nothing: the conversation goes on
+                print(f"(not saved: {e})", file=sys.stderr)
             continue
         before = conv.dropped
         ids = conv.prompt(line, room)
         if conv.dropped > before:
             print(f"(the oldest {conv.dropped - before} turn(s) no longer fit the context and were dropped)",
                   file=sys.stderr)  # fmt: skip
+        if conv.cut:
+            what = "the system prompt and your message" if cfg.system else "your message"
+            print(f"({what} take {len(ids) + conv.cut} tokens, more than the {len(ids)} the context leaves beside "
+                  f"a reply: the first {conv.cut} were cut off)", file=sys.stderr)  # fmt: skip
         streamer = TextStreamer(tok) if cfg.stream else None
         if interactive:
             sys.stdout.write("model> ")

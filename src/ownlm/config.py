@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import math
+import numbers
 import re
 import tomllib
 import types
@@ -132,8 +133,9 @@ def check_number(value: Any, name: str, bounds: str | None = None, integer: bool
             value = int(value) if integer else float(value)
         except ValueError:
             raise UserError(f"{name} must be {want}, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's numbers are Real too
         raise UserError(f"{name} must be {want}, got {value!r}")
+    value = int(value) if isinstance(value, numbers.Integral) else float(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"{name} must be {want}, got {value!r}")
     if integer:

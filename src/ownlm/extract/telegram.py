@@ -54,12 +54,18 @@ def flatten_text(text: Any) -> str:
 
     >>> flatten_text(["See ", {"type": "link", "text": "https://t.me"}, "!"])
     'See https://t.me!'
+    >>> flatten_text(["a", {"type": "mention", "text": None}, "b"])  # an entity without text adds nothing
+    'ab'
     """
     if isinstance(text, str):
         return text
     if isinstance(text, list):
         return "".join(
-            part if isinstance(part, str) else str(part.get("text", "")) if isinstance(part, dict) else ""
+            part
+            if isinstance(part, str)
+            else flatten_text(part.get("text"))
+            if isinstance(part, dict)
+            else ""
             for part in text
         )
     return ""

@@ -9,6 +9,7 @@ when asked.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,13 @@ def prepare_splits(cfg):
     train, val, test = split_rows(rows, val_frac, test_frac, seed)
     val = given_val if given_val is not None else val
     test = given_test if given_test is not None else test
+    # a held-out row whose exact text is also a training row measures memory, not generalisation: counted, said
+    info["held_out_copies"] = copies_of_training(train, {"validation": val, "test": test})
+    if any(info["held_out_copies"].values()):
+        c = info["held_out_copies"]
+        print(f"classify: warning: {c['validation']} validation and {c['test']} test rows are exact copies of "
+              "training texts (duplicates in the data), so their accuracy is not held-out accuracy; remove the "
+              "duplicates for a clean test (data.json: held_out_copies)", file=sys.stderr)  # fmt: skip
     info["split"] = (
         f"shuffled with seed {seed}, {1 - val_frac - test_frac:.0%}/{val_frac:.0%}/{test_frac:.0%}"
         if given_val is None or given_test is None
@@ -206,4 +214,32 @@ def prepare_splits(cfg):
     labels = sorted(seen)
     if len(labels) < 2:
         raise UserError(f"{cfg.data}: the training split has only the label '{labels[0]}'; give more rows")
+    for same in same_numbers(labels):
+        print(f"classify: warning: the labels {', '.join(repr(x) for x in same)} are one number written differently, "
+              "and are kept as different classes; write them the same way if they are one", file=sys.stderr)  # fmt: skip
     return train, val, test, labels, info
+
+
+def copies_of_training(train: list[dict], held: dict[str, list[dict]]) -> dict[str, int]:
+    """How many rows of each held-out split have a text (spaces at the ends aside) that is also a training text.
+
+    >>> copies_of_training([{"text": "a"}], {"test": [{"text": "a "}, {"text": "b"}]})
+    {'test': 1}
+    """
+    seen = {r["text"].strip() for r in train}
+    return {name: sum(r["text"].strip() in seen for r in rows) for name, rows in held.items()}
+
+
+def same_numbers(labels: list[str]) -> list[list[str]]:
+    """Groups of labels that are one number written differently ("1", "1.0", "01").
+
+    >>> same_numbers(["1", "1.0", "2", "spam"])
+    [['1', '1.0']]
+    """
+    groups: dict[float, list[str]] = {}
+    for label in labels:
+        try:
+            groups.setdefault(float(label), []).append(label)
+        except ValueError:
+            continue
+    return [g for g in groups.values() if len(g) > 1]

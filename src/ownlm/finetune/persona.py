@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -190,6 +191,16 @@ def _gap(a: datetime | None, b: datetime | None) -> timedelta:
     return abs(b - a) if a is not None and b is not None else timedelta(0)
 
 
+def _name_key(name: str) -> str:
+    """How names are compared: spaces at the ends, case and Unicode normalisation do not count ("Zoë" typed
+    as one code point finds "Zoë" exported as "o" + combining diaeresis).
+
+    >>> _name_key("Zo\u00eb ") == _name_key("ZOE\u0308")
+    True
+    """
+    return unicodedata.normalize("NFC", name.strip()).casefold()
+
+
 def _sessions(messages: list[dict], is_person, names: dict[str, str], group: bool, turn_gap, session_gap):
     """Cleaned messages -> sessions, each a list of ``_Turn``."""
     sessions: list[list[_Turn]] = []
@@ -255,11 +266,11 @@ def build_persona(
         raise UserError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if turn_gap_minutes < 0 or session_gap_hours <= 0:
         raise UserError("--turn-gap-minutes must be >= 0 and --session-gap-hours > 0")
-    wanted = {p.strip().casefold() for p in persons if p.strip()}
+    wanted = {_name_key(p) for p in persons if p.strip()}
     if not wanted:
         raise UserError("give the person to imitate with --person NAME (see --list-people)")
     counts = sender_counts(conversations)
-    matched = sorted(n for n in counts if n.strip().casefold() in wanted)
+    matched = sorted(n for n in counts if _name_key(n) in wanted)
     if not matched:
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         listing = ", ".join(f"{name} ({n:,})" for name, n in ranked[:20]) or "none"
@@ -269,7 +280,7 @@ def build_persona(
         )
 
     def is_person(name: str) -> bool:
-        return name.strip().casefold() in wanted
+        return _name_key(name) in wanted
 
     from ownlm.extract.redact import redact as redact_text
     from ownlm.extract.redact import redact_names

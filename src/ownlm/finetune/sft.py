@@ -27,6 +27,7 @@ At the end, the held-out prompts are answered greedily by the model before and a
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -440,7 +441,44 @@ def main(cfg: SFTConfig) -> int:
     out = Path(cfg.out)
     rank, _, world = ddp_info()
     with run_folder(out, cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]) as resume:
+        if resume:
+            check_resume_settings(cfg, resume[1])
         return _sft(cfg, out, resume, rank, world)
+
+
+# What a fine-tuning run is: --resume with another value would mix two runs in one model.
+RESUME_FIXED = ("base", "template", "lora_rank", "lora_alpha", "lora_targets", "lora_dropout", "train_layers")
+
+
+def _leaves(d: dict) -> dict:
+    """A config dict's fields by name, sections flattened (the fields keep their names in any section)."""
+    out = {}
+    for k, v in d.items():
+        out.update(_leaves(v) if isinstance(v, dict) else {k: v})
+    return out
+
+
+def check_resume_settings(cfg, state: dict) -> None:
+    """``--resume`` continues the run as it was started: a different BASE, ``--template``, LoRA setting or
+    ``--train-layers`` is an error (as ``pretrain --resume`` refuses a changed model flag), not a silent mix."""
+    saved = state.get("run_config")
+    if not isinstance(saved, dict):
+        return
+    saved, given = _leaves(saved), _leaves(to_dict(cfg))
+    changed = []
+    for k in RESUME_FIXED:
+        if k not in saved or k not in given:
+            continue
+        a, b = saved[k], given[k]
+        if k == "base" and isinstance(a, str) and isinstance(b, str):
+            a, b = os.path.realpath(a), os.path.realpath(b)
+        if a != b:
+            changed.append(
+                f"{k.upper() if k == 'base' else '--' + k.replace('_', '-')} {given[k]} (the run has {saved[k]})"
+            )
+    if changed:
+        raise UserError(f"--resume continues the run in --out as it was started; these differ from it: "
+                        f"{'; '.join(changed)}. Drop them, or start a new run in another --out")  # fmt: skip
 
 
 def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
