@@ -248,3 +248,37 @@ def test_real_full_disk_export_is_one_line_and_leaves_nothing(model, tiny_disk, 
     out = tiny_disk / name
     refused(capsys, ["export", model, "--to", to, "--out", out], f"disk full while writing {out}")
     assert list(tiny_disk.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["pretrain", "sft"])
+def test_real_full_disk_training_is_one_line_naming_the_run(model, tiny_disk, tmp_path, capsys, command):
+    from ownlm.data.encode import EncodeConfig, encode_corpus
+
+    out = tiny_disk / "run"
+    if command == "pretrain":
+        BYTES_TOK.save(tmp_path / "tok")
+        (tmp_path / "text.txt").write_text("the cat sat on the mat. " * 2000)
+        encode_corpus(EncodeConfig(corpus=[str(tmp_path / "text.txt")], tokenizer=str(tmp_path / "tok"),
+                                   out=str(tmp_path / "tokens"), progress=False))  # fmt: skip
+        argv = ["pretrain", "--data", tmp_path / "tokens", "--out", out, "--max-iters", "3", "--batch-size", "2",
+                "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", *FAST]  # fmt: skip
+    else:
+        data = tmp_path / "data.json"
+        data.write_text(
+            json.dumps([{"instruction": "say", "input": f"x{i}", "output": f"cat {i}"} for i in range(40)])
+        )
+        argv = [
+            "finetune",
+            "sft",
+            model,
+            "--data",
+            data,
+            "--out",
+            out,
+            "--max-iters",
+            "2",
+            "--responses",
+            "0",
+            *FAST,
+        ]
+    refused(capsys, argv, f"disk full while writing {out}")
