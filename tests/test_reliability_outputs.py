@@ -282,3 +282,21 @@ def test_real_full_disk_training_is_one_line_naming_the_run(model, tiny_disk, tm
             *FAST,
         ]
     refused(capsys, argv, f"disk full while writing {out}")
+
+
+def test_a_comparison_folder_from_before_the_marker_is_still_rewritten(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("some text to learn from\n" * 20)
+    old = tmp_path / "compare"
+    old.mkdir()
+    for name in ("compare.md", "compare.json", "config.json"):
+        (old / name).write_text("{}")
+    argv = ["tokenizer", "compare", str(tmp_path / "a.txt"), "--vocab-sizes", "256", "260", "--out", str(old),
+            "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert json.loads((old / "compare.json").read_text()) != {}
+    (old / "compare.json").unlink()  # a config.json alone is the user's: refused
+    for p in old.iterdir():
+        p.unlink()
+    (old / "config.json").write_text("{}")
+    refused(capsys, argv, "did not make it")
+    assert (old / "config.json").read_text() == "{}"

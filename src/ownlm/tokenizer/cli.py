@@ -305,6 +305,7 @@ def inspect_main(cfg: InspectConfig) -> int:
 
 HF_KIND = "ownlm-hf-tokenizer"  # an --out folder holding an exported Hugging Face tokenizer.json
 COMPARE_KIND = "ownlm-tokenizer-compare"
+COMPARE_FILES = {"compare.md", "compare.json", "compare.png", "config.json", ".ownlm-lock"}
 
 
 @dataclass
@@ -372,6 +373,9 @@ def compare_main(cfg: CompareConfig) -> int:
         raise UserError(f"--sample-mb must be positive, got {cfg.sample_mb}")
     files = expand_inputs(cfg.inputs)
     if cfg.out:
+        out = Path(cfg.out)
+        if out.is_dir() and (out / "compare.json").is_file() and {e.name for e in out.iterdir()} <= COMPARE_FILES:
+            mark_output(out, COMPARE_KIND)  # written by an ownlm from before the marker: known by its files
         prepare_output(cfg.out, kind=COMPARE_KIND, folder=True, inputs=files)
     total = sum(f.stat().st_size for f in files)
     result = compare_corpus(
