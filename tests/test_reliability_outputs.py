@@ -199,7 +199,8 @@ def test_disk_full_in_an_atomic_write_names_the_file_not_its_temp(tmp_path, monk
 )  # fmt: skip
 def test_out_of_memory_in_every_wording_is_one_line(exc):
     msg, code = cli.explain(exc)
-    assert code == 2 and msg.startswith("out of memory")
+    assert code == 2 and msg.startswith("out of memory:")
+    assert cli.explain(exc, "runs/mine")[0].startswith("out of memory making runs/mine:")
 
 
 def test_extract_blames_the_disk_not_the_input(tmp_path, capsys, monkeypatch):

@@ -274,7 +274,8 @@ def explain(e: BaseException, output: str | None = None) -> tuple[str, int] | No
 
     if out_of_memory(e):
         return (
-            "out of memory: use a smaller model, --batch-size or input, or fewer --workers "
+            f"out of memory{f' making {output}' if output else ''}: use a smaller model, --batch-size or input, "
+            "or fewer --workers "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'allocation failed'})",
             2,
         )
