@@ -232,7 +232,8 @@ def _add_field(parser, f: dataclasses.Field, hint: Any, has_default: bool, defau
     choices = meta.get("choices")
     if get_origin(tp) is Literal:
         choices = list(get_args(tp))
-    help_text = flag_help(meta.get("help", ""), choices, has_default and not meta.get("positional"), default)
+    help_text = flag_help(meta.get("help", ""), choices, has_default and not meta.get("positional"), default,
+                          meta.get("bounds"))  # fmt: skip
     kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
     if choices:
         kwargs["choices"] = choices
@@ -274,16 +275,19 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def flag_help(text: str, choices: typing.Sequence[Any] | None, show_default: bool, default: Any) -> str:
-    """A flag's help: its text, then its choices (unless the text names them all) and its default (unless the
-    text already says it), so every flag shows both, once.
+def flag_help(text: str, choices: typing.Sequence[Any] | None, show_default: bool, default: Any,
+              bounds: str | None = None) -> str:  # fmt: skip
+    """A flag's help: its text, then its choices (unless the text names them all), its declared range and its
+    default (unless the text already says it), so every flag shows both, once.
 
     >>> flag_help("decay after warm-up", ["cosine", "wsd"], True, "cosine")
     'decay after warm-up (choices: cosine, wsd; default: cosine)'
     >>> flag_help("heads (default: n_head)", None, True, None)
     'heads (default: n_head)'
+    >>> flag_help("AdamW beta1", None, True, 0.9, "[0, 1)")
+    'AdamW beta1 (range: [0, 1); default: 0.9)'
     """
-    extra = []
+    extra = [f"range: {parse_bounds(bounds).text}"] if bounds else []
     words = set(re.findall(r"[\w.+-]+", text))
     if choices and not all(str(c) in words for c in choices):
         extra.append("choices: " + ", ".join(map(str, choices)))
