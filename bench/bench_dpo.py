@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lora-rank", type=int, default=0)
     ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("--template", default="alpaca", help="chat template (auto: the base's own)")
     ap.add_argument("--responses", type=int, default=10, help="test prompts answered before and after")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument(
@@ -158,7 +159,7 @@ def main() -> None:
         sft = work / "sft"
         shutil.rmtree(sft, ignore_errors=True)
         _, wall, peak = run([sys.executable, "-m", "ownlm", "finetune", "sft", str(base), "--data", str(work / "train.json"),
-                             "--val-data", str(work / "test.json"), "--out", str(sft), "--template", "alpaca",
+                             "--val-data", str(work / "test.json"), "--out", str(sft), "--template", a.template,
                              "--epochs", str(a.sft_epochs), "--lr", str(a.sft_lr), "--min-lr", str(a.sft_lr / 10),
                              "--batch-size", "8", "--responses", "0", "--eval-iters", "100000", "--evals", "2",
                              *common], "ownlm finetune sft")  # fmt: skip
@@ -171,7 +172,7 @@ def main() -> None:
     lora = ["--lora-rank", str(a.lora_rank), "--lora-targets", "all"] if a.lora_rank else []
     stdout, wall, peak = run([sys.executable, "-m", "ownlm", "finetune", "dpo", str(start), "--data",
                               str(work / "train.json"), "--val-data", str(work / "test.json"), "--out", str(out),
-                              "--epochs", str(a.epochs), "--lr", str(a.lr), "--beta", str(a.beta),
+                              "--epochs", str(a.epochs), "--lr", str(a.lr), "--beta", str(a.beta), "--template", a.template,
                               "--batch-size", str(a.batch_size), "--responses", str(a.responses),
                               "--max-new-tokens", str(a.max_new_tokens), "--eval-iters", "100000", "--evals", "4",
                               *lora, *common], "ownlm finetune dpo")  # fmt: skip
@@ -213,7 +214,7 @@ def main() -> None:
         shutil.rmtree(speed, ignore_errors=True)
         _, _, own_peak = run([sys.executable, "-m", "ownlm", "finetune", "dpo", str(start), "--data",
                               str(work / "train.json"), "--val-data", str(work / "test.json"), "--out", str(speed),
-                              "--max-iters", str(a.trl_steps), "--lr", str(a.lr), "--beta", str(a.beta),
+                              "--max-iters", str(a.trl_steps), "--lr", str(a.lr), "--beta", str(a.beta), "--template", a.template,
                               "--batch-size", str(a.batch_size), "--responses", "0", "--eval-iters", "1",
                               "--evals", "1", *lora, *common], "ownlm finetune dpo (speed)")  # fmt: skip
         own = [r for r in metrics(speed) if r.get("tokens_per_s")]
