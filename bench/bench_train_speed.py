@@ -6,7 +6,7 @@ memory (max RSS on CPU, max allocated on CUDA) belongs to that setting alone:
 
 - transformers fp32 (its default: SDPA attention, foreach AdamW) — the baseline;
 - transformers with bf16 autocast (its best setting where bf16 helps);
-- ownlm fp32 (like for like) and ownlm at ``--dtype auto`` (what ``ownlm pretrain`` picks by measuring).
+- ownlm fp32 (like for like) and ownlm at ``--dtype auto`` (what ``ownlm pretrain`` picks from the hardware's capabilities).
 
 MFU is against the measured bf16 matmul peak of the machine (``ownlm.train.device.peak_flops``).
 
@@ -68,14 +68,8 @@ def one(shape: str, setting: str, steps: int, warmup: int, threads: int) -> dict
     x = torch.randint(0, 256, (s["batch"], s["block"]), device=device)
     y = torch.randint(0, 256, (s["batch"], s["block"]), device=device)
     dtype = {"hf-fp32": "fp32", "ownlm-fp32": "fp32", "hf-bf16": "bf16"}.get(setting)
-    if dtype is None:
-
-        def probe(d):
-            with autocast(device, d):
-                loss_of(x, y).backward()
-            model.zero_grad(set_to_none=True)
-
-        dtype = choose_dtype("auto", device, probe, log=lambda m: None)
+    if dtype is None:  # what `ownlm pretrain --dtype auto` picks on this machine
+        dtype = choose_dtype("auto", device, log=lambda m: None)
     if (
         setting == "ownlm-compile"
     ):  # what `ownlm pretrain --compile` does: the dtype chosen above, then compile

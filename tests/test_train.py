@@ -209,16 +209,33 @@ def test_schedules():
     assert wsd[500] == wsd[800] == 1e-3 and math.isclose(wsd[1000], 1e-4) and wsd[900] < 1e-3
 
 
-def test_dtype_auto_picks_the_faster_one():
-    def step(dtype, slow="bf16"):
-        time.sleep(0.02 if dtype == slow else 0.0)
+@pytest.mark.parametrize("flag, expected", [("amx_bf16", "bf16"), ("avx512_bf16", "bf16"), (None, "fp32")])
+def test_dtype_auto_chooses_by_the_cpus_bf16_instructions(monkeypatch, flag, expected):
+    from ownlm.train import device
 
+    monkeypatch.setattr(device, "cpu_bf16_flag", lambda: flag)
+    said = []
     cpu = torch.device("cpu")
-    assert choose_dtype("auto", cpu, step, log=lambda s: None) == "fp32"
-    assert choose_dtype("auto", cpu, lambda d: step(d, "fp32"), log=lambda s: None) == "bf16"
-    assert choose_dtype("bf16", cpu) == "bf16"
+    assert choose_dtype("auto", cpu, log=said.append) == expected
+    assert said == [f"dtype auto -> {expected} ({flag or 'this CPU has no AMX or AVX512-BF16'})"]
+    assert (
+        choose_dtype("bf16", cpu) == "bf16" and choose_dtype("fp32", cpu) == "fp32"
+    )  # an explicit name stays
     with pytest.raises(UserError, match="fp16 needs a CUDA"):
         choose_dtype("fp16", cpu)
+
+
+def test_cpu_bf16_flag_reads_this_machines_cpu():
+    from ownlm.train.device import CPU_BF16_FLAGS, cpu_bf16_flag
+
+    flag = cpu_bf16_flag()
+    assert flag is None or flag in CPU_BF16_FLAGS
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
+    assert flag == next((f for f in CPU_BF16_FLAGS if f in flags), None)
 
 
 def test_eval_bits_per_byte(tokens, straight_run, capsys):

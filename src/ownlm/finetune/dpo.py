@@ -451,9 +451,7 @@ def _dpo(cfg: DPOConfig, out: Path, resume, rank: int, world: int) -> int:
             tc.dtype = resume[1].get("dtype") or tc.dtype
             reference = load_reference(ref_path, train, val)
         else:  # the run's precision first (the Trainer keeps it), so the reference is computed as training runs
-            zeros = {k: np.zeros(len(train), dtype=np.float32) for k in ("train_chosen", "train_rejected")}
-            probe_task = DPOTask(batches, None, zeros, cfg, template, pad_id)
-            tc.dtype = _resolve_dtype(choose_dtype, model, probe_task, device, tc.dtype, world)
+            tc.dtype = choose_dtype(tc.dtype, device, print if rank == 0 else (lambda s: None))
             ctx = RunContext(device, tc.dtype, rank, world)
             reference = compute_reference(model, train, val, ctx, tc.batch_size, pad_id, tc.eval_iters)
             if rank == 0:
@@ -479,32 +477,6 @@ def _dpo(cfg: DPOConfig, out: Path, resume, rank: int, world: int) -> int:
     if rank == 0 and summary["status"] == "done":
         _finish(cfg, out, model, tok, template, val, responses_before, summary, device)
     return 130 if summary["status"] == "interrupted" else 0
-
-
-def _resolve_dtype(choose_dtype, model, task: DPOTask, device, requested: str, world: int) -> str:
-    """``--dtype auto`` resolved as the Trainer would (one timed forward+backward pass per candidate)."""
-    import torch
-
-    def probe(dtype):
-        rng = torch.get_rng_state()
-        ctx = RunContext(device, dtype)
-        b = ctx.to_device(task.batch(0))
-        with ctx.autocast():
-            loss = task.loss(model, b)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        torch.set_rng_state(rng)
-
-    dtype = choose_dtype(requested, device, probe)
-    if world > 1:  # timings differ between processes: all use process 0's choice
-        import torch.distributed as dist
-
-        choice = [dtype]
-        dist.broadcast_object_list(choice, src=0)
-        dtype = choice[0]
-    return dtype
 
 
 def _summary_line(model, template, train: EncodedPairs, val: EncodedPairs | None, per_epoch: int, tc) -> str:

@@ -67,7 +67,7 @@ class TrainingConfig:
     # machine
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to train")
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = opt(
-        "auto", help="precision: auto measures fp32 vs bf16 on CPU, picks bf16 (fp16) on GPUs"
+        "auto", help="precision: auto is bf16 on GPUs with bf16 (else fp16) and on CPUs with AMX/AVX512-BF16, else fp32"
     )
     compile: bool = opt(False, help="torch.compile the model (faster steps after a slow first one)")
     threads: int = opt(0, help="CPU threads for PyTorch (0: PyTorch's default)")

@@ -1,11 +1,12 @@
-"""Where and in what precision to train: DDP set-up, mixed precision, the ``--dtype auto`` probe and the matmul
+"""Where and in what precision to train: DDP set-up, mixed precision, ``--dtype auto`` and the matmul
 peak that MFU is measured against. Device and dtype names (``pick_device``, ``torch_dtype``) are
 ``ownlm.runtime.device``'s, the one table for training and inference.
 
 Mixed precision: bf16 autocast (CUDA with bf16, and CPU — AMX/AVX512-BF16 CPUs multiply bf16 several times
-faster than fp32), fp16 autocast + ``GradScaler`` on CUDA without bf16. ``--dtype auto`` on CPU *measures*:
-bf16 pays off for wide matrices and loses to fp32 on small ones (casts cost more than the matmuls save), so a
-few timed forward/backward passes of the actual model and batch decide.
+faster than fp32), fp16 autocast + ``GradScaler`` on CUDA without bf16. ``--dtype auto`` decides by what the
+hardware can do, never by a timing race (which made the choice, and the run, depend on the machine's load):
+bf16 on a GPU with bf16, fp16 on one without, bf16 on a CPU with bf16 matmul instructions (AMX or
+AVX512-BF16, read from the CPU's flags), fp32 on other CPUs and on Apple's MPS.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from functools import cache
 
 from ownlm.errors import UserError
 from ownlm.runtime.device import pick_device, torch_dtype  # noqa: F401 - the one device picker and dtype table
@@ -65,35 +67,59 @@ def autocast(device, dtype: str):
     return torch.autocast(device_type=device.type, dtype=torch_dtype(dtype))
 
 
-def choose_dtype(requested: str, device, step_fn=None, log=print) -> str:
-    """Resolve ``--dtype``. ``auto``: bf16 (else fp16) on CUDA, fp32 on MPS; on CPU the faster of fp32 and
-    bf16 for this model, timed with ``step_fn(dtype)`` (one forward+backward pass; it must not change state).
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names of the bf16 matmul instructions
+
+
+@cache
+def cpu_bf16_flag() -> str | None:
+    """The CPU's bf16 matmul instruction set (``amx_bf16`` or ``avx512_bf16``), or None when it has none.
+
+    Read from ``/proc/cpuinfo``'s flags (Linux); elsewhere from what PyTorch's own CPU probe reports (None where
+    it reports nothing). Tests replace this function to choose a CPU.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        flags = None
+    if flags is not None:
+        return next((name for name in CPU_BF16_FLAGS if name in flags), None)
+    import torch
+
+    probes = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+    for name, attr in probes.items():  # private but stable probes inductor uses; absent ones count as no
+        probe = getattr(getattr(torch._C, "_cpu", None), attr, None)
+        if probe is not None and probe():
+            return name
+    return None
+
+
+def auto_dtype(device) -> tuple[str, str]:
+    """``--dtype auto``'s choice for ``device`` and the reason, from the hardware's capabilities alone.
+
+    >>> auto_dtype(torch.device("mps"))  # doctest: +SKIP
+    ('fp32', 'MPS')
     """
     import torch
 
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"{torch.cuda.get_device_name(device)} has bf16"
+        return "fp16", f"{torch.cuda.get_device_name(device)} has no bf16; fp16 with loss scaling"
+    if device.type == "cpu":
+        flag = cpu_bf16_flag()
+        return ("bf16", flag) if flag else ("fp32", "this CPU has no AMX or AVX512-BF16")
+    return "fp32", device.type.upper()
+
+
+def choose_dtype(requested: str, device, log=print) -> str:
+    """Resolve ``--dtype``: an explicit name is checked against the device; ``auto`` is ``auto_dtype``'s
+    choice, said in the log as ``dtype auto -> bf16 (avx512_bf16)``."""
     if requested != "auto":
         check_dtype(requested, device)
         return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type != "cpu" or step_fn is None:
-        return "fp32"
-    times = {}
-    for name in ("fp32", "bf16"):
-        try:
-            t = time.perf_counter()
-            step_fn(name)  # warm-up: first call pays for allocations and kernel selection
-            reps = 2 if time.perf_counter() - t < 1.0 else 1  # big models: one timed pass is enough
-            best = float("inf")
-            for _ in range(reps):
-                t = time.perf_counter()
-                step_fn(name)
-                best = min(best, time.perf_counter() - t)
-            times[name] = best
-        except RuntimeError:  # e.g. no bf16 kernels on this CPU
-            continue
-    choice = min(times, key=times.get)
-    log("dtype auto: " + ", ".join(f"{k} {v * 1e3:.0f} ms/step" for k, v in times.items()) + f" -> {choice}")
+    choice, reason = auto_dtype(device)
+    log(f"dtype auto -> {choice} ({reason})")
     return choice
 
 

@@ -182,7 +182,7 @@ class Trainer:
         from ownlm.train.metrics import MetricsLog
         from ownlm.train.optim import make_optimizer
 
-        cfg, task = self.cfg, self.task
+        cfg = self.cfg
         self.t_begin = time.perf_counter()  # a time budget counts from here: set-up included
         self.rank, _, self.world = ddp_info()
         self.master = self.rank == 0
@@ -194,20 +194,10 @@ class Trainer:
         self.step = int(state.get("step", 0))
         self.raw = unwrap(self.model).to(device)
 
-        ctx0 = RunContext(device, "fp32", self.rank, self.world)
-
-        def probe(dtype):  # one forward+backward pass that leaves no trace (for --dtype auto)
-            rng = torch.get_rng_state()
-            b = ctx0.to_device(task.batch(0))
-            with RunContext(device, dtype).autocast():
-                loss = task.loss(self.raw, b)
-            loss.backward()
-            self.raw.zero_grad(set_to_none=True)
-            self.sync()
-            torch.set_rng_state(rng)
-
-        dtype = state.get("dtype") or choose_dtype(cfg.dtype, device, probe, self.log)
-        if self.world > 1:  # timings differ between processes: all use process 0's choice
+        dtype = state.get("dtype") or choose_dtype(
+            cfg.dtype, device, self.log if self.master else (lambda s: None)
+        )
+        if self.world > 1:  # machines of a multi-node run may differ: all use process 0's choice
             import torch.distributed as dist
 
             choice = [dtype]
