@@ -334,3 +334,21 @@ def test_two_processes_match_one_with_the_same_global_batch(base, tmp_path):
     )
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_lora_over_bf16_frozen_weights_with_recomputed_activations(base, tmp_path, capsys):
+    """--base-dtype bf16 keeps the frozen weights in bf16 (bf16 autocast); step 0 is still exactly 0.5 / 0, and
+    the adapters learn. Without LoRA or partial training the flag is refused in one line."""
+    out = tmp_path / "run"
+    args = ["finetune", "dpo", str(base / "model"), "--data", str(base / "pairs.json"), "--lora-rank", "4",
+            "--lora-targets", "all", "--max-iters", "6", "--lr", "3e-3", "--batch-size", "4", "--responses", "0",
+            "--evals", "1", "--base-dtype", "bf16", "--checkpoint-activations", "--threads", "1", "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(out)]) == 0
+    recs = _records(out)
+    assert recs[0]["reward_accuracy"] == 0.5 and recs[0]["reward_margin"] == 0.0
+    assert recs[-1]["step"] == 6 and recs[-1]["reward_margin"] > 0
+    assert json.loads((out / "config.json").read_text())["train"]["dtype"] == "bf16"
+    i = args.index("--lora-rank")
+    bad = args[:i] + args[i + 4 :]  # no --lora-rank 4 --lora-targets all
+    assert main([*bad, "--out", str(tmp_path / "bad")]) == 2
+    assert "--base-dtype bf16 stores the frozen weights" in capsys.readouterr().err

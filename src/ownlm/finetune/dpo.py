@@ -37,7 +37,7 @@ import numpy as np
 
 from ownlm.config import opt, save_config, to_dict
 from ownlm.errors import UserError
-from ownlm.finetune.common import adapt, check_adapt, load_base
+from ownlm.finetune.common import adapt, check_adapt, load_base, store_frozen
 from ownlm.finetune.dpo_data import EncodedPairs, encode_pairs, pair_batch
 from ownlm.train.config import TrainingConfig
 from ownlm.train.trainer import RunContext, Task
@@ -94,6 +94,14 @@ class DPOConfig:
     lora_dropout: float = opt(0.0, help="dropout on the adapters' input")
     train_layers: str = opt(
         "all", help="partial fine-tuning: 'all', or N = the last N blocks + final norm + head"
+    )
+    base_dtype: Literal["fp32", "bf16"] = opt(
+        "fp32",
+        help="with --lora-rank or --train-layers: keep the frozen weights in bf16 (half the memory; runs under "
+        "--dtype bf16); what is trained stays fp32",
+    )
+    checkpoint_activations: bool = opt(
+        False, help="recompute each block's activations in the backward pass: less memory, ~30%% more time"
     )
     responses: int = opt(20, help="held-out prompts answered before and after training (0: none)")
     max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl")
@@ -388,6 +396,13 @@ def _check(cfg: DPOConfig) -> None:
         raise UserError(f"--label-smoothing must be in [0, 0.5), got {cfg.label_smoothing}")
     if cfg.label_smoothing and cfg.loss != "sigmoid":
         raise UserError("--label-smoothing applies to --loss sigmoid only")
+    if cfg.base_dtype != "fp32":
+        if not cfg.lora_rank and cfg.train_layers == "all":
+            raise UserError(f"--base-dtype {cfg.base_dtype} stores the frozen weights: give --lora-rank R (or "
+                            "--train-layers N) so that some are frozen")  # fmt: skip
+        if cfg.train.dtype not in ("auto", "bf16"):
+            raise UserError(f"--base-dtype {cfg.base_dtype} runs under bf16 autocast: use --dtype bf16 (or auto), "
+                            f"not {cfg.train.dtype}")  # fmt: skip
     if cfg.max_length < 0 or cfg.epochs < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
         raise UserError("--max-length, --epochs and --responses must be >= 0 and --max-new-tokens >= 1")
 
@@ -441,6 +456,8 @@ def _dpo(cfg: DPOConfig, out: Path, resume, rank: int, world: int) -> int:
     try:
         torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
         adapt(model, cfg, resume=bool(resume))
+        store_frozen(model, cfg.base_dtype)
+        model.checkpoint_activations = cfg.checkpoint_activations
         model.to(device).train()
         batches = PairBatches(train, tc.batch_size, tc.seed, rank, world)
         per_epoch = math.ceil(batches.n / tc.grad_accum)
@@ -451,6 +468,8 @@ def _dpo(cfg: DPOConfig, out: Path, resume, rank: int, world: int) -> int:
             tc.dtype = resume[1].get("dtype") or tc.dtype
             reference = load_reference(ref_path, train, val)
         else:  # the run's precision first (the Trainer keeps it), so the reference is computed as training runs
+            if cfg.base_dtype == "bf16" and tc.dtype == "auto":
+                tc.dtype = "bf16"  # the frozen bf16 weights are multiplied under bf16 autocast
             tc.dtype = choose_dtype(tc.dtype, device, print if rank == 0 else (lambda s: None))
             ctx = RunContext(device, tc.dtype, rank, world)
             reference = compute_reference(model, train, val, ctx, tc.batch_size, pad_id, tc.eval_iters)
