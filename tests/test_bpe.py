@@ -19,8 +19,11 @@ CORPUS = [
     "emoji \U0001f600\U0001f389\U0001f44d\U0001f3fd \U0001f468\u200d\U0001f469\u200d\U0001f467 flags \U0001f1eb\U0001f1f7\n",
     "    indented code:\n\tdef f(x):\n\t\treturn x ** 2  # comment\r\n",
 ] * 20
+# Characters assigned in Python's own Unicode tables (14.0 on 3.11): the fast engine (tiktoken's Rust regex) and
+# the reference encoder (the `regex` module) read \p{L} from Unicode tables of different versions, so a character
+# assigned lately (U+323B0, Unicode 17) is a letter to one and unassigned to the other, and they split it apart.
 TEXT = st.text(
-    st.characters(blacklist_categories=("Cs",))
+    st.characters(blacklist_categories=("Cs", "Cn"))
     | st.sampled_from(list("aeht \n\t\u00e9\U0001f600\u4f60\u0301")),
     max_size=80,
 )
@@ -117,6 +120,7 @@ def test_byte_order_permutation():
 @settings(max_examples=20, deadline=None)
 @given(st.lists(TEXT, min_size=1, max_size=5), st.integers(256, 400), st.sampled_from(["gpt2", "gpt4"]), TEXT)
 def test_save_load_round_trip(tmp_path_factory, texts, vocab_size, pattern, probe):
+    # falsified once with texts ['A\U00010000'], probe 'A\U000323b0' before TEXT left out unassigned characters
     tok = Tokenizer.train(texts + ["x"], vocab_size, pattern=pattern, progress=False)
     d = tmp_path_factory.mktemp("tok")
     tok.save(d)
