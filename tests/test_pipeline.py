@@ -280,10 +280,10 @@ def test_build_person_from_a_base_skips_tokenizer_and_pretraining(tmp_path):
     )
     chats, out = _chat_export(tmp_path), tmp_path / "out"
     args = ["build", str(chats), "--out", str(out), "--person", "Ann", "--base", str(base), "--sft-minutes", "0.1",
-            "--context-turns", "2", "--val-fraction", "0.2", "--device", "cpu", "--no-progress"]  # fmt: skip
+            "--context-turns", "2", "--val-fraction", "0.2", "--device", "cpu", "--no-progress", "--score-replies", "6"]  # fmt: skip
     assert cli(args) == 0
     state = _state(out)
-    assert set(state["last_run"]) == {"extract", "persona", "sft-others", "sft"}
+    assert set(state["last_run"]) == {"extract", "persona", "sft-others", "sft", "persona-score"}
     assert not (out / "tokenizer").exists() and not (out / "run").exists()
     persona = json.loads((out / "persona" / "stats.json").read_text())["config"]
     assert persona["context_turns"] == 2 and persona["val_fraction"] == 0.2
@@ -298,3 +298,9 @@ def test_build_person_from_a_base_skips_tokenizer_and_pretraining(tmp_path):
     assert (step / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()  # no token added
     report = (out / "report.md").read_text()
     assert "fine-tuned on your data" in report and "## Fine-tuning" in report
+    metrics = json.loads((out / "persona-score" / "metrics.json").read_text())
+    assert set(metrics["loss"]) == {"base", "everyone", "persona"}
+    assert set(metrics["style"]) == {"real", "everyone", "persona"} and all(
+        0 <= v <= 1 for v in metrics["style"].values()
+    )
+    assert "sound like the person" in report and "## How much like them" in report

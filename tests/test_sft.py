@@ -301,8 +301,10 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     grads = []
     for recompute in (False, True):
         model.zero_grad()
-        model.checkpoint_activations = recompute
-        loss = model(x, y)[1]
+        model.checkpoint_activations, model.head_chunk = recompute, 5  # several chunks of the scored head
+        loss = (
+            model(x, y)[1] + model(x, y.masked_fill(y % 3 == 0, -100), reduction="sum", scored_only=True)[1]
+        )
         loss.backward()
         grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
     torch.testing.assert_close(grads[0][0], grads[1][0])

@@ -109,40 +109,45 @@ def load_chat_model(run: str, device="cpu", dtype: str = "auto"):
     return model, tok, template
 
 
-def replay(cfg: ChatConfig, model, tok, template) -> int:
-    """``--replay FILE --out replies.jsonl``: a sampled reply to the context (every turn but the last) of each
-    conversation, beside the real last turn; conversation i is sampled with seed ``--seed + i``, so a run repeats."""
-    from ownlm.finetune.score import load_scoring_examples
-    from ownlm.io import prepare_output, write_jsonl
+def sample_replies(model, tok, template, examples: list[dict], sampling: SamplingConfig, seed: int,
+                   system: str = "", progress: bool = True) -> list[dict]:  # fmt: skip
+    """A sampled reply to the context (every turn but the last) of each example, beside the real last turn;
+    example i is sampled with seed ``seed + i``, so a replay repeats."""
     from ownlm.runtime.decode import generate
     from ownlm.runtime.text import stop_ids
 
-    if not cfg.out:
-        raise UserError("--replay writes its replies to a file: add --out replies.jsonl")
-    prepare_output(cfg.out, kind="ownlm-replies", folder=False, inputs=[cfg.replay])
-    s = cfg.sampling
-    examples = load_scoring_examples(cfg.replay, "val")
-    block = model.config.block_size
+    s, block = sampling, model.config.block_size
     room = min(s.max_new(block), block // 2)
-    seed0 = s.seed if s.seed is not None else random.randrange(2**31)
     stops, rows = stop_ids(tok, template), []
     for i, ex in enumerate(examples):
         msgs = ex["messages"]
         context = msgs[:-1] if msgs[-1]["role"] == "assistant" else msgs
-        head = (
-            [{"role": "system", "content": cfg.system}]
-            if cfg.system and context[0]["role"] != "system"
-            else []
-        )
+        head = [{"role": "system", "content": system}] if system and context[0]["role"] != "system" else []
         ids = template.encode_prompt(tok, head + context)[-(block - room) :]  # a long history keeps its end
         out = generate(model, ids, room, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                       repetition_penalty=s.repetition_penalty, stop_token_ids=stops, seed=seed0 + i,
+                       repetition_penalty=s.repetition_penalty, stop_token_ids=stops, seed=seed + i,
                        vocab_limit=tok.n_vocab)[0]  # fmt: skip
         reference = msgs[-1]["content"] if msgs[-1]["role"] == "assistant" else None
         rows.append({"where": ex.get("where"), "reply": tok.decode(out).strip(), "reference": reference,
                      "messages": context})  # fmt: skip
-        print(f"\r{i + 1}/{len(examples)} replies", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+        if progress:
+            print(f"\r{i + 1}/{len(examples)} replies", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return rows
+
+
+def replay(cfg: ChatConfig, model, tok, template) -> int:
+    """``--replay FILE --out replies.jsonl``: ``sample_replies`` for each conversation of FILE."""
+    from ownlm.finetune.score import load_scoring_examples
+    from ownlm.io import prepare_output, write_jsonl
+
+    if not cfg.out:
+        raise UserError("--replay writes its replies to a file: add --out replies.jsonl")
+    prepare_output(cfg.out, kind="ownlm-replies", folder=False, inputs=[cfg.replay])
+    examples = load_scoring_examples(cfg.replay, "val")
+    seed = cfg.sampling.seed if cfg.sampling.seed is not None else random.randrange(2**31)
+    rows = sample_replies(model, tok, template, examples, cfg.sampling, seed, cfg.system)
     write_jsonl(cfg.out, rows)
     print(f"{len(rows):,} replies -> {cfg.out}")
     return 0

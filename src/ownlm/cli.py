@@ -116,6 +116,12 @@ COMMANDS: list[Command] = [
         "turn chat conversations into fine-tuning examples in which one person is the assistant",
     ),
     Command(
+        ("persona", "score"),
+        "ownlm.finetune.persona_score:PersonaScoreConfig",
+        "ownlm.finetune.persona_score:main",
+        "how much like the person a model sounds: held-out reply loss and a style classifier's rate",
+    ),
+    Command(
         ("import", "gguf"),
         "ownlm.importers.gguf:ImportGGUFConfig",
         "ownlm.importers.gguf:main",

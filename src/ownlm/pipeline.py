@@ -130,6 +130,10 @@ class BuildConfig:
     patience: int = opt(
         0, help="fine-tuning: stop when the held-out loss has not improved for N evaluations (0: never)"
     )
+    score_replies: int = opt(
+        40,
+        help="persona: held-out contexts each model answers for the 'sounds like them' score (0: no score stage)",
+    )
     # model and pretraining: the same sections as `ownlm pretrain`
     model: ModelShape = opt(ModelShape(), help="the model's size and block")
     train: TrainingConfig = opt(
@@ -190,7 +194,7 @@ def output_fingerprint(path: Path) -> str | None:
     if path.is_dir() and (path / "latest").is_file():  # a training run: its latest checkpoint
         step = (path / "latest").read_text().strip()
         return files_fingerprint([str(path / step)]) if (path / step).is_dir() else None
-    for name in ("manifest.json", "tokenizer.json", "compare.json"):
+    for name in ("manifest.json", "tokenizer.json", "compare.json", "metrics.json"):
         if (path / name).is_file():
             return sha256_file(path / name)
     return sha256_file(path) if path.is_file() else None
@@ -326,7 +330,7 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
         (5 + bool(cfg.compare) if own else 0)
         + (prelude is not None)
         + fine_tune
-        + bool(cfg.person) * (1 + cfg.others_first)
+        + bool(cfg.person) * (2 + cfg.others_first)
     )
     sources = list(cfg.sources)
     raw = [s for s in sources if not _is_documents_jsonl(s)]
@@ -401,7 +405,7 @@ def _fine_tune(
         # chats are conversations: the base's own chat template, else ChatML (never Alpaca's single turn)
         template = "auto" if load_template(resolve_checkpoint(run)) is not None else "chatml"
         persona_fp = p.run("persona", ("persona",), {"inputs": [str(out / "docs.jsonl")], "person": cfg.person,
-                           "out": str(persona), "redact": cfg.redact, "others": cfg.others_first,
+                           "out": str(persona), "redact": cfg.redact, "others": True,
                            "val_fraction": cfg.val_fraction, "context_turns": cfg.context_turns,
                            "turn_gap_minutes": cfg.turn_gap_minutes, "session_gap_hours": cfg.session_gap_hours},
                            extract_fp, persona, f"chat examples in which {cfg.person[0]} is the assistant")  # fmt: skip
@@ -429,9 +433,20 @@ def _fine_tune(
                             "minutes, whichever ends first)")  # fmt: skip
     sft_train = {**_sft_train(cfg), "max_minutes": minutes}
     budget = f"{cfg.sft_epochs:g} epochs or {minutes:g} minutes" if cfg.sft_epochs else f"{minutes:g} minutes"
-    p.run("sft", ("finetune", "sft"), {"base": str(base), "data": data, "val_data": val, "out": str(out / "sft"),
-          **_adapt_values(cfg), "epochs": cfg.sft_epochs, "patience": cfg.patience, "train": sft_train},
-          _sha(base_fp, data_fp), out / "sft", f"fine-tuning on {what} ({budget}, whichever ends first)")  # fmt: skip
+    sft_fp = p.run("sft", ("finetune", "sft"), {"base": str(base), "data": data, "val_data": val,
+                   "out": str(out / "sft"), **_adapt_values(cfg), "epochs": cfg.sft_epochs, "patience": cfg.patience,
+                   "train": sft_train}, _sha(base_fp, data_fp), out / "sft",
+                   f"fine-tuning on {what} ({budget}, whichever ends first)")  # fmt: skip
+    if cfg.person and cfg.score_replies and stats["examples"]["val"]:
+        everyone = str(out / "sft-others") if n_others else ""
+        p.run("persona-score", ("persona", "score"), {"persona": str(persona), "model": str(out / "sft"),
+              "everyone": everyone, "base": str(run), "out": str(out / "persona-score"),
+              "max_replies": cfg.score_replies, "device": cfg.train.device, "sampling": {"seed": cfg.train.seed, "max_new_tokens": 64}},
+              _sha(sft_fp, base_fp, run_fp), out / "persona-score",
+              f"how much like {cfg.person[0]} the model sounds: held-out reply loss and a style classifier "
+              f"on {cfg.score_replies} sampled replies")  # fmt: skip
+    elif cfg.person:
+        p.total -= 1
 
 
 def _adapt_values(cfg: BuildConfig) -> dict:

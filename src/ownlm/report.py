@@ -22,6 +22,10 @@ STAGE_WHAT = {
     "encode": "text -> token shards -> tokens/",
     "pretrain": "train the GPT -> run/",
     "samples": "generate text -> samples.md",
+    "persona": "the person's replies and the others' -> persona/",
+    "sft-others": "fine-tune on everyone else's replies -> sft-others/",
+    "sft": "fine-tune on the person's replies or instructions -> sft/",
+    "persona-score": "held-out reply loss and style score -> persona-score/",
 }
 
 
@@ -183,8 +187,13 @@ def _finetune_section(out: Path) -> list[str]:
         return []
     body = path.read_text(encoding="utf-8").split("\n", 1)[1].strip()
     body = body.replace("\n## ", "\n### ")
-    return ["## Fine-tuning", "", f"`ownlm chat {(out / 'sft').as_posix()}` talks to the fine-tuned model.", "",
-            body, ""]  # fmt: skip
+    lines = ["## Fine-tuning", "", f"`ownlm chat {(out / 'sft').as_posix()}` talks to the fine-tuned model.", "",
+             body, ""]  # fmt: skip
+    score = out / "persona-score" / "report.md"
+    if score.is_file():  # build --person: how much like the person the model sounds, first
+        text = score.read_text(encoding="utf-8").split("\n", 1)[1].strip().replace("\n## ", "\n### ")
+        lines = ["## How much like them does the model sound?", "", text, "", *lines]
+    return lines
 
 
 def _loss_plot(run: Path, metrics: list[dict]) -> Path | None:

@@ -67,28 +67,19 @@ def per_example_losses(
     return out
 
 
-def chat_eval(cfg) -> int:
-    """``ownlm eval`` on chat, instruction or persona data (``cfg`` is ``train.evaluate.EvalConfig``)."""
-    import json
-
+def score_examples(run: str, examples: list[dict], persona: bool, batch_size: int = 8, device="cpu",
+                   dtype: str = "fp32") -> tuple[list[dict], str, int]:  # fmt: skip
+    """``(rows, template name, examples dropped)``: each example's ``{"where", "loss", "tokens"}`` under the model
+    of ``run``, scored on its last reply and end-of-turn token."""
     from ownlm.finetune.sft import choose_template, encode_examples, final_reply_only
-    from ownlm.io import prepare_output, write_jsonl
     from ownlm.model.checkpoint import load_model, resolve_checkpoint
     from ownlm.model.resize import fit_vocab
-    from ownlm.runtime.device import pick_device
     from ownlm.tokenizer.chat import add_special_tokens
-    from ownlm.train.device import check_dtype
 
-    if cfg.out:
-        prepare_output(cfg.out, kind="ownlm-scores", folder=False, inputs=[cfg.data])
-    examples = load_scoring_examples(cfg.data, cfg.split)
-    device = pick_device(cfg.device)
-    check_dtype(cfg.dtype, device)
-    folder = resolve_checkpoint(cfg.run)
+    folder = resolve_checkpoint(run)
     model, tok, mcfg = load_model(folder, device=device)
     if tok is None:
         raise UserError(f"{folder}: the model has no tokenizer.json; scoring chat data needs its tokenizer")
-    persona = Path(cfg.data).is_dir()
     template = choose_template("auto", folder, examples, persona)
     n_vocab = tok.n_vocab
     tok = add_special_tokens(tok, template.special_tokens())
@@ -97,24 +88,46 @@ def chat_eval(cfg) -> int:
     block = mcfg.block_size
     enc = final_reply_only(encode_examples(examples, template, tok, block + 1, "truncate"))
     if not enc.ids:
-        raise UserError(f"{cfg.data}: no example has a reply that fits the model's context of {block} tokens")
+        raise UserError(f"no example has a reply that fits the model's context of {block} tokens")
     pad_id = tok.eot_id if tok.eot_id is not None else 0
-    scores = per_example_losses(model, enc, cfg.batch_size, pad_id, device, cfg.dtype)
-    total, count = sum(s for s, _ in scores), sum(n for _, n in scores)
-    loss = total / max(count, 1)
+    scores = per_example_losses(model, enc, batch_size, pad_id, device, dtype)
     rows = [
         {"where": ex.get("where"), "loss": s / n, "tokens": n} for ex, (s, n) in zip(enc.examples, scores)
     ]
+    return rows, template.name, enc.dropped
+
+
+def pooled_loss(rows: list[dict]) -> float:
+    """Mean loss per token over all examples' scored tokens."""
+    return sum(r["loss"] * r["tokens"] for r in rows) / max(sum(r["tokens"] for r in rows), 1)
+
+
+def chat_eval(cfg) -> int:
+    """``ownlm eval`` on chat, instruction or persona data (``cfg`` is ``train.evaluate.EvalConfig``)."""
+    import json
+
+    from ownlm.io import prepare_output, write_jsonl
+    from ownlm.runtime.device import pick_device
+    from ownlm.train.device import check_dtype
+
+    if cfg.out:
+        prepare_output(cfg.out, kind="ownlm-scores", folder=False, inputs=[cfg.data])
+    examples = load_scoring_examples(cfg.data, cfg.split)
+    device = pick_device(cfg.device)
+    check_dtype(cfg.dtype, device)
+    rows, template, dropped = score_examples(cfg.run, examples, Path(cfg.data).is_dir(), cfg.batch_size, device,
+                                             cfg.dtype)  # fmt: skip
+    loss, count = pooled_loss(rows), sum(r["tokens"] for r in rows)
     if cfg.out:
         write_jsonl(cfg.out, rows)
-    skipped = f", {enc.dropped} without a reply that fits" if enc.dropped else ""
-    result = {"data": str(cfg.data), "template": template.name, "examples": len(rows), "loss": loss,
+    skipped = f", {dropped} without a reply that fits" if dropped else ""
+    result = {"data": str(cfg.data), "template": template, "examples": len(rows), "loss": loss,
               "perplexity": math.exp(min(loss, 50)), "tokens": count,
               "mean_example_loss": sum(r["loss"] for r in rows) / len(rows)}  # fmt: skip
     if cfg.json:
         print(json.dumps(result))
     else:
-        print(f"last replies of {len(rows):,} examples{skipped} (template {template.name}): loss {loss:.4f} "
+        print(f"last replies of {len(rows):,} examples{skipped} (template {template}): loss {loss:.4f} "
               f"nats/token, perplexity {result['perplexity']:.2f} ({count:,} tokens)"
               + (f"; per example: {cfg.out}" if cfg.out else ""))  # fmt: skip
     return 0

@@ -390,6 +390,7 @@ class GPT(nn.Module):
         # activation checkpointing (Chen et al. 2016): training keeps one tensor per block, not every
         # intermediate, and recomputes a block's forward during backward — ~30 % more compute, far less memory
         self.checkpoint_activations = False
+        self.head_chunk = 1024  # positions whose logits exist at once when checkpointing activations
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         if not any(p.is_meta for p in self.parameters()):
@@ -470,6 +471,15 @@ class GPT(nn.Module):
             if loss_mask is not None:
                 targets = targets.masked_fill(loss_mask == 0, -100)
             keep = targets != -100  # (B, T)
+            if recompute and reduction in ("sum", "mean"):
+                # the logits of a 50k vocabulary are the largest activation (N x vocab floats): score head_chunk
+                # positions at a time and recompute each chunk's logits in the backward pass
+                h, t, n = x[keep], targets[keep], self.head_chunk  # (N, C), (N,)
+                total = sum(torch.utils.checkpoint.checkpoint(self._head_loss_sum, h[i : i + n], t[i : i + n],
+                                                              use_reentrant=False)
+                            for i in range(0, len(t), n))  # fmt: skip
+                total = total if torch.is_tensor(total) else h.sum() * 0.0  # no scored position
+                return None, total / max(len(t), 1) if reduction == "mean" else total
             logits = self.lm_head(self.transformer.ln_f(x[keep]))  # (N, vocab), N = scored positions
             return None, F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
@@ -480,6 +490,10 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-100,
                                    reduction=reduction)  # fmt: skip
         return logits, loss
+
+    def _head_loss_sum(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy of hidden states h (N, C) against targets (N,) through the final norm and head."""
+        return F.cross_entropy(self.lm_head(self.transformer.ln_f(h)).float(), targets, reduction="sum")
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count (tied weights once). ``non_embedding`` leaves out position embeddings (as nanoGPT
