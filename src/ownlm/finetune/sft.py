@@ -37,7 +37,7 @@ import numpy as np
 
 from ownlm.config import opt, save_config, to_dict
 from ownlm.errors import UserError
-from ownlm.finetune.common import adapt, check_adapt, load_base, store_frozen
+from ownlm.finetune.common import adapt, check_adapt, load_base, return_freed_memory, store_frozen
 from ownlm.train.config import TrainingConfig
 from ownlm.train.trainer import RunContext, Task
 
@@ -517,6 +517,8 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
         adapt(model, cfg, resume=bool(resume))
         store_frozen(model, cfg.base_dtype)
         model.checkpoint_activations = cfg.checkpoint_activations
+        if cfg.checkpoint_activations:  # the low-memory mode: freed activations go back to the system
+            return_freed_memory()
         model.train()
         # packed rows are --max-length wide (a model with an 8k context packs 512-token rows when asked to)
         batches = SFTBatches(train_enc, tc.batch_size, max_len - 1, pad_id, tc.seed, cfg.pack, rank, world)
