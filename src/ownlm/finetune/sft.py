@@ -268,6 +268,8 @@ class SFTBatches:
 class SFTTask(Task):
     """Masked next-token loss on the responses; validation is the masked loss on held-out examples."""
 
+    lockstep = True  # masked_loss pads each process' share of the held-out batches to the same length
+
     def __init__(self, train: SFTBatches, val: Encoded | None, eval_batches: int, template, pad_id: int,
                  patience: int = 0):  # fmt: skip
         self.train, self.val, self.eval_batches = train, val, eval_batches
@@ -319,11 +321,13 @@ def masked_loss(model, enc: Encoded, ctx: RunContext, batch_size: int, pad_id: i
         batches = batches[:max_batches]
     sums = torch.zeros(2, dtype=ctx.sum_dtype, device=ctx.device)
     with torch.no_grad(), ctx.autocast():
-        for b in batches[ctx.rank :: ctx.world]:
-            batch = ctx.to_device(_pad_rows([example_row(enc.ids[k], enc.mask[k]) for k in b], pad_id))
+        for b in ctx.share(batches):
+            rows = [example_row(enc.ids[k], enc.mask[k]) for k in (b or batches[0])]
+            batch = ctx.to_device(_pad_rows(rows, pad_id))
             loss = model(batch["input_ids"], batch["labels"], reduction="sum", scored_only=True)[1]
-            sums[0] += loss.to(sums.dtype)
-            sums[1] += (batch["labels"] != IGNORE).sum()
+            if b is not None:  # None: a pass only to keep step with the other processes (FSDP)
+                sums[0] += loss.to(sums.dtype)
+                sums[1] += (batch["labels"] != IGNORE).sum()
     ctx.all_reduce(sums)
     return sums[0].item(), int(sums[1].item())
 

@@ -51,15 +51,18 @@ def has_lora(model) -> bool:
     return any("lora_" in name for name, _ in model.named_parameters())
 
 
-def save_model(directory, model, tokenizer=None, extra: dict | None = None, kind: str = "lm") -> Path:
+def save_model(
+    directory, model, tokenizer=None, extra: dict | None = None, kind: str = "lm", state=None
+) -> Path:
     """Write the model (and tokenizer) to ``directory``, each file atomically; return the folder.
-    A model with LoRA adapters is written as its base weights plus ``adapter.safetensors`` (kind lm+lora)."""
+    A model with LoRA adapters is written as its base weights plus ``adapter.safetensors`` (kind lm+lora).
+    ``state``: the model's full state dict when the module holds only shards of it (FSDP)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = unwrap(model)
     head = model.head_config() if hasattr(model, "head_config") else None  # a classifier (GPT + head)
     kind = "classifier" if head else kind
-    state = model.state_dict()
+    state = model.state_dict() if state is None else dict(state)
     if has_lora(model):
         from ownlm.finetune.lora import base_state_dict, save_adapter
 

@@ -93,12 +93,13 @@ def save_checkpoint(
     kind: str = "lm",
     extra_files=None,
     best: bool = False,
+    model_state=None,
 ) -> Path:
     """Write ``run_dir/step_NNNNNN`` and then ``run_dir/latest``; keep the newest ``keep`` step folders
     (0 keeps all) and the one the ``best`` file names. ``best=True`` marks this step as the lowest validation loss so
     far (``run_dir/best`` names it). ``kind`` says what the model is (see ``ownlm.model.checkpoint``); ``extra_files(folder)``
-    adds a task's own files (chat template, labels) before the folder is renamed into place. Returns the
-    step folder."""
+    adds a task's own files (chat template, labels) before the folder is renamed into place. ``model_state``: the
+    full state dict of a sharded model (``ownlm.train.fsdp``). Returns the step folder."""
     from safetensors.torch import save_file
 
     from ownlm.model.checkpoint import save_model
@@ -108,7 +109,7 @@ def save_checkpoint(
     tmp = run_dir / f".{step_name(step)}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        save_model(tmp, model, tokenizer=tokenizer, extra={"step": step}, kind=kind)
+        save_model(tmp, model, tokenizer=tokenizer, extra={"step": step}, kind=kind, state=model_state)
         if extra_files is not None:
             extra_files(tmp)
         tensors, meta = _optimizer_files(optimizer)

@@ -67,7 +67,13 @@ class TrainingConfig:
     # machine
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to train")
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = opt(
-        "auto", help="precision: auto is bf16 on GPUs with bf16 (else fp16) and on CPUs with AMX/AVX512-BF16, else fp32"
+        "auto",
+        help="precision: auto is bf16 on GPUs with bf16 (else fp16) and on CPUs with AMX/AVX512-BF16, else fp32",
+    )
+    strategy: Literal["ddp", "fsdp"] = opt(
+        "ddp",
+        help="with several processes (torchrun): ddp keeps a whole model in each; fsdp shards weights, gradients "
+        "and optimizer state over them (FSDP2, one block at a time)",
     )
     compile: bool = opt(False, help="torch.compile the model (faster steps after a slow first one)")
     threads: int = opt(0, help="CPU threads for PyTorch (0: PyTorch's default)")

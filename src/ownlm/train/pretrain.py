@@ -75,6 +75,8 @@ class PretrainTask(Task):
     """Next-token prediction on windows of a token split: the loss on every position, validation as loss and
     bits per byte on ``eval_iters`` random validation batches (the same batches at every evaluation)."""
 
+    lockstep = True  # every process scores eval_iters batches
+
     def __init__(self, train_sampler, val_sampler=None, tokens_per_byte: float | None = None,
                  eval_iters: int = 20, sample_fn=None):  # fmt: skip
         self.train, self.val, self.tokens_per_byte = train_sampler, val_sampler, tokens_per_byte

@@ -92,6 +92,15 @@ class RunContext:
     dtype: str
     rank: int = 0
     world: int = 1
+    lockstep: bool = False  # FSDP: every process must run as many forward passes as the others
+
+    def share(self, items: list) -> list:
+        """This process' share of ``items`` (every ``world``-th); in lockstep, padded with None to the longest
+        share, so each process runs as many passes (a task runs a None item on any batch and discards it)."""
+        mine = items[self.rank :: self.world]
+        if self.lockstep:
+            mine += [None] * (-(-len(items) // self.world) - len(mine))
+        return mine
 
     def to_device(self, batch: dict) -> dict:
         import torch
@@ -131,6 +140,9 @@ class Task:
     """The base every task extends; see the module docstring for the protocol."""
 
     kind = "lm"  # what the checkpoint holds: "lm", "classifier"
+    lockstep = (
+        False  # True: evaluate() runs as many forward passes on every process (--strategy fsdp needs it)
+    )
 
     def batch(self, index: int) -> dict:
         raise NotImplementedError
@@ -182,7 +194,7 @@ class Trainer:
         from ownlm.train.metrics import MetricsLog
         from ownlm.train.optim import make_optimizer
 
-        cfg = self.cfg
+        cfg, task = self.cfg, self.task
         self.t_begin = time.perf_counter()  # a time budget counts from here: set-up included
         self.rank, _, self.world = ddp_info()
         self.master = self.rank == 0
@@ -203,19 +215,34 @@ class Trainer:
             choice = [dtype]
             dist.broadcast_object_list(choice, src=0)
             dtype = choice[0]
-        self.ctx = RunContext(device, dtype, self.rank, self.world)
+        self.ctx = RunContext(
+            device, dtype, self.rank, self.world, lockstep=self.world > 1 and cfg.strategy == "fsdp"
+        )
         self.dtype, self.device = dtype, device
         if not any(p.requires_grad for p in self.raw.parameters()):
             raise UserError("nothing to train: every parameter of the model is frozen")
+        self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
+        if self.fsdp:
+            from ownlm.train import fsdp
+
+            if not all(p.requires_grad for p in self.raw.parameters()):
+                raise UserError("--strategy fsdp shards a model trained whole; for LoRA or frozen layers (a few "
+                                "weights to train) use --strategy ddp")  # fmt: skip
+            if not task.lockstep:
+                raise UserError(f"--strategy fsdp is not available for this command yet ({type(task).__name__}); "
+                                "use --strategy ddp")  # fmt: skip
+            fsdp.shard(self.raw, dtype)  # before the optimiser: it must hold the sharded parameters
         self.optimizer = make_optimizer(self.raw, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                         device=device)  # fmt: skip
+        # what checkpoints save and load: the optimiser itself, or a sharded one seen whole
+        self.opt_view = fsdp.FullOptimizer(self.raw, self.optimizer) if self.fsdp else self.optimizer
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == "fp16")
         if self.resume:
-            ckpt.load_optimizer(self.resume[0], self.optimizer, self.scaler)
+            ckpt.load_optimizer(self.resume[0], self.opt_view, self.scaler)
         model = self.raw
         if cfg.compile:
             model = torch.compile(self.raw)
-        if self.world > 1:
+        if self.world > 1 and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -324,18 +351,30 @@ class Trainer:
     def save(self, at_step: int, elapsed: float, is_best: bool = False) -> Path | None:
         from ownlm.train import checkpoint as ckpt
 
-        path = None
+        path, model_state = None, None
+        if self.fsdp:  # every process sends its shards; process 0 writes one consolidated checkpoint
+            from ownlm.train.fsdp import full_model_state
+
+            model_state = full_model_state(self.raw)
+            self.opt_view.gather()
+        rngs = None
+        if self.world > 1:  # each process draws its own dropout masks: keep every process' generators
+            import torch.distributed as dist
+
+            rngs = [None] * self.world
+            dist.all_gather_object(rngs, ckpt.rng_state())
         if self.master:
             best = self.best_val if math.isfinite(self.best_val) else None
             extra = {"tokens_seen": self.tokens_seen, "data_position": at_step * self.cfg.grad_accum,
                      "best_val_loss": best, "best_saved_val_loss": self.best_saved, "elapsed_s": elapsed,
                      "setup_s": self.setup_s, "dtype": self.dtype, "warmup_steps": self.warmup,
                      "warmup_progress": self.warmup_progress, "next_eval": self.next_eval, "window": self.window,
-                     "world_size": self.world, "run_config": self.run_config}  # fmt: skip
-            path = ckpt.save_checkpoint(self.run_dir, at_step, self.raw, self.optimizer, extra,
+                     "world_size": self.world, "run_config": self.run_config, "rng_ranks": rngs}  # fmt: skip
+            path = ckpt.save_checkpoint(self.run_dir, at_step, self.raw, self.opt_view, extra,
                                         tokenizer=self.tokenizer, scaler=self.scaler,
                                         keep=self.cfg.keep_checkpoints, kind=self.task.kind,
-                                        extra_files=self.task.save_extra, best=is_best)  # fmt: skip
+                                        extra_files=self.task.save_extra, best=is_best,
+                                        model_state=model_state)  # fmt: skip
         if self.world > 1:
             import torch.distributed as dist
 
@@ -375,9 +414,10 @@ class Trainer:
                 self.log(
                     f"step {self.step} (before training): val {val:.4f}" if val is not None else "step 0"
                 )
-            self.raw.eval()
-            self.task.on_eval(self.raw, self.step, record)
-            self.raw.train()
+            if not self.fsdp:  # a sharded model runs only with every process: no samples from process 0 alone
+                self.raw.eval()
+                self.task.on_eval(self.raw, self.step, record)
+                self.raw.train()
         if checkpoint:
             # the `best` file names the saved checkpoint with the lowest validation loss
             is_best = val is not None and val < (self.best_saved if self.best_saved is not None else math.inf)
@@ -412,7 +452,10 @@ class Trainer:
             for m, b in enumerate(batches):
                 b = self.ctx.to_device(b)
                 last = m == len(batches) - 1
-                no_sync = model.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
+                ddp = self.world > 1 and not self.fsdp
+                no_sync = model.no_sync() if ddp and not last else contextlib.nullcontext()
+                if self.fsdp:  # reduce-scatter the gradients once, after the step's last micro-batch
+                    self.raw.set_requires_gradient_sync(last)
                 with no_sync, self.ctx.autocast():
                     loss = self.task.loss(model, b)
                 loss_sum += loss.detach().float()
@@ -468,7 +511,8 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, on_signal)
         # Seed (or restore) the generators last, so that nothing in the set-up above shifts them.
         if self.resume:
-            ckpt.set_rng_state(self.state.get("rng", {}))
+            ranks = self.state.get("rng_ranks") or []
+            ckpt.set_rng_state(ranks[self.rank] if len(ranks) == self.world else self.state.get("rng", {}))
         else:
             torch.manual_seed(cfg.seed + self.rank)
         elapsed0 = float(self.state.get("elapsed_s", 0.0))
@@ -496,6 +540,14 @@ class Trainer:
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
                 step_loss, interrupted, time_up, n_tokens, seconds = self._train_step()
+                if self.fsdp and self.step == int(
+                    self.state.get("step", 0)
+                ):  # the shards, once AdamW holds state
+                    from ownlm.train.fsdp import shard_report
+
+                    line = shard_report(self.raw, self.optimizer)
+                    if self.master:
+                        self.log(line)
                 self.step += 1
                 self.tokens_seen += n_tokens
                 w = self.window
