@@ -8,7 +8,12 @@ memory (max RSS on CPU, max allocated on CUDA) belongs to that setting alone:
 - transformers with bf16 autocast (its best setting where bf16 helps);
 - ownlm fp32 (like for like) and ownlm at ``--dtype auto`` (what ``ownlm pretrain`` picks from the hardware's capabilities).
 
-MFU is against the measured bf16 matmul peak of the machine (``ownlm.train.device.peak_flops``).
+Two MFU columns. ``MFU`` is against the machine's square-matmul peak (``ownlm.train.device.peak_flops``: 1024 x
+1024 on CPU, the faster of bf16 and fp32). ``roof`` is against what this machine does on THIS model's own matmuls
+(``model_roof``): the forward and both backward products of every linear layer at the run's rows (batch x block)
+— (N, 768) @ (768, 2304), (768, 768), (768, 3072), (3072, 768) per block and (768, vocab) for the head on the
+124M shape — timed in the setting's dtype and weighted by how often a step runs them, so ``roof`` reads as "the
+share of what this CPU can do on this model" (attention's own products and everything else are the rest).
 
     python bench/bench_train_speed.py                  # 124M + tiny, a few steps each
     python bench/bench_train_speed.py --steps 20 --threads 2 --shapes tiny
@@ -106,6 +111,42 @@ def one(shape: str, setting: str, steps: int, warmup: int, threads: int) -> dict
             "step_ms": dt * 1e3, "peak_mem_mib": mem, "params": n, "device": str(device)}  # fmt: skip
 
 
+def model_roof(s: dict, dtype: str, device, seconds: float = 0.2) -> float:
+    """FLOP/s of this machine on the shape ``s``'s linear-layer matmuls in ``dtype`` (forward x @ W.T, backward
+    dY @ W and dY.T @ x), weighted by how many of each a training step runs."""
+    import torch
+
+    from ownlm.runtime.device import torch_dtype
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    n, c, layers = s["batch"] * s["block"], s["n_embd"], s["n_layer"]
+    shapes = [(c, 3 * c, layers), (c, c, layers), (c, 4 * c, layers), (4 * c, c, layers), (c, s["vocab"], 1)]
+    gen = torch.Generator(device=device).manual_seed(0)
+    t = torch_dtype(dtype)
+    flops = seconds_total = 0.0
+    for d_in, d_out, count in shapes:
+        x = torch.rand(n, d_in, device=device, generator=gen).to(t)
+        w = torch.rand(d_out, d_in, device=device, generator=gen).to(t)
+        dy = torch.rand(n, d_out, device=device, generator=gen).to(t)
+
+        def three(x=x, w=w, dy=dy):
+            x @ w.t()
+            dy @ w
+            dy.t() @ x
+
+        three()  # warm-up
+        sync()
+        reps, t0 = 0, time.perf_counter()
+        while reps < 2 or time.perf_counter() - t0 < seconds / len(shapes):
+            three()
+            reps += 1
+        sync()
+        per = (time.perf_counter() - t0) / reps
+        flops += 3 * 2 * n * d_in * d_out * count
+        seconds_total += per * count
+    return flops / seconds_total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
@@ -131,7 +172,7 @@ def main() -> None:
         f"device {device}, {a.threads} threads; measured matmul peak (bf16 where faster) {peak / 1e12:.2f} TFLOP/s"
     )
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
-    rows = []
+    rows, roofs = [], {}  # (shape, dtype) -> this machine's FLOP/s on the shape's own matmuls
     for shape in a.shapes:
         s = SHAPES[shape]
         with torch.device("meta"):
@@ -148,6 +189,11 @@ def main() -> None:
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             r["mfu"] = fpt * r["tokens_per_s"] / peak
+            key = (shape, r["dtype"])
+            if key not in roofs:
+                roofs[key] = model_roof(s, r["dtype"], device)
+            r["roof_flops"] = roofs[key]
+            r["mfu_roof"] = fpt * r["tokens_per_s"] / roofs[key]
             if setting == "hf-fp32":
                 base = r["tokens_per_s"]
             r["vs_hf_fp32"] = r["tokens_per_s"] / base if base else None
@@ -155,7 +201,8 @@ def main() -> None:
             ratio = f"{r['vs_hf_fp32']:.2f}x" if r["vs_hf_fp32"] else "-"
             print(f"{shape:>5} {setting:<11} {r['dtype']:<5} {r['tokens_per_s']:>10,.0f} tok/s "
                   f"{r['step_ms']:>9.1f} ms/step  peak mem {r['peak_mem_mib']:>7,.0f} MiB  "
-                  f"MFU {100 * r['mfu']:5.1f}%  vs transformers fp32 {ratio}")  # fmt: skip
+                  f"MFU {100 * r['mfu']:5.1f}%  roof {100 * r['mfu_roof']:5.1f}% of "
+                  f"{r['roof_flops'] / 1e12:.2f} TFLOP/s  vs transformers fp32 {ratio}")  # fmt: skip
     for shape in a.shapes:
         got = {r["setting"]: r for r in rows if r["shape"] == shape}
         ours = [k for k in got if k.startswith("ownlm")]
