@@ -51,10 +51,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: Path, max_batch: int, threads: int) -> tuple[subprocess.Popen, int]:
+def start_server(
+    run: Path, max_batch: int, threads: int, device: str = "cpu"
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "ownlm", "serve", str(run), "--port", str(port), "--device", "cpu",
+    cmd = [sys.executable, "-m", "ownlm", "serve", str(run), "--port", str(port), "--device", device,
            "--max-batch", str(max_batch), "--max-tokens-cap", "4096"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     t0 = time.monotonic()
@@ -136,13 +138,14 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=64, help="prompt length in tokens")
     ap.add_argument("--new-tokens", type=int, default=64, help="tokens generated per request")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in the server")
+    ap.add_argument("--device", default="cpu", help="the servers' --device (cpu, cuda, auto)")
     ap.add_argument("--max-batch", type=int, default=16, help="the batched server's --max-batch")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp) / args.preset, args.preset, args.vocab)
         results: dict[int, dict[int, dict]] = {}
-        servers = {b: start_server(run, b, args.threads) for b in (args.max_batch, 1)}
+        servers = {b: start_server(run, b, args.threads, args.device) for b in (args.max_batch, 1)}
         try:
             for _, port in servers.values():
                 for _ in range(2):  # warm up: allocator, kernels, both request paths

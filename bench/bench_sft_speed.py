@@ -100,7 +100,7 @@ def run_ownlm(a, enc, pad_id: int) -> dict:
         apply_lora(model, LoRAConfig(rank=8, alpha=16.0, targets=["attn"]))
     rss_model = peak_rss_mib()
     total = a.warmup + a.steps
-    tc = sft_training_defaults(max_iters=total, batch_size=a.batch_size, eval_interval=1, device="cpu",
+    tc = sft_training_defaults(max_iters=total, batch_size=a.batch_size, eval_interval=1, device=a.device,
                                dtype=a.dtype, threads=a.threads, progress=False, seed=0,
                                checkpoint_interval=10**9, keep_checkpoints=1)  # fmt: skip
     records: list[dict] = []
@@ -149,7 +149,8 @@ def run_hf(a, enc, pad_id: int) -> dict:
     cfg = GPT2Config(vocab_size=VOCAB, n_positions=a.max_length, n_embd=s["n_embd"], n_layer=s["n_layer"],
                      n_head=s["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                      bos_token_id=pad_id, eos_token_id=pad_id)  # fmt: skip
-    model = GPT2LMHeadModel(cfg)
+    device = torch.device(a.device)
+    model = GPT2LMHeadModel(cfg).to(device)
     if a.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -163,13 +164,13 @@ def run_hf(a, enc, pad_id: int) -> dict:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-4, betas=(0.9, 0.99))  # fmt: skip
     batches = SFTBatches(enc, a.batch_size, a.max_length, pad_id, seed=0)
-    device = torch.device("cpu")
     tokens, seconds, losses = 0, 0.0, []
     for i in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         b = batches.batch(i)
         x, y = torch.from_numpy(b["input_ids"]), torch.from_numpy(b["labels"])
         am = (torch.arange(x.size(1))[None, :] < torch.from_numpy(b["lengths"])[:, None]).long()
+        x, y, am = x.to(device), y.to(device), am.to(device)
         n = int((y != IGNORE).sum())
         with autocast(device, a.dtype):
             logits = model(input_ids=x, attention_mask=am).logits
@@ -179,7 +180,7 @@ def run_hf(a, enc, pad_id: int) -> dict:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss.item() / n)
+        losses.append(loss.item() / n)  # .item() waits for the step's kernels on a GPU
         if i >= a.warmup:
             seconds += time.perf_counter() - t0
             tokens += int(b["lengths"].sum())
@@ -209,6 +210,7 @@ def main() -> None:
     )
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="the same for both sides")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (both sides)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both sides train")
     ap.add_argument("--repeat", type=int, default=1, help="alternate the sides this many times")
     ap.add_argument(
         "--sides",
@@ -244,7 +246,7 @@ def main() -> None:
                     cmd = [sys.executable, __file__, "--child", side, shape, mode, "--data", str(data),
                            "--pad-id", str(info["pad_id"]), "--steps", str(a.steps), "--warmup", str(a.warmup),
                            "--batch-size", str(a.batch_size), "--max-length", str(a.max_length),
-                           "--dtype", a.dtype, "--threads", str(a.threads)]  # fmt: skip
+                           "--dtype", a.dtype, "--threads", str(a.threads), "--device", a.device]  # fmt: skip
                     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
                     if out.returncode != 0:
                         raise SystemExit(f"{side} {shape} {mode} failed:\n{out.stderr[-3000:]}")

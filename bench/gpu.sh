@@ -11,9 +11,9 @@
 #      Linux wheels are CUDA builds); then ownlm with the dev extras (transformers, peft: the peers);
 #   2. training speed, 124M and tiny shapes: transformers fp32 / bf16 autocast against ownlm fp32, --dtype auto
 #      (bf16 on this card) and --compile (bench/bench_train_speed.py; on CUDA it runs on the GPU);
-#   3. LoRA and full SFT, generation and serving (bench_sft_speed.py, bench_generate.py, bench_serve.py) — these
-#      three still pin their models to the CPU (they take no --device yet), so their rows are the box's CPU
-#      figures until they learn one;
+#   3. LoRA and full SFT on the GPU (bench_sft_speed.py --device cuda, against transformers + peft), serving on
+#      the GPU (bench_serve.py --device cuda), and generation (bench_generate.py, which still runs on the CPU: its
+#      rows are the box's CPU figures until it takes a --device);
 #   4. appends the date, the card (nvidia-smi --query-gpu=name,memory.total,driver_version), torch's version and
 #      every benchmark's output to RESULTS (default bench/gpu-results.md), and prints where it is.
 # A benchmark that fails is recorded as failed and the others still run; the exit code is 1 if any failed.
@@ -73,11 +73,11 @@ run() {  # run NAME CMD...: its output into RESULTS as a code block, and to the 
 run "training speed, 124M and tiny (bf16 autocast, --compile)" \
     "$VPY" bench/bench_train_speed.py --steps "$STEPS" --threads "$(nproc)"
 run "SFT speed, full and LoRA, gpt2 shape, bf16" \
-    "$VPY" bench/bench_sft_speed.py --shapes gpt2 --dtype bf16 --threads "$(nproc)"
-run "generation, 124M, bf16" \
+    "$VPY" bench/bench_sft_speed.py --shapes gpt2 --dtype bf16 --device cuda --threads "$(nproc)"
+run "generation, 124M, bf16 (CPU)" \
     "$VPY" bench/bench_generate.py --dtype bfloat16 --threads "$(nproc)"
 run "serving, mini" \
-    "$VPY" bench/bench_serve.py --clients 1 8 16 --requests 2 --threads "$(nproc)"
+    "$VPY" bench/bench_serve.py --device cuda --clients 1 8 16 --requests 2 --threads "$(nproc)"
 
 echo "figures appended to $RESULTS"
 exit $failed
