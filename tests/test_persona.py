@@ -289,3 +289,17 @@ def test_read_conversations_skips_documents(tmp_path):
     p.write_text(json.dumps({"id": "d", "text": "doc", "source": "x"}) + "\n" + json.dumps(c) + "\n")
     (got,) = read_conversations([p])
     assert got["messages"] == c["messages"] and got["where"] == f"{p}:2"
+
+
+def test_an_unknown_person_suggests_the_closest_names():
+    from ownlm.errors import UserError
+    from ownlm.finetune.persona import build_persona
+
+    conv = {"id": "c", "messages": [{"name": "Bob", "time": "2024-01-01T10:00:00", "text": "Hi"},
+                                    {"name": "Annabel Lee", "time": "2024-01-01T10:01:00", "text": "Hey!"}]}  # fmt: skip
+    try:
+        build_persona([conv], ["annabel le"])
+    except UserError as e:
+        assert "did you mean 'Annabel Lee'?" in str(e)
+    else:
+        raise AssertionError("an unknown person must be an error")

@@ -58,6 +58,7 @@ def test_build_end_to_end_then_skip_then_rerun_only_what_changed(texts, tmp_path
     assert (out / "run" / latest / "model.safetensors").is_file()
     samples = (out / "samples.md").read_text(encoding="utf-8")
     assert "```text\nThe" in samples  # the prompt, continued
+    assert "only 4 pretraining steps: expect noise" in (out / "report.md").read_text()
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "## Samples" in report and "parameters" in report
     capsys.readouterr()

@@ -192,6 +192,7 @@ def test_sft_end_to_end_then_generate_eval_and_chat(base, tmp_path, capsys):
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) >= 2 and "reset" in proc.stderr  # a reply per turn
+    assert proc.stdout.count("-" * 40 + "\n") == 1  # one separator between the two replies
 
 
 def test_lora_run_saves_adapters_alone_and_merges(base, tmp_path):
@@ -433,3 +434,21 @@ def test_eval_scores_each_last_reply_and_chat_replays_contexts(base, tmp_path, c
     )
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
     assert main(["chat", str(out), "--replay", str(data)]) == 2  # no --out
+
+
+def test_a_time_budget_keeps_the_epoch_cap_and_a_short_run_says_so(base, tmp_path, capsys):
+    out = tmp_path / "capped"
+    args = ["finetune", "sft", str(base / "model"), "--data", str(base / "data.json"), "--out", str(out),
+            "--max-minutes", "30", "--responses", "0", "--evals", "1", *FAST]  # fmt: skip
+    assert main(args) == 0
+    per_epoch = json.loads((out / "data.json").read_text())["steps_per_epoch"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 2 * per_epoch  # 2 epochs, not 30 minutes of them
+    assert "Warning" not in (out / "report.md").read_text()
+    short = tmp_path / "short"
+    args = ["finetune", "sft", str(base / "model"), "--data", str(base / "data.json"), "--out", str(short),
+            "--max-iters", "3", "--responses", "0", *FAST]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "only 3 steps: expect noise" in capsys.readouterr().out
+    assert "**Warning:** only 3 steps" in (short / "report.md").read_text()

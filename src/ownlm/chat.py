@@ -173,7 +173,7 @@ def main(cfg: ChatConfig) -> int:
         print(
             f"chatting with {cfg.run} (template {template.name}); /reset, /save FILE, /quit", file=sys.stderr
         )
-    stops = stop_ids(tok, template)
+    stops, replied = stop_ids(tok, template), False
     while True:
         try:
             line = input("you> ") if interactive else sys.stdin.readline()
@@ -200,6 +200,9 @@ def main(cfg: ChatConfig) -> int:
             except (UserError, OSError) as e:  # a bad file name ends nothing: the conversation goes on
                 print(f"(not saved: {e})", file=sys.stderr)
             continue
+        if not interactive and replied:  # turns read from a pipe: a line between one reply and the next
+            print("-" * 40, flush=True)
+        replied = True
         before = conv.dropped
         ids = conv.prompt(line, room)
         if conv.dropped > before:

@@ -122,6 +122,10 @@ def verdict(metrics: list[dict], tokens_manifest: dict) -> str:
         notes.append(
             "the validation loss did not go down during training — lower the learning rate or check the data"
         )
+    steps = max((m.get("step") or 0 for m in metrics), default=0)
+    if steps < 100:
+        notes.append(f"only {steps} pretraining steps: expect noise; give it --max-minutes N, or start from a real "
+                     "base with --base (an imported model: `ownlm import gguf`)")  # fmt: skip
     train_tokens = (tokens_manifest.get("splits", {}).get("train") or {}).get("tokens", 0)
     seen = last.get("tokens") or 0
     if train_tokens and seen < train_tokens:

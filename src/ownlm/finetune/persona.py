@@ -275,8 +275,15 @@ def build_persona(
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         listing = ", ".join(f"{name} ({n:,})" for name, n in ranked[:20]) or "none"
         more = f", ... and {len(ranked) - 20} more (--list-people)" if len(ranked) > 20 else ""
+        import difflib
+
+        folded = {n.strip().casefold(): n for n in counts}
+        close = dict.fromkeys(
+            folded[m] for p in wanted for m in difflib.get_close_matches(p, folded, n=3, cutoff=0.6)
+        )
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise UserError(
-            f"no sender called {' / '.join(map(repr, persons))}; senders (messages): {listing}{more}"
+            f"no sender called {' / '.join(map(repr, persons))}; {hint}senders (messages): {listing}{more}"
         )
 
     def is_person(name: str) -> bool:

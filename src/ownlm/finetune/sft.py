@@ -486,11 +486,14 @@ def check_resume_settings(cfg, state: dict) -> None:
 
 
 def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
+    import time
+
     import torch
 
     from ownlm.train.device import ddp_cleanup, ddp_setup, pick_device
     from ownlm.train.trainer import Trainer
 
+    t0 = time.perf_counter()  # --max-minutes bounds the whole command: loading and answers included
     tc = cfg.train
     model, tok, folder = load_base(cfg.base, resume[0] if resume else None)
     base_n_vocab = tok.n_vocab
@@ -527,7 +530,7 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
         # packed rows are --max-length wide (a model with an 8k context packs 512-token rows when asked to)
         batches = SFTBatches(train_enc, tc.batch_size, max_len - 1, pad_id, tc.seed, cfg.pack, rank, world)
         per_epoch = math.ceil(batches.batches_per_epoch() / tc.grad_accum)
-        if cfg.epochs or not (tc.max_iters or tc.max_tokens or tc.max_minutes):
+        if cfg.epochs or not (tc.max_iters or tc.max_tokens):  # a time budget alone keeps the epochs as a cap
             epochs = cfg.epochs or 2.0
             tc.max_iters = tc.max_iters or max(1, math.ceil(epochs * per_epoch))
         responses_before = []
@@ -543,9 +546,13 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
             write_json(out / "data.json", data)
             print(_summary_line(model, template, train_enc, val_enc, per_epoch, tc))
             if cfg.responses and val_enc and not resume:
+                t_answers = time.perf_counter()
                 responses_before = held_out_answers(model.to(device).eval(), tok, template,
                                                     val_enc.examples[: cfg.responses], cfg.max_new_tokens)  # fmt: skip
                 model.train()
+                if tc.max_minutes:  # the budget covers the answers: these, and as long again for those after
+                    spent = time.perf_counter() - t0 + (time.perf_counter() - t_answers)
+                    tc.max_minutes = max(tc.max_minutes - spent / 60, tc.max_minutes / 10)
         task = SFTTask(batches, val_enc, tc.eval_iters, template, pad_id, cfg.patience)
         run_config = to_dict(cfg)
         summary = Trainer(model, tc, task, out, tokenizer=tok, resume=resume, run_config=run_config,
@@ -554,6 +561,7 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
         if world > 1:
             ddp_cleanup()
     if rank == 0 and summary["status"] == "done":
+        summary["needed_steps"] = min(50, per_epoch)
         _finish(cfg, out, model, tok, template, val_enc, responses_before, summary, device)
     return 130 if summary["status"] == "interrupted" else 0
 
@@ -613,9 +621,23 @@ def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], s
         write_jsonl(out / "responses.jsonl", rows)
     metrics = [r for _, r in iter_jsonl(out / "metrics.jsonl", errors="skip") if isinstance(r, dict)]
     kept = int(Path(summary["checkpoint"]).name.removeprefix("step_"))
-    write_sft_report(out, cfg, metrics, before, after, template, kept_step=kept)
+    warning = short_run_warning(summary["step"], summary.get("needed_steps", 0))
+    if warning:
+        print("warning: " + warning)
+    write_sft_report(out, cfg, metrics, before, after, template, kept_step=kept, warning=warning)
     vl = f", val loss {summary['val_loss']:.4f}" if summary.get("val_loss") is not None else ""
     print(f"done: step {summary['step']}{vl}; checkpoint {summary['checkpoint']}; report {out / 'report.md'}")
+
+
+def short_run_warning(steps: int, needed: int) -> str:
+    """What to say when a run took fewer optimiser steps than one pass over its data (or 50): ``""`` otherwise.
+
+    >>> short_run_warning(22, 50)
+    'only 22 steps: expect noise; give it --max-minutes N, or start from a real base with --base'
+    """
+    if steps >= needed:
+        return ""
+    return f"only {steps} steps: expect noise; give it --max-minutes N, or start from a real base with --base"
 
 
 def restore_best(out: Path, folder: Path, device):
@@ -640,7 +662,14 @@ def _excerpt(text: str, limit: int = 300) -> str:
 
 
 def write_sft_report(
-    out: Path, cfg, metrics: list[dict], before: list[dict], after: list[dict], template, kept_step=None
+    out: Path,
+    cfg,
+    metrics: list[dict],
+    before: list[dict],
+    after: list[dict],
+    template,
+    kept_step=None,
+    warning: str = "",
 ) -> Path:
     """``DIR/report.md``: loss, perplexity and ROUGE-L before and after (at the step kept), and a few exchanges."""
     from ownlm.io import write_text
@@ -668,6 +697,8 @@ def write_sft_report(
              f"| perplexity | {f(first.get('val_ppl'), '.2f')} | {f(last.get('val_ppl'), '.2f')} |",
              f"| ROUGE-L F1 of greedy answers ({len(after)} prompts) | {f(mean(before))} | {f(mean(after))} |",
              ""]  # fmt: skip
+    if warning:
+        lines[2:2] = [f"**Warning:** {warning}.", ""]
     if after:
         lines += ["## Some held-out exchanges", ""]
         for i, row in enumerate(after[:5]):
