@@ -277,14 +277,33 @@ def test_build_person_from_a_base_skips_tokenizer_and_pretraining(tmp_path):
     base = tmp_path / "base"
     tok = add_special_tokens(Tokenizer(special_tokens={"<|endoftext|>": 256}), ["<|im_start|>", "<|im_end|>"])
     save_model(
-        base, GPT(GPTConfig(vocab_size=320, block_size=96, n_layer=2, n_head=2, n_embd=32, pos="rope")), tok
+        base,
+        GPT(
+            GPTConfig(
+                vocab_size=320,
+                block_size=96,
+                n_layer=2,
+                n_head=2,
+                n_embd=32,
+                pos="rope",
+                norm="rmsnorm",
+                mlp="swiglu",
+            )
+        ),
+        tok,
     )
     chats, out = _chat_export(tmp_path), tmp_path / "out"
     args = ["build", str(chats), "--out", str(out), "--person", "Ann", "--base", str(base), "--sft-minutes", "0.1",
             "--context-turns", "2", "--val-fraction", "0.2", "--device", "cpu", "--no-progress", "--score-replies", "6"]  # fmt: skip
     assert cli(args) == 0
     state = _state(out)
-    assert set(state["last_run"]) == {"extract", "persona", "sft-others", "sft", "persona-score"}
+    assert set(state["last_run"]) == {"extract", "persona", "sft-others", "sft", "persona-score", "export"}
+    from gguf import GGUFReader
+
+    assert len(GGUFReader(out / "export" / "model.gguf").tensors) > 0
+    modelfile = (out / "export" / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./model.gguf") and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert "<|im_start|>{{ .Role }}" in modelfile
     assert not (out / "tokenizer").exists() and not (out / "run").exists()
     persona = json.loads((out / "persona" / "stats.json").read_text())["config"]
     assert persona["context_turns"] == 2 and persona["val_fraction"] == 0.2

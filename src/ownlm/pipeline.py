@@ -130,6 +130,9 @@ class BuildConfig:
     patience: int = opt(
         0, help="fine-tuning: stop when the held-out loss has not improved for N evaluations (0: never)"
     )
+    export_gguf: bool = opt(
+        True, help="persona: end with export/model.gguf (llama.cpp) and an Ollama Modelfile beside it"
+    )
     score_replies: int = opt(
         40,
         help="persona: held-out contexts each model answers for the 'sounds like them' score (0: no score stage)",
@@ -330,7 +333,7 @@ def build(cfg: BuildConfig, prelude=None) -> Path:
         (5 + bool(cfg.compare) if own else 0)
         + (prelude is not None)
         + fine_tune
-        + bool(cfg.person) * (2 + cfg.others_first)
+        + bool(cfg.person) * (3 + cfg.others_first)
     )
     sources = list(cfg.sources)
     raw = [s for s in sources if not _is_documents_jsonl(s)]
@@ -447,6 +450,52 @@ def _fine_tune(
               f"on {cfg.score_replies} sampled replies")  # fmt: skip
     elif cfg.person:
         p.total -= 1
+    if cfg.person and cfg.export_gguf and _exportable(out / "sft"):
+        gguf_path = out / "export" / "model.gguf"
+        p.run("export", ("export",), {"run": str(out / "sft"), "to": "gguf", "out": str(gguf_path), "force": True},
+              sft_fp, gguf_path, "the persona model as a GGUF file for llama.cpp, with an Ollama Modelfile")  # fmt: skip
+        write_modelfile(gguf_path, out / "sft")
+    elif cfg.person:
+        p.total -= 1
+
+
+def _exportable(run: Path) -> bool:
+    """Whether llama.cpp has a block for this model (else the export stage is skipped, and said why)."""
+    from ownlm.export import block_kind
+    from ownlm.model.checkpoint import read_checkpoint_config, resolve_checkpoint
+    from ownlm.model.gpt import GPTConfig
+
+    try:
+        block_kind(GPTConfig.from_dict(read_checkpoint_config(resolve_checkpoint(run))["model"]), "GGUF")
+    except UserError as e:
+        print(f"==> export: skipped ({e})", flush=True)
+        return False
+    return True
+
+
+# Ollama's own (Go) template for ChatML, the layout `ownlm finetune sft` trains chats with
+OLLAMA_CHATML = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+
+
+def write_modelfile(gguf_path: Path, run: Path) -> Path:
+    """An Ollama ``Modelfile`` beside ``gguf_path``: the model, its chat layout (for ChatML) and stop tokens, so
+    ``ollama create NAME -f Modelfile`` makes a chat model of the export."""
+    from ownlm.io import write_text
+    from ownlm.model.checkpoint import resolve_checkpoint
+    from ownlm.runtime.text import stop_ids
+    from ownlm.tokenizer import Tokenizer
+    from ownlm.tokenizer.chat import load_template
+
+    folder = resolve_checkpoint(run)
+    tok, template = Tokenizer.load(folder / "tokenizer.json"), load_template(folder)
+    lines = [f"FROM ./{gguf_path.name}"]
+    if template is not None and "<|im_start|>" in template.special_tokens():
+        lines.append(f'TEMPLATE """{OLLAMA_CHATML}"""')
+    for i in stop_ids(tok, template):
+        lines.append(f'PARAMETER stop "{tok.decode([i])}"')
+    path = gguf_path.parent / "Modelfile"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def _adapt_values(cfg: BuildConfig) -> dict:

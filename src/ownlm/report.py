@@ -26,6 +26,7 @@ STAGE_WHAT = {
     "sft-others": "fine-tune on everyone else's replies -> sft-others/",
     "sft": "fine-tune on the person's replies or instructions -> sft/",
     "persona-score": "held-out reply loss and style score -> persona-score/",
+    "export": "the persona model for llama.cpp and Ollama -> export/model.gguf, export/Modelfile",
 }
 
 
