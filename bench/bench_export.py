@@ -50,6 +50,7 @@ def main() -> None:
     from ownlm.model.checkpoint import save_model
     from ownlm.model.gpt import GPT, config_from_preset
     from ownlm.tokenizer import Tokenizer
+    from ownlm.tokenizer.export import from_gpt2
 
     try:
         import llama_cpp
@@ -58,7 +59,7 @@ def main() -> None:
         print("# llama-cpp-python is not installed: no llama.cpp rows")
     torch.set_num_threads(args.threads)
     if (SHARED / "encoder.json").is_file():
-        tok = Tokenizer.from_gpt2(SHARED / "encoder.json", SHARED / "vocab.bpe")
+        tok = from_gpt2(SHARED / "encoder.json", SHARED / "vocab.bpe")
     else:
         tok = Tokenizer.train([Path(__file__).read_text()] * 20, vocab_size=300, progress=False)
     print(f"# {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, torch "

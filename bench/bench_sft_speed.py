@@ -1,7 +1,7 @@
 """SFT speed and memory: ``ownlm finetune sft``'s training path against Hugging Face transformers (+ peft).
 
 The same work on both sides: the 1,100 examples of ``instruction-data.json`` rendered with the Alpaca template and
-encoded with GPT-2's tokenizer (``Tokenizer.from_gpt2``; each side is fed the same ids and loss masks, labels
+encoded with GPT-2's tokenizer (``ownlm.tokenizer.export.from_gpt2``; each side is fed the same ids and loss masks, labels
 -100 outside the responses), the same batches (``SFTBatches``: batch size 8, length bucketing, padded to the
 longest row, at most ``--max-length`` tokens), a GPT-2-shaped model with random weights of the same shape
 (``mini``: 6 layers, 6 heads, 384 wide; ``gpt2``: the 124M shape; GPT-2's 50,257-token vocabulary, tied
@@ -47,10 +47,10 @@ def prepare(path: Path, max_length: int) -> dict:
 
     from ownlm.finetune.data import load_examples
     from ownlm.finetune.sft import encode_examples
-    from ownlm.tokenizer.bpe import Tokenizer
     from ownlm.tokenizer.chat import get_template
+    from ownlm.tokenizer.export import from_gpt2
 
-    tok = Tokenizer.from_gpt2(GPT2_TOK / "encoder.json", GPT2_TOK / "vocab.bpe")
+    tok = from_gpt2(GPT2_TOK / "encoder.json", GPT2_TOK / "vocab.bpe")
     examples, _ = load_examples([INSTRUCTIONS])
     enc = encode_examples(examples, get_template("alpaca"), tok, max_length + 1, "truncate")
     lengths = np.array([len(x) for x in enc.ids])
@@ -95,7 +95,7 @@ def run_ownlm(a, enc, pad_id: int) -> dict:
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=VOCAB, block_size=a.max_length, dropout=0.0, **SHAPES[a.shape]))
     if a.mode == "lora":
-        from ownlm.finetune.lora import LoRAConfig, apply_lora
+        from ownlm.model.lora import LoRAConfig, apply_lora
 
         apply_lora(model, LoRAConfig(rank=8, alpha=16.0, targets=["attn"]))
     rss_model = peak_rss_mib()

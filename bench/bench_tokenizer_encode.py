@@ -101,7 +101,7 @@ def main() -> None:
 
     from ownlm.tokenizer import Tokenizer
     from ownlm.tokenizer.compare import sample_documents
-    from ownlm.tokenizer.export import to_tiktoken
+    from ownlm.tokenizer.export import from_gpt2, to_tiktoken
 
     files = sorted(f for f in Path(args.data).glob("*.txt") if f.name != "SOURCE.txt")
     if not files:
@@ -125,7 +125,7 @@ def main() -> None:
     gpt2 = Path(args.gpt2_dir)
     pairs = [(f"ownlm-trained {ours.n_vocab}", ours)]
     if (gpt2 / "encoder.json").is_file():
-        pairs.append(("GPT-2 (imported)", Tokenizer.from_gpt2(gpt2 / "encoder.json", gpt2 / "vocab.bpe")))
+        pairs.append(("GPT-2 (imported)", from_gpt2(gpt2 / "encoder.json", gpt2 / "vocab.bpe")))
     rows = []
     for name, tok in pairs:
         rows += bench_pair(name, tok, to_tiktoken(tok), texts, args.threads, args.repeat)

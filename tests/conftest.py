@@ -32,3 +32,23 @@ def _few_threads():
     except ImportError:
         pass
     yield
+
+
+@pytest.fixture
+def trainer_clock(monkeypatch):
+    """The Trainer's clock made deterministic: every reading advances it by ``tick`` seconds (0.01 unless the
+    test sets ``clock.tick``), so a time budget ends after the same steps on a busy machine and an idle one."""
+    import types
+
+    import ownlm.train.trainer as trainer
+
+    class Clock:
+        tick, now = 0.01, 1000.0
+
+        def perf_counter(self):
+            self.now += self.tick
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    return clock

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from model_samples import make_run
+from ownlm.finetune.lora import LoRAConfig, apply_lora
 from safetensors.torch import load_file
 
 from ownlm.cli import main
@@ -25,7 +26,6 @@ from ownlm.finetune.dpo import (
     sequence_logps,
 )
 from ownlm.finetune.dpo_data import encode_pairs, load_pairs, pair_batch
-from ownlm.finetune.lora import LoRAConfig, apply_lora
 from ownlm.model.checkpoint import load_model, save_model
 from ownlm.model.gpt import GPT, GPTConfig
 from ownlm.tokenizer import Tokenizer

@@ -104,13 +104,15 @@ def test_force_replaces_an_earlier_export_only(tmp_path, tok, capsys):
     make_run(tmp_path / "run", tok)
     out = tmp_path / "hf"
     assert export(tmp_path / "run", out) == 0
+    exported = (out / "model.safetensors").read_bytes()
     capsys.readouterr()
     assert export(tmp_path / "run", out) == 2  # not empty
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not empty" in err and "--force" in err
     (out / "model.safetensors").write_bytes(b"junk")
     assert export(tmp_path / "run", out, "--force") == 0
-    assert transformers.AutoModelForCausalLM.from_pretrained(out) is not None
+    assert (out / "model.safetensors").read_bytes() == exported  # the junk was replaced by the export itself
+    transformers.AutoModelForCausalLM.from_pretrained(out)  # and the folder loads again
     (out / "notes.txt").write_text("mine")
     assert export(tmp_path / "run", out, "--force") == 2
     assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
@@ -188,8 +190,8 @@ def test_a_lora_run_exports_merged(tmp_path, tok):
     """A LoRA fine-tune (base + adapter.safetensors) exports as plain weights equal to the merged model."""
     from transformers import AutoModelForCausalLM
 
-    from ownlm.finetune.lora import LoRAConfig, apply_lora
     from ownlm.model.checkpoint import load_model
+    from ownlm.model.lora import LoRAConfig, apply_lora
 
     model = make_run(tmp_path / "base", tok, **CONFIGS["llama"])
     apply_lora(model, LoRAConfig(rank=4, targets=["all"]))

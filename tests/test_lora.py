@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from ownlm.errors import UserError
-from ownlm.finetune.lora import (
+from ownlm.model.gpt import GPT, GPTConfig
+from ownlm.model.lora import (
     TARGETS,
     LoRAConfig,
     LoRALinear,
@@ -18,13 +19,13 @@ from ownlm.finetune.lora import (
     base_state_dict,
     freeze_for_train_layers,
     load_adapter,
+    lora_config,
     lora_modules,
     lora_state_dict,
     merge_lora,
     save_adapter,
     trainable_summary,
 )
-from ownlm.model.gpt import GPT, GPTConfig
 from ownlm.train.optim import make_optimizer
 
 VOCAB = 61
@@ -299,7 +300,7 @@ def test_adapter_round_trip_onto_fresh_base(tmp_path, shape):
 
     fresh = tiny(seed=99, **SHAPES[shape])  # other random weights: everything must come from the files
     fresh.load_state_dict(base_state_dict(base))
-    assert load_adapter(tmp_path / "adapter", fresh) == cfg == fresh.lora_config == base.lora_config
+    assert load_adapter(tmp_path / "adapter", fresh) == cfg == lora_config(fresh) == lora_config(base)
     assert lora_modules(fresh) == names
     x, _ = batch(seed=3)
     assert torch.equal(logits_of(fresh, x), logits_of(base, x))

@@ -76,7 +76,7 @@ def test_load_json_text_agrees_with_json(obj):
 def test_fresh_and_empty_folders_are_fine(tmp_path):
     assert prepare_output(tmp_path / "new", kind="ownlm-x", folder=True) == tmp_path / "new"
     (tmp_path / "empty").mkdir()
-    prepare_output(tmp_path / "empty", kind="ownlm-x", folder=True)
+    assert prepare_output(tmp_path / "empty", kind="ownlm-x", folder=True) == tmp_path / "empty"
 
 
 def test_a_users_folder_is_refused_even_with_force(tmp_path):
@@ -106,7 +106,12 @@ def test_manifest_alone_recognises_an_older_output(tmp_path):
     out = tmp_path / "tokens"
     out.mkdir()
     write_json(out / "manifest.json", {"format": "ownlm-tokens", "version": 1})
-    prepare_output(out, kind="ownlm-tokens", folder=True)
+    assert (
+        prepare_output(out, kind="ownlm-tokens", folder=True) == out
+    )  # no marker file: the manifest says it
+    assert (out / "manifest.json").is_file()
+    with pytest.raises(UserError, match="another ownlm output"):  # and what it says is read: not a corpus
+        prepare_output(out, kind="ownlm-corpus", folder=True)
 
 
 def test_never_over_an_input(tmp_path):

@@ -125,7 +125,7 @@ class _LossTask(PretrainTask):
 def test_ctrl_c_saves_and_resume_gives_the_same_weights(tokens, tmp_path):
     from ownlm.data.shards import open_split
     from ownlm.model.checkpoint import load_model
-    from ownlm.train.checkpoint import read_state
+    from ownlm.model.run import RunFolder
 
     def run(out, sample_fn=None, resume=None):
         sampler = WindowSampler(open_split(tokens, "train"), 16, 4, seed=5)
@@ -141,7 +141,7 @@ def test_ctrl_c_saves_and_resume_gives_the_same_weights(tokens, tmp_path):
     summary = run(tmp_path / "b", sample_fn=press_ctrl_c)
     assert summary["status"] == "interrupted" and summary["step"] == 11  # finished its step, then saved
     assert (tmp_path / "b" / "latest").read_text().strip() == "step_000011"
-    assert run(tmp_path / "b", resume=read_state(tmp_path / "b"))["status"] == "done"
+    assert run(tmp_path / "b", resume=RunFolder(tmp_path / "b").read_state())["status"] == "done"
     _assert_same_weights(tmp_path / "a", tmp_path / "b")
 
 
@@ -175,7 +175,7 @@ def test_out_of_memory_names_the_setting_to_lower(tokens, tmp_path):
         Trainer(_tiny_model(), _settings(max_iters=5), _LossTask(sampler, loss_fn), tmp_path / "run").fit()
 
 
-def test_time_budget_ends_the_run_with_a_decayed_lr(tokens, tmp_path):
+def test_time_budget_ends_the_run_with_a_decayed_lr(tokens, tmp_path, trainer_clock):
     out = tmp_path / "run"
     args = [*TINY, "--max-minutes", "0.1", "--eval-interval", "20", "--warmup-iters", "0", "--samples", "2",
             "--sample-tokens", "8"]  # fmt: skip
@@ -184,8 +184,8 @@ def test_time_budget_ends_the_run_with_a_decayed_lr(tokens, tmp_path):
     assert records and (out / "latest").is_file() and (out / "loss.png").is_file()
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * len(records) and all(isinstance(r["text"], str) for r in samples)
-    if records[-1]["step"] >= 10:  # a machine too busy for 10 steps in the budget cannot show the decay
-        assert records[-1]["lr"] < 0.9 * 2e-3  # the schedule ran (mostly) down with the clock
+    assert records[-1]["step"] >= 10  # the clock advances per reading: the same steps on every machine
+    assert records[-1]["lr"] < 0.9 * 2e-3  # the schedule ran (mostly) down with the clock
     for key in ("step", "train_loss", "val_loss", "val_bpb", "tokens_per_s", "elapsed_s", "lr", "mfu"):
         assert key in records[-1]
 

@@ -39,8 +39,8 @@ COMMANDS: list[Command] = [
     ),
     Command(
         ("corpus", "stats"),
-        "ownlm.corpus:StatsConfig",
-        "ownlm.corpus:stats_main",
+        "ownlm.corpus_stats:StatsConfig",
+        "ownlm.corpus_stats:stats_main",
         "print a corpus' sizes, documents, duplicates removed and a length histogram (PNG)",
     ),
     Command(

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ownlm.config import config_hash, opt, save_config, to_dict
-from ownlm.corpus_stats import StatsConfig, stats_main  # noqa: F401  (`ownlm corpus stats`)
 from ownlm.errors import UserError
 
 FORMAT, VERSION = "ownlm-corpus", 1

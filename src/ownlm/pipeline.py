@@ -40,6 +40,7 @@ from typing import Literal
 
 from ownlm.config import from_dict, opt, to_dict
 from ownlm.errors import UserError
+from ownlm.model.run import RunFolder
 from ownlm.train.config import ModelShape, TrainingConfig
 
 STATE_FORMAT, STATE_VERSION = "ownlm-pipeline", 1
@@ -194,9 +195,9 @@ def output_fingerprint(path: Path) -> str | None:
     """What a stage left behind: the sha256 of its defining file, or None when it is missing."""
     from ownlm.io import sha256_file
 
-    if path.is_dir() and (path / "latest").is_file():  # a training run: its latest checkpoint
-        step = (path / "latest").read_text().strip()
-        return files_fingerprint([str(path / step)]) if (path / step).is_dir() else None
+    step = RunFolder(path).latest() if path.is_dir() else None
+    if step is not None:  # a training run: its latest checkpoint
+        return files_fingerprint([str(step)]) if step.is_dir() else None
     for name in ("manifest.json", "tokenizer.json", "compare.json", "metrics.json"):
         if (path / name).is_file():
             return sha256_file(path / name)
@@ -277,7 +278,7 @@ class Pipeline:
         training = name in TRAINING_STAGES
         resume = training and old.get("key") == key and old.get("status") == "running"
         if training:
-            cfg.resume = resume and (output / "latest").is_file()
+            cfg.resume = resume and RunFolder(output).has_checkpoint()
             if not cfg.resume and output.exists():  # another run's checkpoints: keep them beside, not inside
                 shutil.rmtree(output.with_name(output.name + ".old"), ignore_errors=True)
                 output.rename(output.with_name(output.name + ".old"))

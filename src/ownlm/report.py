@@ -13,6 +13,8 @@ import json
 import struct
 from pathlib import Path
 
+from ownlm.model.run import RunFolder
+
 STAGE_WHAT = {
     "python-docs": "Python's documentation -> python-docs/docs.jsonl",
     "extract": "your files -> docs.jsonl",
@@ -80,8 +82,8 @@ def _headline(out: Path) -> str:
     """One sentence: how big a model, trained how long on how much text, and how good it got."""
     metrics = _jsonl(out / "run" / "metrics.jsonl")
     corpus = _json(out / "corpus" / "manifest.json")
-    latest = (out / "run" / "latest").read_text().strip() if (out / "run" / "latest").is_file() else ""
-    params = count_parameters(out / "run" / latest / "model.safetensors") if latest else 0
+    latest = RunFolder(out / "run").latest()
+    params = count_parameters(latest / "model.safetensors") if latest else 0
     if not metrics or not corpus:
         return "The pipeline has not finished yet: the sections below show what is there so far."
     last = metrics[-1]
@@ -148,9 +150,9 @@ def _model_section(out: Path) -> list[str]:
     metrics = _jsonl(run / "metrics.jsonl")
     if not metrics:
         return ["No training metrics found (the pretrain stage has not finished yet)."]
-    latest = (run / "latest").read_text().strip() if (run / "latest").is_file() else ""
-    model = _json(run / latest / "config.json").get("model", {}) if latest else {}
-    params = count_parameters(run / latest / "model.safetensors") if latest else 0
+    latest = RunFolder(run).latest()
+    model = _json(latest / "config.json").get("model", {}) if latest else {}
+    params = count_parameters(latest / "model.safetensors") if latest else 0
     last, first = metrics[-1], metrics[0]
     best = min(
         (m for m in metrics if isinstance(m.get("val_loss"), int | float)),

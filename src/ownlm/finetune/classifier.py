@@ -29,6 +29,8 @@ import torch.nn.functional as F
 
 from ownlm.errors import UserError
 from ownlm.io import read_json, write_json
+from ownlm.model.checkpoint import CONFIG, load_model, resolve_checkpoint
+from ownlm.model.kinds import Kind, register
 
 POOLS = ("last", "mean")
 LABELS = "labels.json"
@@ -114,6 +116,20 @@ class GPTClassifier(nn.Module):
         self.gpt.reset_buffers()
 
 
+def _build(gpt, meta: dict, folder: Path) -> GPTClassifier:
+    """The ``GPTClassifier`` around ``gpt`` that ``config.json``'s ``classifier`` section describes."""
+    head = meta.get("classifier")
+    if not isinstance(head, dict) or not isinstance(head.get("n_labels"), int):
+        raise UserError(
+            f"{folder / CONFIG}: a classifier's config needs a 'classifier' section with n_labels"
+        )
+    return GPTClassifier(gpt, head["n_labels"], head.get("pool", "last"))
+
+
+KIND = register(Kind("classifier", module=GPTClassifier, trunk="gpt", build=_build,
+                     describe=GPTClassifier.head_config))  # fmt: skip
+
+
 def encode_text(tokenizer, text: str, max_length: int, truncate: str = "right") -> tuple[list[int], bool]:
     """``(ids, truncated)``: the text's tokens, cut to ``max_length`` — ``truncate="right"`` keeps the start,
     ``"left"`` the end. Special-token strings in the text are plain text.
@@ -182,8 +198,6 @@ class Classifier:
     @classmethod
     def load(cls, path, device="cpu") -> Classifier:
         """A run folder (its latest checkpoint) or a checkpoint folder of kind ``classifier``."""
-        from ownlm.model.checkpoint import load_model, resolve_checkpoint
-
         folder = resolve_checkpoint(path)
         model, tok, _ = load_model(folder, device=device, kinds=("classifier",))
         if tok is None:

@@ -188,8 +188,6 @@ def score_split(
 class ClassifyTask(Task):
     """Cross-entropy of the head's logits against the labels (each row one loss item)."""
 
-    kind = "classifier"
-
     def __init__(self, train: ClassBatches, val: Encoded, labels: list[str], *, weights=None, eval_rows: int = 0,
                  patience: int = 0, max_length: int = 0, truncate: str = "right"):  # fmt: skip
         self.train, self.val, self.labels, self.weights = train, val, labels, weights
@@ -299,8 +297,8 @@ def adapt_classifier(model, cfg: ClassifyConfig) -> None:
 
 def main(cfg: ClassifyConfig) -> int:
 
+    from ownlm.model.run import RunFolder
     from ownlm.train.device import ddp_info
-    from ownlm.train.trainer import run_folder
 
     tc = cfg.train
     tc.start()
@@ -309,7 +307,7 @@ def main(cfg: ClassifyConfig) -> int:
     splits = prepare_splits(cfg)  # bad data stops here, before the run folder is touched
     rank, _, world = ddp_info()
     inputs = [cfg.base, cfg.data] + [p for p in (cfg.val_data, cfg.test_data) if p]
-    with run_folder(out, cfg.resume, master=rank == 0, inputs=inputs) as resume:
+    with RunFolder(out).claim(cfg.resume, master=rank == 0, inputs=inputs) as resume:
         return _classify(cfg, out, resume, splits, rank, world)
 
 
@@ -318,8 +316,8 @@ def _classify(cfg: ClassifyConfig, out: Path, resume, splits, rank: int, world: 
 
     from ownlm.finetune.classifier import GPTClassifier
     from ownlm.finetune.common import load_base
-    from ownlm.finetune.lora import trainable_summary
     from ownlm.io import write_json
+    from ownlm.model.lora import trainable_summary
     from ownlm.train.device import ddp_cleanup, ddp_setup, pick_device
     from ownlm.train.trainer import Trainer
 
@@ -414,15 +412,11 @@ def _finish(cfg, out: Path, model, test: Encoded, labels, pad_id, device, summar
 def restore_checkpoint(out: Path, folder: Path, device):
     """Point the run's ``latest`` at ``folder`` (one of its step folders) and return that classifier. The
     newest step is named in ``last``, so ``--resume`` continues the run from where it stopped."""
-    from ownlm.io import write_text
     from ownlm.model.checkpoint import load_model
-    from ownlm.train.checkpoint import read_pointer
+    from ownlm.model.run import RunFolder
 
     model, _, _ = load_model(folder, device=device, kinds=("classifier",))
-    newest = read_pointer(out / "latest")
-    if newest != folder.name:
-        write_text(out / "last", newest + "\n")
-        write_text(out / "latest", folder.name + "\n")
+    RunFolder(out).point_latest_at(folder)
     return model
 
 

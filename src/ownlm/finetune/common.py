@@ -13,13 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ownlm.errors import UserError
+from ownlm.model.checkpoint import load_model, resolve_checkpoint
 
 
 def load_base(base: str, resume_folder: Path | None, kinds=("lm", "lm+lora")):
     """(model, tokenizer, folder) of the base (or of the checkpoint a resumed run continues). A fresh run merges
     LoRA adapters the base may carry; a resumed one keeps its own adapters separate, to train on."""
-    from ownlm.model.checkpoint import load_model, resolve_checkpoint
-
     folder = resolve_checkpoint(resume_folder or base)
     model, tok, _ = load_model(folder, merge_lora=resume_folder is None, kinds=kinds)
     if tok is None:
@@ -44,14 +43,12 @@ def adapt(model, cfg, resume: bool = False) -> None:
     its checkpoint (and freeze the base as they load); its partial training is frozen again here."""
     if cfg.lora_rank and resume:
         return
-    if cfg.lora_rank:
-        from ownlm.finetune.lora import LoRAConfig, apply_lora
+    from ownlm.model.lora import LoRAConfig, apply_lora, freeze_for_train_layers  # torch: not at --help
 
+    if cfg.lora_rank:
         apply_lora(model, LoRAConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=list(cfg.lora_targets),
                                      dropout=cfg.lora_dropout))  # fmt: skip
     elif cfg.train_layers != "all":
-        from ownlm.finetune.lora import freeze_for_train_layers
-
         freeze_for_train_layers(model, cfg.train_layers)
 
 

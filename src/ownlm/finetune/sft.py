@@ -434,8 +434,8 @@ def prepare(cfg: SFTConfig, tokenizer, base_folder: Path, template_name: str | N
 
 def main(cfg: SFTConfig) -> int:
 
+    from ownlm.model.run import RunFolder
     from ownlm.train.device import ddp_info
-    from ownlm.train.trainer import run_folder
 
     tc = cfg.train
     tc.start()
@@ -444,7 +444,9 @@ def main(cfg: SFTConfig) -> int:
         tc.dtype = "bf16"  # the frozen bf16 weights are multiplied under bf16 autocast
     out = Path(cfg.out)
     rank, _, world = ddp_info()
-    with run_folder(out, cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]) as resume:
+    with RunFolder(out).claim(
+        cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]
+    ) as resume:
         if resume:
             check_resume_settings(cfg, resume[1])
         return _sft(cfg, out, resume, rank, world)
@@ -462,10 +464,10 @@ def _leaves(d: dict) -> dict:
     return out
 
 
-def check_resume_settings(cfg, state: dict) -> None:
+def check_resume_settings(cfg, state) -> None:
     """``--resume`` continues the run as it was started: a different BASE, ``--template``, LoRA setting or
     ``--train-layers`` is an error (as ``pretrain --resume`` refuses a changed model flag), not a silent mix."""
-    saved = state.get("run_config")
+    saved = state.run_config  # the RunState of the checkpoint resumed
     if not isinstance(saved, dict):
         return
     saved, given = _leaves(saved), _leaves(to_dict(cfg))
@@ -584,7 +586,7 @@ def _check(cfg: SFTConfig) -> None:
 
 
 def _summary_line(model, template, train_enc: Encoded, val_enc: Encoded | None, per_epoch: int, tc) -> str:
-    from ownlm.finetune.lora import trainable_summary
+    from ownlm.model.lora import trainable_summary
 
     tr = train_enc.counts()
     budget = " or ".join(x for x in (f"{tc.max_iters:,} steps" if tc.max_iters else "",

@@ -23,7 +23,8 @@ from ownlm.formats import tensor_map
 from ownlm.formats.model_config import config_from_hf
 from ownlm.importers.build import build_model
 from ownlm.io import read_json
-from ownlm.tokenizer import Tokenizer, vocab_import
+from ownlm.tokenizer import vocab_import
+from ownlm.tokenizer.export import from_gpt2, from_hf_vocab
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "merges.txt", "vocab.json", "vocab.bpe", "encoder.json"]
 INDEX = "model.safetensors.index.json"
@@ -151,8 +152,8 @@ def read_tokenizer(folder: Path):
     """``(Tokenizer or None, chat template or None, special ids)``: tokenizer.json, else GPT-2's two files."""
     if (folder / "tokenizer.json").is_file():
         return vocab_import.hf_vocabulary(folder)
-    for vocab, merges, reader in (("vocab.json", "merges.txt", Tokenizer.from_hf_vocab),
-                                  ("encoder.json", "vocab.bpe", Tokenizer.from_gpt2)):  # fmt: skip
+    for vocab, merges, reader in (("vocab.json", "merges.txt", from_hf_vocab),
+                                  ("encoder.json", "vocab.bpe", from_gpt2)):  # fmt: skip
         if (folder / vocab).is_file() and (folder / merges).is_file():
             try:
                 return reader(folder / vocab, folder / merges), None, {}

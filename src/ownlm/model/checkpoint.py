@@ -10,11 +10,11 @@ when there is one, the tokenizer (``tokenizer.json``). No pickle anywhere.
       chat_template.json  the template a chat fine-tune was trained with (see ``ownlm.tokenizer.chat``)
 
 ``kind`` says what the folder holds: ``lm`` (a language model), ``lm+lora`` (a base language model plus LoRA
-adapters, merged on loading unless asked not to), ``classifier`` (a language model with a classification head).
-Folders written before kinds existed are ``lm``.
+adapters, merged on loading unless asked not to), or a kind a task package registered (``ownlm.model.kinds``:
+``classifier``, a language model with a classification head). Folders written before kinds existed are ``lm``.
 
-A run folder holds step folders and a ``latest`` text file naming the newest one; ``resolve_checkpoint``
-accepts either.
+A run folder (``ownlm.model.run``) holds step folders and a ``latest`` file naming the one to use;
+``resolve_checkpoint`` accepts either.
 
 >>> save_model("out/model", model, tokenizer)  # doctest: +SKIP
 >>> model, tokenizer, cfg = load_model("out/run")  # doctest: +SKIP
@@ -27,69 +27,55 @@ from pathlib import Path
 
 from ownlm.errors import UserError
 from ownlm.io import read_json, write_json, write_safetensors
+from ownlm.model.kinds import get as get_kind
+from ownlm.model.kinds import kind_of, unwrap
+from ownlm.model.run import WEIGHTS, RunFolder
+from ownlm.tokenizer.bpe import Tokenizer
+
+# torch, safetensors and the modules built on them (gpt.py, lora.py) are imported inside the functions that
+# use them: the commands' config modules import this file, and `ownlm CMD --help` must not load torch.
+
+__all__ = ["load_model", "read_checkpoint_config", "resolve_checkpoint", "save_model", "unwrap"]
 
 FORMAT = "ownlm-model"
 VERSION = 1
-WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-
-
-def unwrap(model):
-    """The raw module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
-
-
-KINDS = ("lm", "lm+lora", "classifier")
 BUILD_RUNS = ("sft", "run")  # run folders inside an `ownlm build` folder, the one to use first
 
 
-def has_lora(model) -> bool:
-    return any("lora_" in name for name, _ in model.named_parameters())
-
-
-def save_model(
-    directory, model, tokenizer=None, extra: dict | None = None, kind: str = "lm", state=None
-) -> Path:
+def save_model(directory, model, tokenizer=None, extra: dict | None = None, state=None) -> Path:
     """Write the model (and tokenizer) to ``directory``, each file atomically; return the folder.
-    A model with LoRA adapters is written as its base weights plus ``adapter.safetensors`` (kind lm+lora).
-    ``state``: the model's full state dict when the module holds only shards of it (FSDP)."""
+    The kind comes from the module (``ownlm.model.kinds.kind_of``); a model with LoRA adapters is written as its
+    base weights plus ``adapter.safetensors`` (an ``lm`` becomes kind ``lm+lora``). ``state``: the model's full state
+    dict when the module holds only shards of it (FSDP)."""
+    from ownlm.model.lora import base_state_dict, has_lora, save_adapter
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = unwrap(model)
-    head = model.head_config() if hasattr(model, "head_config") else None  # a classifier (GPT + head)
-    kind = "classifier" if head else kind
+    kind = kind_of(model)
+    name = kind.name
     state = model.state_dict() if state is None else dict(state)
     if has_lora(model):
-        from ownlm.finetune.lora import base_state_dict, save_adapter
-
-        save_adapter(directory, model, model.lora_config)
+        save_adapter(directory, model)
         state = base_state_dict(model)
-        kind = "lm+lora" if kind == "lm" else kind
+        name = "lm+lora" if name == "lm" else name
     if model.config.tie_embeddings:
-        state.pop(_head_key(model), None)  # the same tensor as transformer.wte.weight
+        state.pop(kind.prefix() + "lm_head.weight", None)  # the same tensor as transformer.wte.weight
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     write_safetensors(directory / WEIGHTS, state, metadata={"format": FORMAT})
     if tokenizer is not None:
         tokenizer.save(directory)
-    meta = {"format": FORMAT, "version": VERSION, "kind": kind, "model": model.config.to_dict(),
+    meta = {"format": FORMAT, "version": VERSION, "kind": name, "model": model.config.to_dict(),
             "extra": extra or {}}  # fmt: skip
-    if head:
-        meta["classifier"] = head
+    if kind.describe is not None:
+        meta[kind.name] = kind.describe(model)
     write_json(directory / CONFIG, meta)
     return directory
 
 
-def _head_key(model) -> str:
-    """The name of the language-model head's weight: ``lm_head.weight``, under ``gpt.`` in a classifier."""
-    return "gpt.lm_head.weight" if hasattr(model, "gpt") else "lm_head.weight"
-
-
 def resolve_checkpoint(path) -> Path:
-    """A model folder itself, or a run folder's newest step (named by its ``latest`` file)."""
+    """A model folder itself, or a run folder's step that ``latest`` names."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: checkpoint not found (give a run folder or a folder with {WEIGHTS})")
@@ -101,17 +87,9 @@ def resolve_checkpoint(path) -> Path:
         path / "pipeline.json"
     ).is_file():  # an `ownlm build` folder: its newest model (fine-tuned, else pretrained)
         for name in BUILD_RUNS:
-            if (path / name / "latest").is_file():
+            if RunFolder(path / name).has_checkpoint():
                 return resolve_checkpoint(path / name)
-    latest = path / "latest"
-    if latest.is_file():
-        name = latest.read_text(encoding="utf-8").strip()
-        step = path / name
-        if not name or not (step / WEIGHTS).is_file():
-            raise UserError(f"{latest} names '{name}', but {step / WEIGHTS} does not exist")
-        return step
-    raise UserError(f"{path}: neither a checkpoint ({WEIGHTS}) nor a run folder (a 'latest' file) — "
-                    "was training started with --out here?")  # fmt: skip
+    return RunFolder(path).checkpoint()
 
 
 def read_checkpoint_config(path) -> dict:
@@ -125,18 +103,6 @@ def read_checkpoint_config(path) -> dict:
         raise UserError(f"{folder / CONFIG}: checkpoint format version {version} is newer than this ownlm "
                         f"understands (<= {VERSION}); upgrade ownlm")  # fmt: skip
     return meta
-
-
-def _classifier(gpt, meta: dict, folder: Path):
-    """The ``GPTClassifier`` around ``gpt`` that ``config.json``'s ``classifier`` section describes."""
-    from ownlm.finetune.classifier import GPTClassifier
-
-    head = meta.get("classifier")
-    if not isinstance(head, dict) or not isinstance(head.get("n_labels"), int):
-        raise UserError(
-            f"{folder / CONFIG}: a classifier's config needs a 'classifier' section with n_labels"
-        )
-    return GPTClassifier(gpt, head["n_labels"], head.get("pool", "last"))
 
 
 _BLOCK_KEY = re.compile(r"\.h\.(\d+)\.")
@@ -178,21 +144,25 @@ def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("
     """``(model, tokenizer or None, GPTConfig)`` from a checkpoint or run folder, in eval mode.
 
     LoRA adapters are merged into the weights (``merge_lora=False`` keeps them separate, to train on).
-    ``kinds``: what the caller can use; another kind is a ``UserError`` naming what the folder holds. A
-    ``classifier`` comes back as a ``GPTClassifier`` (``ownlm.finetune.classifier``); its config is the trunk's."""
+    ``kinds``: what the caller can use; another kind is a ``UserError`` naming what the folder holds. A kind
+    that a task package registered (``classifier``) is built by that package's ``build`` hook (import the
+    package first); its config is the trunk's."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from ownlm.model.gpt import GPT, GPTConfig
+    from ownlm.model.lora import load_adapter
+    from ownlm.model.lora import merge_lora as merge
 
     folder = resolve_checkpoint(path)
     meta = read_checkpoint_config(folder)
-    kind = meta.get("kind", "lm")
-    if kind not in kinds:
+    name = meta.get("kind", "lm")
+    if name not in kinds:
         raise UserError(
-            f"{folder}: holds a model of kind '{kind}', but this command needs {' or '.join(kinds)}"
+            f"{folder}: holds a model of kind '{name}', but this command needs {' or '.join(kinds)}"
         )
+    kind = get_kind(name, folder)
     try:
         cfg = GPTConfig.from_dict(meta["model"])
     except (TypeError, ValueError, UserError) as e:
@@ -200,9 +170,9 @@ def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("
     check_depth(folder / WEIGHTS, cfg.n_layer)  # before building: a million blocks would take minutes and GBs
     with torch.device("meta"):
         model = GPT(cfg)  # no memory, no random init: the weights come from the file
-        if kind == "classifier":
-            model = _classifier(model, meta, folder)
-    gpt, head_key = getattr(model, "gpt", model), _head_key(model)
+        if kind.build is not None:
+            model = kind.build(model, meta, folder)
+    gpt, head_key = kind.gpt(model), kind.prefix() + "lm_head.weight"
     check_shapes(folder / WEIGHTS, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     try:
         state = load_file(folder / WEIGHTS, device=str(device))
@@ -220,19 +190,11 @@ def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("
                         f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})")  # fmt: skip
     gpt.reset_buffers()
     if (folder / "adapter.json").is_file():
-        from ownlm.finetune.lora import load_adapter
-        from ownlm.finetune.lora import merge_lora as merge
-
-        model.lora_config = load_adapter(folder, model)
+        load_adapter(folder, model)
         if merge_lora:
             merge(model)
-            del model.lora_config
     if dtype is not None:
         model.to(dtype=dtype)
     model.eval()
-    tokenizer = None
-    if (folder / "tokenizer.json").is_file():
-        from ownlm.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.load(folder)
+    tokenizer = Tokenizer.load(folder) if (folder / "tokenizer.json").is_file() else None
     return model, tokenizer, cfg

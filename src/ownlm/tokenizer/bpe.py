@@ -41,7 +41,8 @@ import numpy as np
 import regex
 
 from ownlm.errors import UserError
-from ownlm.tokenizer.pretokenize import FUSED, STAGES, split_stages
+from ownlm.tokenizer.pretokenize import FUSED, STAGES, clean_surrogates, split_stages
+from ownlm.tokenizer.train import train_merges
 
 FORMAT = "ownlm-bpe"
 VERSION = 2  # 2: byte_ids, merge_ids, ignore_merges, normalizer, pattern stages (written only when used)
@@ -99,15 +100,6 @@ def resolve_pattern(name_or_regex: str | Sequence[str]) -> str | list[str]:
     return pattern
 
 
-def clean_surrogates(text: str) -> str:
-    """Replace lone surrogates by U+FFFD (and join surrogate pairs), the way tiktoken does."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
 def _missing_bytes_regex(missing: list[int]) -> regex.Pattern | None:
     """A regex matching every character whose UTF-8 form holds one of the ``missing`` byte values."""
     if not missing:
@@ -141,7 +133,7 @@ def _show(b: bytes) -> str:
 
 
 class Tokenizer:
-    """A byte-level BPE tokenizer. Build one with ``train``, ``load``, ``from_gpt2`` or from merges.
+    """A byte-level BPE tokenizer. Build one with ``train``, ``load``, from merges, or from GPT-2's files (``ownlm.tokenizer.export.from_gpt2``).
 
     >>> tok = Tokenizer(merges=[(97, 98)])  # one merge: "a" + "b" -> token 256
     >>> tok.encode_ordinary("abc")
@@ -361,8 +353,6 @@ class Tokenizer:
         >>> Tokenizer.train(["aaab aaab"], vocab_size=258, progress=False).merges
         [(97, 97), (97, 98)]
         """
-        from ownlm.tokenizer.train import train_merges
-
         pattern = resolve_pattern(pattern)
         specials = list(special_tokens) if not isinstance(special_tokens, dict) else list(special_tokens)
         merges = train_merges(inputs, vocab_size, pattern, specials, workers, progress, errors, trainer)
@@ -371,20 +361,6 @@ class Tokenizer:
         else:
             ids = {s: 256 + len(merges) + k for k, s in enumerate(dict.fromkeys(specials))}
         return cls(merges, pattern, ids)
-
-    @classmethod
-    def from_gpt2(cls, encoder_json: str | os.PathLike, vocab_bpe: str | os.PathLike) -> Tokenizer:
-        """GPT-2's tokenizer from OpenAI's ``encoder.json`` + ``vocab.bpe`` (see ``ownlm.tokenizer.export``)."""
-        from ownlm.tokenizer.export import from_gpt2
-
-        return from_gpt2(encoder_json, vocab_bpe)
-
-    @classmethod
-    def from_hf_vocab(cls, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike) -> Tokenizer:
-        """A GPT-2-style tokenizer from HF ``vocab.json`` + ``merges.txt`` (see ``ownlm.tokenizer.export``)."""
-        from ownlm.tokenizer.export import from_hf_vocab
-
-        return from_hf_vocab(vocab_json, merges_txt)
 
     # ---------------------------------------------------------------- encoding
     def _check_specials(self, text: str, allowed_special, disallowed_special) -> set[str]:

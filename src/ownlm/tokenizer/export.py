@@ -25,11 +25,10 @@ from typing import TYPE_CHECKING
 
 from ownlm.errors import UserError
 from ownlm.io import atomic_write, read_json, sha256_bytes, write_json
+from ownlm.tokenizer.bpe import PATTERNS, Tokenizer
 
 if TYPE_CHECKING:
     import tiktoken
-
-    from ownlm.tokenizer.bpe import Tokenizer
 
 TIKTOKEN_FORMAT = "ownlm-tiktoken"
 TIKTOKEN_VERSION = 1
@@ -116,8 +115,6 @@ def _read_merges(path: str | os.PathLike) -> list[tuple[str, str, int]]:
 
 
 def _from_vocab_and_merges(vocab: object, merges: list[tuple[str, str, int]], where: str) -> Tokenizer:
-    from ownlm.tokenizer.bpe import PATTERNS, Tokenizer
-
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise UserError(f"{where}: the vocabulary must be a JSON object of token -> integer id")
     if len(set(vocab.values())) != len(vocab):

@@ -160,3 +160,12 @@ def split_stages(text: str, stages: Sequence[str | regex.Pattern]) -> list[str]:
                 out.append(piece[pos:])
         pieces = out
     return pieces
+
+
+def clean_surrogates(text: str) -> str:
+    """Replace lone surrogates by U+FFFD (and join surrogate pairs), the way tiktoken does."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")

@@ -27,6 +27,7 @@ import regex
 from tqdm.auto import tqdm
 
 from ownlm.errors import UserError
+from ownlm.tokenizer.pretokenize import clean_surrogates
 
 # A short one-line str ending like a file name or a folder: probably meant as a path. Judged by its shape alone
 # (never by what is on disk), so a str's meaning cannot change with the state of the filesystem.
@@ -63,8 +64,6 @@ def iter_texts(inputs: Iterable[str | os.PathLike], errors: str = "strict") -> I
 
 def _count_batch(texts: list[str], pattern: str, specials: Sequence[str]) -> Counter:
     """Chunk counts of some texts (runs in a worker process). Special-token strings never join a chunk."""
-    from ownlm.tokenizer.bpe import clean_surrogates
-
     split = regex.compile("|".join(regex.escape(s) for s in specials)) if specials else None
     rx = regex.compile(pattern)
     counts: Counter = Counter()

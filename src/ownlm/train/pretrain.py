@@ -117,9 +117,9 @@ class PretrainTask(Task):
 def main(cfg: PretrainConfig) -> int:
 
     from ownlm.data.shards import check_tokenizer, read_tokens_manifest
+    from ownlm.model.run import RunFolder
     from ownlm.tokenizer import Tokenizer
     from ownlm.train.device import ddp_info
-    from ownlm.train.trainer import run_folder
 
     tc = cfg.train
     tc.start()
@@ -136,7 +136,7 @@ def main(cfg: PretrainConfig) -> int:
     )
 
     rank, _, world = ddp_info()
-    with run_folder(out, cfg.resume, master=rank == 0, inputs=[cfg.data]) as resume:
+    with RunFolder(out).claim(cfg.resume, master=rank == 0, inputs=[cfg.data]) as resume:
         if resume:
             _check_resume_settings(cfg, resume[1])
         return _pretrain(cfg, out, manifest, tokenizer, resume, rank, world)
@@ -227,10 +227,10 @@ def _pretrain(
     return 130 if summary["status"] == "interrupted" else 0
 
 
-def _check_resume_settings(cfg: PretrainConfig, state: dict) -> None:
+def _check_resume_settings(cfg: PretrainConfig, state) -> None:
     """``--resume`` continues the run as it was configured: a model flag that differs is an error, not
     silently ignored (the model comes from the checkpoint)."""
-    saved = (state.get("run_config") or {}).get("model")
+    saved = state.run_config.get("model")
     if not isinstance(saved, dict):
         return
     given = to_dict(cfg.model)
@@ -263,7 +263,7 @@ def _sampler(cfg: PretrainConfig, tokenizer, out: Path, manifest: dict, resume):
     records = []
     if resume and path.is_file():
         records = [r for _, r in iter_jsonl(path, errors="skip") if isinstance(r, dict)]
-        records = [r for r in records if r.get("step", 0) <= resume[1]["step"]]
+        records = [r for r in records if r.get("step", 0) <= resume[1].step]
     eot = manifest.get("eot_id")
 
     def sample(model, step: int) -> None:

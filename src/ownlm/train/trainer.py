@@ -45,39 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ownlm.errors import UserError
+from ownlm.model.run import RunFolder, RunState
 
 DEFAULT_MAX_ITERS = 2000  # when a run is given no budget at all
-
-
-@contextlib.contextmanager
-def run_folder(out, resume: bool, kind: str = "ownlm-run", master: bool = True, inputs=()):
-    """Claim a run folder for the length of a training command: ``--resume`` needs a checkpoint there; a new
-    run needs a fresh folder, an empty one, or one an earlier attempt of a run made (no checkpoint yet) —
-    never a folder with other files, and never an earlier run's checkpoints. The folder is locked (a second
-    command on the same ``--out`` stops with a clear error), and hidden temp files that a killed run left
-    behind are cleaned up. Only process 0 of a DDP run does any of this. Yields ``(step folder, state)`` of
-    the checkpoint to resume from, or None.
-    """
-    from ownlm.io import RunLock, clean_stale_temps, mark_output, prepare_output
-    from ownlm.train.checkpoint import read_state
-
-    out = Path(out)
-    if resume and not (out / "latest").is_file():
-        raise UserError(f"--resume: {out} has no checkpoint to resume from (no {out / 'latest'})")
-    if not resume and (out / "latest").is_file():
-        raise UserError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
-    if not master:
-        yield read_state(out) if resume else None
-        return
-    if not resume:
-        prepare_output(out, kind=kind, folder=True, inputs=inputs)
-    with RunLock(out) as lock:
-        clean_stale_temps(out)
-        try:
-            yield read_state(out) if resume else None
-        finally:  # a run that wrote something is marked as ownlm's; one that failed first leaves nothing
-            if any(p.name != lock.path.name for p in out.iterdir()):
-                mark_output(out, kind)
 
 
 class Stop(Exception):
@@ -139,7 +109,6 @@ class RunContext:
 class Task:
     """The base every task extends; see the module docstring for the protocol."""
 
-    kind = "lm"  # what the checkpoint holds: "lm", "classifier"
     lockstep = (
         False  # True: evaluate() runs as many forward passes on every process (--strategy fsdp needs it)
     )
@@ -201,7 +170,9 @@ class Trainer:
         self.log = self._log or (tqdm.write if self.master else (lambda *a, **k: None))
         device = pick_device(cfg.device)
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        state = dict(self.resume[1]) if self.resume else {}
+        state = (
+            self.resume[1].to_dict() if self.resume else {}
+        )  # (step folder, RunState): its keys, read here
         self.state = state
         self.step = int(state.get("step", 0))
         self.raw = unwrap(self.model).to(device)
@@ -275,10 +246,8 @@ class Trainer:
 
     def _best_checkpoint(self) -> str | None:
         """The saved step folder with the lowest validation loss (named by the run's ``best`` file), if any."""
-        from ownlm.train.checkpoint import read_pointer
-
-        pointer = self.run_dir / "best"
-        return str(self.run_dir / read_pointer(pointer)) if pointer.is_file() else None
+        best = RunFolder(self.run_dir).best()
+        return str(best) if best is not None else None
 
     @staticmethod
     def _empty_window(lr: float) -> dict:
@@ -370,9 +339,10 @@ class Trainer:
                      "setup_s": self.setup_s, "dtype": self.dtype, "warmup_steps": self.warmup,
                      "warmup_progress": self.warmup_progress, "next_eval": self.next_eval, "window": self.window,
                      "world_size": self.world, "run_config": self.run_config, "rng_ranks": rngs}  # fmt: skip
-            path = ckpt.save_checkpoint(self.run_dir, at_step, self.raw, self.opt_view, extra,
+            state = RunState.from_dict({"format": "ownlm-train-state", "version": 1, **extra})
+            path = ckpt.save_checkpoint(RunFolder(self.run_dir), at_step, self.raw, self.opt_view, state,
                                         tokenizer=self.tokenizer, scaler=self.scaler,
-                                        keep=self.cfg.keep_checkpoints, kind=self.task.kind,
+                                        keep=self.cfg.keep_checkpoints,
                                         extra_files=self.task.save_extra, best=is_best,
                                         model_state=model_state)  # fmt: skip
         if self.world > 1:

@@ -32,9 +32,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
 from ownlm.errors import UserError
 from ownlm.io import read_json, write_bytes, write_json
+from ownlm.model.kinds import unwrap
 
 FORMAT = "ownlm-lora"
 VERSION = 1
@@ -106,6 +109,7 @@ class LoRALinear(nn.Linear):
         self.rank, self.alpha = rank, float(alpha)
         self.scale = self.alpha / rank
         self.lora_dropout = nn.Dropout(dropout)
+        self.config: LoRAConfig | None = None  # the adapter set this layer belongs to (``lora_config``)
         self._new_lora_parameters()
 
     @classmethod
@@ -163,12 +167,6 @@ class LoRALinear(nn.Linear):
 # ---------------------------------------------------------------------------------------------- adapters
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    from ownlm.model.checkpoint import unwrap
-
-    return unwrap(model)
-
-
 def _is_lora_key(name: str) -> bool:
     return name.rsplit(".", 1)[-1] in ("lora_A", "lora_B")
 
@@ -208,21 +206,35 @@ def _replace(model: nn.Module, names: list[str], cfg: LoRAConfig) -> None:
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(
-            parent, child, LoRALinear.from_linear(getattr(parent, child), cfg.rank, cfg.alpha, cfg.dropout)
-        )
+        layer = LoRALinear.from_linear(getattr(parent, child), cfg.rank, cfg.alpha, cfg.dropout)
+        layer.config = cfg
+        setattr(parent, child, layer)
     for pname, p in model.named_parameters():
         p.requires_grad_(_is_lora_key(pname))
 
 
 def lora_modules(model: nn.Module) -> list[str]:
     """Names of the ``LoRALinear`` modules in ``model``, in model order."""
-    return [n for n, m in _unwrap(model).named_modules() if isinstance(m, LoRALinear)]
+    return [n for n, m in unwrap(model).named_modules() if isinstance(m, LoRALinear)]
+
+
+def has_lora(model: nn.Module) -> bool:
+    """Whether ``model``'s module tree holds LoRA adapters (the one test for it; no parameter-name matching)."""
+    return any(isinstance(m, LoRALinear) for m in unwrap(model).modules())
+
+
+def lora_config(model: nn.Module) -> LoRAConfig | None:
+    """The ``LoRAConfig`` the model's adapters were made with (stored on each ``LoRALinear``), or None."""
+    for m in unwrap(model).modules():
+        if isinstance(m, LoRALinear):
+            return m.config or LoRAConfig(rank=m.rank, alpha=m.alpha, dropout=m.lora_dropout.p,
+                                          targets=lora_modules(model))  # fmt: skip
+    return None
 
 
 def apply_lora(model: nn.Module, cfg: LoRAConfig) -> list[str]:
     """Put an adapter on every linear layer ``cfg.targets`` selects (never the output head or embedding), in
-    place, and freeze every other parameter; ``model.lora_config`` is set to ``cfg`` (``save_model`` reads it).
+    place, and freeze every other parameter; each adapter layer keeps ``cfg`` (``lora_config`` reads it).
     Returns the adapted module names. Call before ``torch.compile`` and before building the optimiser (which
     should take only ``requires_grad`` parameters).
 
@@ -230,38 +242,37 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig) -> list[str]:
     ['transformer.h.0.attn.c_attn', 'transformer.h.1.attn.c_attn']
     """
     cfg.validate()
-    model = _unwrap(model)
+    model = unwrap(model)
     if lora_modules(model):
         raise UserError("this model already has LoRA adapters; merge them (ownlm finetune merge) or start "
                         "from the base model")  # fmt: skip
     names = _resolve_targets(model, cfg.targets)
     _check_rank(model, names, cfg.rank)
     _replace(model, names, cfg)
-    model.lora_config = cfg
     return names
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapter tensors, keyed by full parameter name (``transformer.h.0.attn.c_attn.lora_A``)."""
-    return {k: v for k, v in _unwrap(model).state_dict().items() if _is_lora_key(k)}
+    return {k: v for k, v in unwrap(model).state_dict().items() if _is_lora_key(k)}
 
 
 def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Everything but the adapter tensors: the keys of the model before ``apply_lora``."""
-    return {k: v for k, v in _unwrap(model).state_dict().items() if not _is_lora_key(k)}
+    return {k: v for k, v in unwrap(model).state_dict().items() if not _is_lora_key(k)}
 
 
-def save_adapter(directory, model: nn.Module, cfg: LoRAConfig) -> Path:
+def save_adapter(directory, model: nn.Module, cfg: LoRAConfig | None = None) -> Path:
     """Write ``adapter.safetensors`` and ``adapter.json`` into ``directory``, each atomically; return the folder.
+    ``cfg`` defaults to the one the adapters carry.
 
-    >>> save_adapter("out/run/step_000500", model, cfg)  # doctest: +SKIP
+    >>> save_adapter("out/run/step_000500", model)  # doctest: +SKIP
     """
-    from safetensors.torch import save
-
-    model = _unwrap(model)
+    model = unwrap(model)
     modules = lora_modules(model)
     if not modules:
         raise ValueError("save_adapter: the model has no LoRA adapters (call apply_lora first)")
+    cfg = cfg or lora_config(model)
     ranks = {model.get_submodule(n).rank for n in modules}
     if ranks != {cfg.rank}:
         raise ValueError(
@@ -297,13 +308,11 @@ def read_adapter_config(directory) -> tuple[LoRAConfig, list[str]]:
 
 def load_adapter(directory, model: nn.Module) -> LoRAConfig:
     """Adapt a plain GPT as ``directory/adapter.json`` says and load ``adapter.safetensors`` into it (in place;
-    non-adapter parameters frozen; ``model.lora_config`` set). Everything is checked before the model is touched.
+    non-adapter parameters frozen; each adapter layer keeps the config). Everything is checked before the model
+    is touched.
 
     >>> cfg = load_adapter("out/run/step_000500", model)  # doctest: +SKIP
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     cfg, names = read_adapter_config(directory)
     path = directory / WEIGHTS
@@ -313,7 +322,7 @@ def load_adapter(directory, model: nn.Module) -> LoRAConfig:
         state = load_file(path)
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path}: cannot read adapter weights ({e})") from None
-    model = _unwrap(model)
+    model = unwrap(model)
     if lora_modules(model):
         raise UserError(
             f"{directory}: the model already has LoRA adapters; load the adapter onto the base model"
@@ -344,19 +353,18 @@ def load_adapter(directory, model: nn.Module) -> LoRAConfig:
     with torch.no_grad():
         for k, v in state.items():
             params[k].copy_(v)
-    model.lora_config = cfg
     return cfg
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its weight (W += B A * scale) and turn each ``LoRALinear`` back into a plain
     ``nn.Linear``, in place; returns ``model``. ``requires_grad`` flags of the remaining parameters are left
-    as they were (``apply_lora`` froze them), and so is ``model.lora_config`` (the caller may delete it).
+    as they were (``apply_lora`` froze them).
 
     >>> merge_lora(model).state_dict().keys() == plain_gpt.state_dict().keys()  # doctest: +SKIP
     True
     """
-    inner = _unwrap(model)
+    inner = unwrap(model)
     for name in lora_modules(inner):
         parent_name, _, child = name.rpartition(".")
         parent = inner.get_submodule(parent_name)
@@ -376,7 +384,7 @@ def _count(n: int) -> str:
 
 def trainable_summary(model: nn.Module) -> str:
     """One line for the log: ``"trainable 0.29M of 10.4M parameters (2.8%)"`` (tied weights counted once)."""
-    params = list(_unwrap(model).parameters())  # .parameters() yields a shared (tied) tensor once
+    params = list(unwrap(model).parameters())  # .parameters() yields a shared (tied) tensor once
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     pct = 100.0 * trainable / max(total, 1)
@@ -405,7 +413,7 @@ def freeze_for_train_layers(model: nn.Module, n: int | str) -> None:
             raise UserError(f"--train-layers must be 'all' or a whole number >= 0, got {n!r}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         raise UserError(f"--train-layers must be 'all' or a whole number >= 0, got {n!r}")
-    model = _unwrap(model)
+    model = unwrap(model)
     blocks = model.transformer.h
     if n is None or n >= len(blocks):
         model.requires_grad_(True)
