@@ -28,6 +28,7 @@ from ownlm.finetune.dpo import (
 from ownlm.finetune.dpo_data import encode_pairs, load_pairs, pair_batch
 from ownlm.model.checkpoint import load_model, save_model
 from ownlm.model.gpt import GPT, GPTConfig
+from ownlm.model.lora import LoRAConfig, apply_lora
 from ownlm.tokenizer import Tokenizer
 from ownlm.tokenizer.chat import add_special_tokens, get_template
 from ownlm.train.trainer import RunContext

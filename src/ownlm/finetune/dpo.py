@@ -158,8 +158,8 @@ def sequence_logps(model, input_ids, labels):
 @contextlib.contextmanager
 def adapters_off(model):
     """The model with its LoRA adapters switched off (each adds exactly zero): the base network, no copy."""
-    from ownlm.finetune.lora import LoRALinear
     from ownlm.model.checkpoint import unwrap
+    from ownlm.model.lora import LoRALinear
 
     layers = [m for m in unwrap(model).modules() if isinstance(m, LoRALinear)]
     scales = [m.scale for m in layers]
@@ -373,14 +373,16 @@ def load_reference(path: Path, train: EncodedPairs, val: EncodedPairs | None) ->
 
 
 def main(cfg: DPOConfig) -> int:
+    from ownlm.model.run import RunFolder
     from ownlm.train.device import ddp_info
-    from ownlm.train.trainer import run_folder
 
     cfg.train.start()
     _check(cfg)
     out = Path(cfg.out)
     rank, _, world = ddp_info()
-    with run_folder(out, cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]) as resume:
+    with RunFolder(out).claim(
+        cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]
+    ) as resume:
         return _dpo(cfg, out, resume, rank, world)
 
 
@@ -465,7 +467,7 @@ def _dpo(cfg: DPOConfig, out: Path, resume, rank: int, world: int) -> int:
             tc.max_iters = tc.max_iters or max(1, math.ceil((cfg.epochs or 1.0) * per_epoch))
         ref_path = out / REFERENCE_FILE
         if resume:
-            tc.dtype = resume[1].get("dtype") or tc.dtype
+            tc.dtype = resume[1].dtype or tc.dtype
             reference = load_reference(ref_path, train, val)
         else:  # the run's precision first (the Trainer keeps it), so the reference is computed as training runs
             if cfg.base_dtype == "bf16" and tc.dtype == "auto":
@@ -499,7 +501,7 @@ def _dpo(cfg: DPOConfig, out: Path, resume, rank: int, world: int) -> int:
 
 
 def _summary_line(model, template, train: EncodedPairs, val: EncodedPairs | None, per_epoch: int, tc) -> str:
-    from ownlm.finetune.lora import trainable_summary
+    from ownlm.model.lora import trainable_summary
 
     c = train.counts()
     skipped = (
