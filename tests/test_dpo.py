@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from model_samples import make_run
-from ownlm.finetune.lora import LoRAConfig, apply_lora
 from safetensors.torch import load_file
 
 from ownlm.cli import main
