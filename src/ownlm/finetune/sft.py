@@ -645,15 +645,11 @@ def short_run_warning(steps: int, needed: int) -> str:
 def restore_best(out: Path, folder: Path, device):
     """Point the run's ``latest`` at ``folder`` (its best step) and return that model, adapters folded in; the
     newest step is named in ``last``, so ``--resume`` continues the run from where it stopped."""
-    from ownlm.io import write_text
     from ownlm.model.checkpoint import load_model
-    from ownlm.train.checkpoint import read_pointer
+    from ownlm.model.run import RunFolder
 
     model, _, _ = load_model(folder, device=device, merge_lora=True)
-    newest = read_pointer(out / "latest")
-    if newest != folder.name:
-        write_text(out / "last", newest + "\n")
-        write_text(out / "latest", folder.name + "\n")
+    RunFolder(out).point_latest_at(folder)
     return model
 
 
