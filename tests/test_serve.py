@@ -421,9 +421,8 @@ def test_load_16_clients_5_requests_each(server):
                 if (k + j) % 2:
                     stream = c.completions.create(model="my-run", prompt=f"Client {k} asks {j}", max_tokens=16,
                                                   temperature=0.8, stream=True)  # fmt: skip
-                    chunks = list(
-                        stream
-                    )  # the last chunk says why the stream ended; each carries a text piece
+                    # the last chunk says why the stream ended; each carries a text piece
+                    chunks = list(stream)
                     assert chunks[-1].choices[0].finish_reason in ("length", "stop")
                     assert all(isinstance(x.choices[0].text, str) for x in chunks)
                 else:
