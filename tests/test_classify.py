@@ -19,6 +19,7 @@ from ownlm.finetune.classifier import Classifier, GPTClassifier, encode_text, pa
 from ownlm.finetune.classify import ClassBatches, ClassifyConfig, Encoded, adapt_classifier, class_weights
 from ownlm.finetune.classify_data import downsample, open_records, split_rows
 from ownlm.finetune.classify_report import confusion_matrix, scores
+from ownlm.model.adapt import AdaptConfig
 from ownlm.model.checkpoint import load_model, save_model
 from ownlm.model.gpt import GPT, GPTConfig
 from ownlm.tokenizer import Tokenizer
@@ -156,7 +157,7 @@ def test_classifier_checkpoint_round_trip(tmp_path, tie):
 
 def test_lora_classifier_saves_adapters_and_head_and_loads_merged(tmp_path):
     clf = GPTClassifier(_gpt(), 2)
-    cfg = ClassifyConfig(base="b", data="d", out="o", lora_rank=4)
+    cfg = ClassifyConfig(base="b", data="d", out="o", adapt=AdaptConfig(lora_rank=4))
     adapt_classifier(clf, cfg)
     trainable = {n for n, p in clf.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("score.") for n in trainable)
@@ -174,12 +175,12 @@ def test_lora_classifier_saves_adapters_and_head_and_loads_merged(tmp_path):
 
 def test_partial_training_trains_the_head_and_last_blocks_only():
     clf = GPTClassifier(_gpt(tie=True), 2)
-    adapt_classifier(clf, ClassifyConfig(base="b", data="d", out="o", train_layers="0"))
+    adapt_classifier(clf, ClassifyConfig(base="b", data="d", out="o", adapt=AdaptConfig(train_layers="0")))
     trainable = {n for n, p in clf.named_parameters() if p.requires_grad}
     assert {"score.weight", "score.bias", "gpt.transformer.ln_f.weight"} <= trainable
     assert all(n.startswith(("score.", "gpt.transformer.ln_f.")) for n in trainable)  # no embedding, no block
     clf = GPTClassifier(_gpt(tie=False), 2)
-    adapt_classifier(clf, ClassifyConfig(base="b", data="d", out="o", train_layers="1"))
+    adapt_classifier(clf, ClassifyConfig(base="b", data="d", out="o", adapt=AdaptConfig(train_layers="1")))
     trainable = {n for n, p in clf.named_parameters() if p.requires_grad}
     assert any(n.startswith("gpt.transformer.h.1.") for n in trainable)
     assert all(n.startswith(("score.", "gpt.transformer.ln_f.", "gpt.transformer.h.1.")) for n in trainable)

@@ -158,6 +158,30 @@ def test_help_is_fast_and_imports_no_torch():
     assert out.returncode == 0, out.stderr
 
 
+# Config modules that still load torch when a command's flags are read, with the reason. Each one makes that
+# command's `--help` slow; the fix is to import torch inside the functions that use it.
+TORCH_AT_HELP = {
+    "ownlm.importers.gguf": "formats/tensor_map.py imports model.gpt (torch) for GPTConfig at module level",
+    "ownlm.importers.hf": "formats/tensor_map.py imports model.gpt (torch) for GPTConfig at module level",
+    "ownlm.export.cli": "formats/tensor_map.py imports model.gpt (torch) for GPTConfig at module level",
+}
+
+
+def test_a_commands_help_imports_no_torch():
+    """Every command's config module (what `ownlm CMD --help` imports) loads without torch: torch loads when a
+    command runs, in the functions that need it."""
+    import subprocess
+    import sys
+
+    from ownlm.cli import COMMANDS
+
+    names = sorted({c.config.split(":")[0] for c in COMMANDS} - set(TORCH_AT_HELP))
+    code = "import importlib, sys; importlib.import_module(sys.argv[1]); print('torch' in sys.modules)"
+    heavy = [n for n in names
+             if subprocess.run([sys.executable, "-c", code, n], capture_output=True, text=True).stdout.strip() != "False"]  # fmt: skip
+    assert heavy == []
+
+
 def test_atomic_write_respects_umask(tmp_path):
     old = os.umask(0o022)
     try:

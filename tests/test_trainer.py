@@ -13,7 +13,7 @@ from ownlm.errors import UserError
 from ownlm.model.gpt import GPT, GPTConfig
 from ownlm.model.run import RunFolder
 from ownlm.report import verdict
-from ownlm.train.config import TrainingConfig
+from ownlm.train.config import PretrainingConfig, TrainingConfig
 from ownlm.train.pretrain import PretrainConfig
 from ownlm.train.trainer import Task, Trainer
 
@@ -148,7 +148,18 @@ def test_build_and_pretrain_share_one_training_section():
 
     for cls in (PretrainConfig, BuildConfig):
         hints = {f: t for f, t in cls.__annotations__.items()}
-        assert hints["train"] in ("TrainingConfig", TrainingConfig)
+        assert hints["train"] in ("PretrainingConfig", PretrainingConfig)
+    assert issubclass(PretrainingConfig, TrainingConfig)  # the fine-tuning section, plus --batch-tokens
+
+
+def test_a_command_offers_only_the_flags_it_uses():
+    from ownlm.finetune.classify import ClassifyConfig
+    from ownlm.finetune.sft import SFTConfig
+
+    assert "--batch-tokens" in build_parser(PretrainConfig, "p").format_help()
+    for cls in (SFTConfig, ClassifyConfig):  # rows of varying length: no fixed tokens per step
+        assert "--batch-tokens" not in build_parser(cls, "f").format_help()
+        assert "--grad-accum" in build_parser(cls, "f").format_help()
 
 
 def test_resume_refuses_a_changed_model_flag(tmp_path, capsys):
@@ -181,3 +192,65 @@ def test_report_wording_follows_the_measured_score(bpb, tokens, expect):
     flat = verdict([{"val_bpb": 2.5, "tokens": 1}, {"val_bpb": 2.5, "tokens": 2}], {})
     assert "did not go down" in flat
     assert math.isfinite(bpb)
+
+
+def test_the_adapt_section_is_declared_once_and_nested_by_every_fine_tuning_command():
+    import ast
+    from dataclasses import MISSING, fields
+    from pathlib import Path
+
+    import ownlm
+    from ownlm.finetune.classify import ClassifyConfig
+    from ownlm.finetune.dpo import DPOConfig
+    from ownlm.finetune.sft import SFTConfig
+    from ownlm.model.adapt import AdaptConfig
+    from ownlm.model.lora import LoRAConfig
+    from ownlm.pipeline import BuildConfig
+
+    names = {f.name for f in fields(AdaptConfig)}
+    declared = [
+        f"{path.name}:{node.target.id}"
+        for path in Path(ownlm.__file__).parent.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id in names
+    ]
+    assert sorted(declared) == sorted(f"adapt.py:{n}" for n in names)  # lora_rank has one definition
+    for cls in (SFTConfig, ClassifyConfig, DPOConfig, BuildConfig):
+        assert {f.name: f.type for f in fields(cls)}["adapt"] in ("AdaptConfig", AdaptConfig)
+        assert "--lora-rank" in build_parser(cls, "x").format_help()
+    assert {f.name: f.default for f in fields(LoRAConfig)}["rank"] is MISSING  # one default: 0, off
+    assert LoRAConfig(rank=4).alpha == AdaptConfig().lora_alpha
+    cfg = parse_args(SFTConfig, ["base", "--data", "d", "--out", "o", "--lora-rank", "4"], "sft")
+    assert cfg.adapt.lora_rank == 4 and to_dict(cfg)["adapt"]["lora_rank"] == 4
+    assert (
+        from_dict(SFTConfig, {"base": "b", "out": "o", "lora_rank": 2}).adapt.lora_rank == 2
+    )  # flat keys too
+
+
+def test_every_training_command_runs_through_the_driver_with_one_budget_default(tmp_path):
+    import ast
+    from pathlib import Path
+
+    import ownlm
+    from ownlm.train import driver
+
+    root = Path(ownlm.__file__).parent
+    # the budget fields are declared once (the `train` section) and no command keeps its own fallback
+    declared = [
+        f"{path.relative_to(root)}:{node.target.id}"
+        for path in root.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        and node.target.id in ("epochs", "max_iters", "batch_tokens")
+    ]  # fmt: skip
+    assert sorted(declared) == [
+        "train/config.py:batch_tokens",
+        "train/config.py:epochs",
+        "train/config.py:max_iters",
+    ]
+    for module in ("train/pretrain.py", "finetune/sft.py", "finetune/classify.py", "finetune/dpo.py"):
+        text = (root / module).read_text(encoding="utf-8")
+        assert "run_training(" in text and "Trainer(" not in text and ".claim(" not in text, module
+    assert driver.DEFAULT_EPOCHS == 2.0
+    with pytest.raises(ValueError, match="needs a budget"):  # the Trainer has no default of its own
+        Trainer(_model(), _cfg(), ToyTask(), tmp_path / "run").fit()

@@ -40,8 +40,10 @@ from typing import Literal
 
 from ownlm.config import from_dict, opt, to_dict
 from ownlm.errors import UserError
+from ownlm.model.adapt import AdaptConfig
 from ownlm.model.run import RunFolder
-from ownlm.train.config import ModelShape, TrainingConfig
+from ownlm.train.config import ModelShape, PretrainingConfig, TrainingConfig
+from ownlm.train.driver import DEFAULT_EPOCHS
 
 STATE_FORMAT, STATE_VERSION = "ownlm-pipeline", 1
 TRAINING_STAGES = (
@@ -106,11 +108,9 @@ class BuildConfig:
         help="with --person: fine-tune on the other senders' replies first (half the time, one pass at most), "
         "then on the person's; in our measurement this beats the person's replies alone",
     )
-    lora_rank: int = opt(
-        -1,
-        help="fine-tune LoRA adapters of this rank instead of the whole model (0: the whole model; -1: 8 with "
-        "--base, else the whole model)",
-        bounds="[-1, inf)",
+    adapt: AdaptConfig = opt(
+        AdaptConfig(lora_rank=-1),
+        help="fine-tuning: LoRA adapters (-1: rank 8 with --base, else none) or partial",
     )
     base: str | None = opt(
         None,
@@ -140,8 +140,8 @@ class BuildConfig:
     )
     # model and pretraining: the same sections as `ownlm pretrain`
     model: ModelShape = opt(ModelShape(), help="the model's size and block")
-    train: TrainingConfig = opt(
-        TrainingConfig(max_minutes=10.0, batch_size=32), help="pretraining budget, schedule, machine"
+    train: PretrainingConfig = opt(
+        PretrainingConfig(max_minutes=10.0, batch_size=32), help="pretraining budget, schedule, machine"
     )
 
 
@@ -502,8 +502,8 @@ def write_modelfile(gguf_path: Path, run: Path) -> Path:
 def _adapt_values(cfg: BuildConfig) -> dict:
     """How the fine-tuning stages adapt the model. From a real base (--base): LoRA of rank 8 on frozen bf16
     weights, with activation checkpointing and packing, so that a 100 M+ model fine-tunes in a laptop's memory."""
-    rank = cfg.lora_rank if cfg.lora_rank >= 0 else (8 if cfg.base else 0)
-    values = {"lora_rank": rank}
+    rank = cfg.adapt.lora_rank if cfg.adapt.lora_rank >= 0 else (8 if cfg.base else 0)
+    values = {**to_dict(cfg.adapt), "lora_rank": rank}  # flat keys: they land in the stage's `adapt` section
     if cfg.base is not None:
         bf16_ok = rank and cfg.train.dtype in ("auto", "bf16")  # frozen bf16 weights run under bf16 autocast
         values.update(
@@ -522,7 +522,7 @@ def _sft_train(cfg: BuildConfig) -> dict:
 
 
 def budget_text(tc: TrainingConfig) -> str:
-    """ "10 minutes", "2,000 steps", "1,000,000 tokens" — the budget a run was given, in words."""
+    """ "10 minutes", "2,000 steps", "1,000,000 tokens", "2 epochs" — the budget a run was given, in words."""
     parts = []
     if tc.max_minutes:
         parts.append(f"{tc.max_minutes:g} minute{'s' if tc.max_minutes != 1 else ''}")
@@ -530,7 +530,10 @@ def budget_text(tc: TrainingConfig) -> str:
         parts.append(f"{tc.max_iters:,} step{'s' if tc.max_iters != 1 else ''}")
     if tc.max_tokens:
         parts.append(f"{tc.max_tokens:,} tokens")
-    return " or ".join(parts) or "2,000 steps"
+    epochs = tc.epochs or (0.0 if parts else DEFAULT_EPOCHS)  # none given: the driver's one default
+    if epochs:
+        parts.append(f"{epochs:g} epoch{'s' if epochs != 1 else ''}")
+    return " or ".join(parts)
 
 
 # Weights' dtype for the final samples: what training used, and fp32 for "auto" (small models sample faster in
@@ -632,7 +635,7 @@ def demo_config(cfg: DemoConfig) -> BuildConfig:
         vocab_size=cfg.vocab_size,
         compare=cfg.compare,
         model=ModelShape(n_layer=4, n_head=4, n_embd=192, block_size=128),
-        train=TrainingConfig(
+        train=PretrainingConfig(
             batch_size=16,
             lr=2e-3,
             max_minutes=cfg.minutes,

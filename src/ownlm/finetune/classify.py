@@ -34,17 +34,25 @@ from __future__ import annotations
 import json
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from ownlm.config import opt, save_config, to_dict
+from ownlm.config import opt
 from ownlm.errors import UserError
+from ownlm.extract.tabular import guess_field, resolve_field, sniff_delimiter
 from ownlm.finetune.classify_data import cell, chain, open_records, parse_delimiter, prepare_splits
+from ownlm.finetune.classify_report import plot_confusion, plot_curves, scores, write_report
+from ownlm.finetune.common import load_base
+from ownlm.io import atomic_write, iter_jsonl, prepare_output, write_json
+from ownlm.model.adapt import AdaptConfig
+from ownlm.model.checkpoint import load_model
+from ownlm.model.run import RunFolder
 from ownlm.train.config import TrainingConfig
+from ownlm.train.device import pick_device
+from ownlm.train.driver import Prepared, Run, run_training
 from ownlm.train.trainer import RunContext, Task
 
 
@@ -88,21 +96,14 @@ class ClassifyConfig:
     truncate: Literal["right", "left"] = opt(
         "right", help="texts longer than --max-length: right keeps the start, left keeps the end"
     )
-    epochs: float = opt(0.0, help="passes over the training rows (0: 5 when no other budget is given)")
     patience: int = opt(0, help="stop when validation loss has not improved for N evaluations (0: never)")
     restore_best: bool = opt(
         True, help="end on the checkpoint with the lowest validation loss (else: the last step's)"
     )
-    lora_rank: int = opt(0, help="train LoRA adapters of this rank (and the head) instead of the full model")
-    lora_alpha: float = opt(
-        16.0, help="LoRA scale numerator: updates are scaled by alpha / rank", bounds="(0, inf)"
-    )
-    lora_targets: list[str] = opt(
-        ["attn"], help="layers that get adapters: attn, mlp, all, or names like c_fc"
-    )
-    lora_dropout: float = opt(0.0, help="dropout on the adapters' input", bounds="[0, 1)")
-    train_layers: str = opt("all", help="'all', or N = the last N blocks + final norm + head (0: head only)")
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
+    adapt: AdaptConfig = opt(
+        AdaptConfig(), help="LoRA adapters (the new head always trains) or partial fine-tuning"
+    )
     train: TrainingConfig = opt(classify_training_defaults(), help="budget, schedule, evaluation, machine")
 
 
@@ -217,7 +218,6 @@ class ClassifyTask(Task):
         return model(batch["input_ids"], batch["lengths"], batch["labels"], weight=self._w)[1]
 
     def evaluate(self, model, ctx: RunContext) -> dict:
-        from ownlm.finetune.classify_report import scores
 
         k, B, pad = len(self.labels), self.train.B, self.train.pad_id
         loss, conf = score_split(model, self.val, ctx, B, pad, k)
@@ -260,9 +260,7 @@ def class_weights(labels: np.ndarray, n_labels: int) -> list[float]:
 
 
 def _check(cfg: ClassifyConfig) -> None:
-    from ownlm.finetune.common import check_adapt
-
-    check_adapt(cfg)
+    cfg.adapt.check()
     if not cfg.data:
         raise UserError(
             "give the labelled data: --data FILE (CSV, TSV or JSONL with a text and a label per row)"
@@ -275,20 +273,20 @@ def _check(cfg: ClassifyConfig) -> None:
         raise UserError(
             "--val-fraction and --test-fraction must be in [0, 1) and leave some rows for training"
         )
-    if cfg.max_length < 0 or cfg.epochs < 0 or cfg.patience < 0:
-        raise UserError("--max-length, --epochs and --patience must be >= 0")
+    if cfg.max_length < 0 or cfg.patience < 0:
+        raise UserError("--max-length and --patience must be >= 0")
     parse_delimiter(cfg.delimiter)
 
 
 def adapt_classifier(model, cfg: ClassifyConfig) -> None:
     """LoRA on the trunk or its last blocks only, as the flags ask; the new head always trains, and the
     trunk's unused language-model head never does."""
-    from ownlm.finetune.common import adapt
+    from ownlm.model.lora import adapt_model  # torch: not at `--help`
 
-    if cfg.lora_rank:
-        adapt(model, cfg)
-    elif cfg.train_layers != "all":
-        adapt(model.gpt, cfg)
+    if cfg.adapt.lora_rank:
+        adapt_model(model, cfg.adapt)
+    elif cfg.adapt.train_layers != "all":
+        adapt_model(model.gpt, cfg.adapt)
         model.gpt.lm_head.requires_grad_(False)  # tied: the token embedding, which partial training leaves be
     else:
         model.gpt.lm_head.requires_grad_(model.gpt.config.tie_embeddings)
@@ -296,92 +294,64 @@ def adapt_classifier(model, cfg: ClassifyConfig) -> None:
 
 
 def main(cfg: ClassifyConfig) -> int:
-
-    from ownlm.model.run import RunFolder
-    from ownlm.train.device import ddp_info
-
-    tc = cfg.train
-    tc.start()
+    cfg.train.check()
     _check(cfg)
-    out = Path(cfg.out)
     splits = prepare_splits(cfg)  # bad data stops here, before the run folder is touched
-    rank, _, world = ddp_info()
     inputs = [cfg.base, cfg.data] + [p for p in (cfg.val_data, cfg.test_data) if p]
-    with RunFolder(out).claim(cfg.resume, master=rank == 0, inputs=inputs) as resume:
-        return _classify(cfg, out, resume, splits, rank, world)
+    return run_training(cfg, lambda run: make_task(cfg, run, splits), inputs=inputs)
 
 
-def _classify(cfg: ClassifyConfig, out: Path, resume, splits, rank: int, world: int) -> int:
-    import torch
+def make_task(cfg: ClassifyConfig, run: Run, splits) -> Prepared:
+    """The base with a new head (or the resumed classifier), the rows encoded, and the test scores at the end."""
+    import torch  # torch and the model: imported when the run starts, not at `ownlm finetune classify --help`
 
-    from ownlm.finetune.classifier import GPTClassifier
-    from ownlm.finetune.common import load_base
-    from ownlm.io import write_json
+    from ownlm.finetune.classifier import GPTClassifier, read_labels
     from ownlm.model.lora import trainable_summary
-    from ownlm.train.device import ddp_cleanup, ddp_setup, pick_device
-    from ownlm.train.trainer import Trainer
 
-    tc = cfg.train
+    tc, resume, rank, world = cfg.train, run.resume, run.rank, run.world
     train_rows, val_rows, test_rows, labels, info = splits
     kinds = ("classifier",) if resume else ("lm", "lm+lora")
-    model, tok, _ = load_base(cfg.base, resume[0] if resume else None, kinds=kinds)
+    model, tok, _ = load_base(cfg.base, run.folder, kinds=kinds)
     block = model.config.block_size
     max_len = min(cfg.max_length or block, block)
     enc = {name: encode_rows(rows, tok, labels, max_len, cfg.truncate)
            for name, rows in (("train", train_rows), ("val", val_rows), ("test", test_rows))}  # fmt: skip
     pad_id = tok.eot_id if tok.eot_id is not None else 0
-    device = pick_device(tc.device)
-    if world > 1:
-        ddp_setup(device)
-    try:
-        torch.manual_seed(tc.seed)  # the head's (and LoRA's) random start: the same in every process and run
-        if resume:
-            from ownlm.finetune.classifier import read_labels
-
-            if read_labels(resume[0])["labels"] != labels:
-                raise UserError(f"{resume[0]}: the run was trained on other labels than --data has now")
-            if cfg.lora_rank:  # the adapters came back with the checkpoint, the rest frozen
-                model.score.requires_grad_(True)
-            else:
-                adapt_classifier(model, cfg)  # the same parameters train as before the interruption
+    torch.manual_seed(tc.seed)  # the head's (and LoRA's) random start: the same in every process and run
+    if resume:
+        if read_labels(run.folder)["labels"] != labels:
+            raise UserError(f"{run.folder}: the run was trained on other labels than --data has now")
+        if cfg.adapt.lora_rank:  # the adapters came back with the checkpoint, the rest frozen
+            model.score.requires_grad_(True)
         else:
-            model = GPTClassifier(model, len(labels), cfg.pool)
-            adapt_classifier(model, cfg)
-        model.train()
-        batches = ClassBatches(enc["train"], tc.batch_size, pad_id, tc.seed, rank, world)
-        per_epoch = math.ceil(batches.per_epoch / tc.grad_accum)
-        if cfg.epochs or not (tc.max_iters or tc.max_tokens or tc.max_minutes):
-            tc.max_iters = tc.max_iters or max(1, math.ceil((cfg.epochs or 5.0) * per_epoch))
-        weights = class_weights(enc["train"].labels, len(labels)) if cfg.balance == "weights" else None
-        counts = {name: int(np.bincount(e.labels, minlength=len(labels)).sum()) for name, e in enc.items()}
-        info.update(counts, truncated=sum(e.truncated for e in enc.values()), max_length=max_len,
-                    per_label={name: dict(zip(labels, np.bincount(e.labels, minlength=len(labels)).tolist()))
-                               for name, e in enc.items()}, class_weights=weights, steps_per_epoch=per_epoch)  # fmt: skip
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                save_config(cfg, out / "config.json")
-            write_json(out / "data.json", info)
-            print(f"classify: {counts['train']:,} train / {counts['val']:,} validation / {counts['test']:,} test "
-                  f"rows, labels {', '.join(labels)}; {info['truncated']} cut to {max_len} tokens; {per_epoch} "
-                  f"steps per epoch; {trainable_summary(model)}")  # fmt: skip
-        task = ClassifyTask(batches, enc["val"], labels, weights=weights, eval_rows=tc.eval_iters * tc.batch_size,
-                            patience=cfg.patience, max_length=max_len, truncate=cfg.truncate)  # fmt: skip
-        t0 = time.perf_counter()
-        summary = Trainer(model, tc, task, out, tokenizer=tok, resume=resume, run_config=to_dict(cfg),
-                          flops_seq_len=max_len).fit()  # fmt: skip
-        seconds = time.perf_counter() - t0
-    finally:
-        if world > 1:
-            ddp_cleanup()
-    if rank == 0 and summary["status"] == "done":
-        _finish(cfg, out, model, enc["test"], labels, pad_id, device, summary, seconds, info)
-    return 130 if summary["status"] == "interrupted" else 0
+            adapt_classifier(model, cfg)  # the same parameters train as before the interruption
+    else:
+        model = GPTClassifier(model, len(labels), cfg.pool)
+        adapt_classifier(model, cfg)
+    model.train()
+    batches = ClassBatches(enc["train"], tc.batch_size, pad_id, tc.seed, rank, world)
+    per_epoch = math.ceil(batches.per_epoch / tc.grad_accum)
+    weights = class_weights(enc["train"].labels, len(labels)) if cfg.balance == "weights" else None
+    counts = {name: int(np.bincount(e.labels, minlength=len(labels)).sum()) for name, e in enc.items()}
+    info.update(counts, truncated=sum(e.truncated for e in enc.values()), max_length=max_len,
+                per_label={name: dict(zip(labels, np.bincount(e.labels, minlength=len(labels)).tolist()))
+                           for name, e in enc.items()}, class_weights=weights, steps_per_epoch=per_epoch)  # fmt: skip
+    announce = (f"classify: {counts['train']:,} train / {counts['val']:,} validation / {counts['test']:,} test "
+                f"rows, labels {', '.join(labels)}; {info['truncated']} cut to {max_len} tokens; {per_epoch} "
+                f"steps per epoch; {trainable_summary(model)}")  # fmt: skip
+    task = ClassifyTask(batches, enc["val"], labels, weights=weights, eval_rows=tc.eval_iters * tc.batch_size,
+                        patience=cfg.patience, max_length=max_len, truncate=cfg.truncate)  # fmt: skip
+
+    def finish(summary: dict) -> None:
+        _finish(
+            cfg, run.out, model, enc["test"], labels, pad_id, run.device, summary, summary["seconds"], info
+        )
+
+    return Prepared(model, task, tok, steps_per_epoch=per_epoch, data=info, announce=lambda: announce,
+                    finish=finish, flops_seq_len=max_len)  # fmt: skip
 
 
 def _finish(cfg, out: Path, model, test: Encoded, labels, pad_id, device, summary, seconds, info) -> None:
-    from ownlm.finetune.classify_report import plot_confusion, plot_curves, scores, write_report
-    from ownlm.io import iter_jsonl, write_json
 
     best = summary.get("best_checkpoint")
     if cfg.restore_best and best and Path(best) != Path(summary["checkpoint"]):
@@ -412,8 +382,6 @@ def _finish(cfg, out: Path, model, test: Encoded, labels, pad_id, device, summar
 def restore_checkpoint(out: Path, folder: Path, device):
     """Point the run's ``latest`` at ``folder`` (one of its step folders) and return that classifier. The
     newest step is named in ``last``, so ``--resume`` continues the run from where it stopped."""
-    from ownlm.model.checkpoint import load_model
-    from ownlm.model.run import RunFolder
 
     model, _, _ = load_model(folder, device=device, kinds=("classifier",))
     RunFolder(out).point_latest_at(folder)
@@ -444,7 +412,6 @@ class PredictConfig:
 
 def predict_main(cfg: PredictConfig) -> int:
     from ownlm.finetune.classifier import Classifier
-    from ownlm.train.device import pick_device
 
     if bool(cfg.file) == bool(cfg.text):
         raise UserError("give texts to classify, or --file IN --out OUT (not both)")
@@ -468,9 +435,6 @@ def classify_file(clf, cfg: PredictConfig) -> int:
     import csv
 
     from tqdm import tqdm
-
-    from ownlm.extract.tabular import guess_field, resolve_field
-    from ownlm.io import atomic_write, prepare_output
 
     out = prepare_output(cfg.out, kind="ownlm-classified", folder=False, inputs=[cfg.file])
     fields, records = open_records(cfg.file, cfg.header, cfg.delimiter, min_columns=1)
@@ -526,7 +490,6 @@ def classify_file(clf, cfg: PredictConfig) -> int:
 
 
 def _table_delimiter(path) -> str:
-    from ownlm.extract.tabular import sniff_delimiter
 
     with open(path, encoding="utf-8-sig", errors="replace", newline="\n") as f:
         return sniff_delimiter(f.read(65536), Path(path).suffix.lower())

@@ -116,7 +116,11 @@ def write_report(out: Path, cfg, result: dict) -> Path:
     def pct(x):
         return f"{100 * x:.2f} %" if isinstance(x, int | float) else "–"
 
-    how = f"LoRA rank {cfg.lora_rank}" if cfg.lora_rank else f"train layers: {cfg.train_layers}"
+    how = (
+        f"LoRA rank {cfg.adapt.lora_rank}"
+        if cfg.adapt.lora_rank
+        else f"train layers: {cfg.adapt.train_layers}"
+    )
     lines = [f"# {out.name}: a classifier fine-tuned from `{cfg.base}`", "",
              f"Data `{cfg.data}`: {data['read']:,} rows; labels {', '.join(f'`{x}`' for x in labels)}; balance "
              f"`{cfg.balance}`; split {data['train']:,} train / {data['val']:,} validation / {data['test']:,} test "

@@ -2,7 +2,7 @@
 or the last blocks only).
 
     model, tok, folder = load_base("runs/base", None)
-    adapt(model, cfg)       # cfg has lora_rank, lora_alpha, lora_targets, lora_dropout, train_layers
+    adapt_model(model, cfg.adapt)   # ownlm.model.lora: the `adapt` section (LoRA or the last blocks)
     store_frozen(model, "bf16")   # the frozen weights at half the memory (training runs under bf16 autocast)
 
 ``ownlm finetune sft`` and ``ownlm finetune classify`` both use these, so a flag means the same thing in each.
@@ -26,30 +26,6 @@ def load_base(base: str, resume_folder: Path | None, kinds=("lm", "lm+lora")):
             f"{folder}: the model has no tokenizer.json; fine-tuning needs the tokenizer it was trained with"
         )
     return model, tok, folder
-
-
-def check_adapt(cfg) -> None:
-    """The LoRA and partial-training flags: a ``UserError`` for values no run can use."""
-    if cfg.lora_rank < 0:
-        raise UserError(f"--lora-rank must be >= 0, got {cfg.lora_rank}")
-    if cfg.lora_rank and cfg.train_layers != "all":
-        raise UserError(
-            "give either --lora-rank (adapters) or --train-layers (partial fine-tuning), not both"
-        )
-
-
-def adapt(model, cfg, resume: bool = False) -> None:
-    """LoRA adapters, or freezing all but the last blocks, as the flags ask. A resumed run's adapters come with
-    its checkpoint (and freeze the base as they load); its partial training is frozen again here."""
-    if cfg.lora_rank and resume:
-        return
-    from ownlm.model.lora import LoRAConfig, apply_lora, freeze_for_train_layers  # torch: not at --help
-
-    if cfg.lora_rank:
-        apply_lora(model, LoRAConfig(rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=list(cfg.lora_targets),
-                                     dropout=cfg.lora_dropout))  # fmt: skip
-    elif cfg.train_layers != "all":
-        freeze_for_train_layers(model, cfg.train_layers)
 
 
 def store_frozen(model, dtype: str) -> int:

@@ -35,11 +35,26 @@ from typing import Literal
 
 import numpy as np
 
-from ownlm.config import opt, save_config, to_dict
+from ownlm.config import opt
 from ownlm.errors import UserError
-from ownlm.finetune.common import adapt, check_adapt, load_base, store_frozen
-from ownlm.finetune.dpo_data import EncodedPairs, encode_pairs, pair_batch
+from ownlm.finetune.common import load_base, store_frozen
+from ownlm.finetune.dpo_data import (
+    EncodedPairs,
+    conversations,
+    encode_pairs,
+    load_pairs,
+    pair_batch,
+    split_pairs,
+)
+from ownlm.finetune.sft import _excerpt, answer, choose_template, rouge_l
+from ownlm.io import iter_jsonl, write_bytes, write_jsonl, write_text
+from ownlm.model.adapt import AdaptConfig
+from ownlm.model.checkpoint import unwrap
+from ownlm.model.resize import fit_vocab
+from ownlm.tokenizer.chat import add_special_tokens, save_template
 from ownlm.train.config import TrainingConfig
+from ownlm.train.device import choose_dtype
+from ownlm.train.driver import Prepared, Run, run_training
 from ownlm.train.trainer import RunContext, Task
 
 REFERENCE_FILE = "reference.safetensors"
@@ -85,16 +100,6 @@ class DPOConfig:
         "truncate",
         help="replies longer than --max-length: keep the start (or the end of a long prompt), or drop",
     )
-    epochs: float = opt(0.0, help="passes over the training pairs (0: 1 when no other budget is given)")
-    lora_rank: int = opt(0, help="train LoRA adapters of this rank instead of the full model (0: full)")
-    lora_alpha: float = opt(16.0, help="LoRA scale numerator: updates are scaled by alpha / rank")
-    lora_targets: list[str] = opt(
-        ["attn"], help="layers that get adapters: attn, mlp, all, or names like c_fc"
-    )
-    lora_dropout: float = opt(0.0, help="dropout on the adapters' input")
-    train_layers: str = opt(
-        "all", help="partial fine-tuning: 'all', or N = the last N blocks + final norm + head"
-    )
     base_dtype: Literal["fp32", "bf16"] = opt(
         "fp32",
         help="with --lora-rank or --train-layers: keep the frozen weights in bf16 (half the memory; runs under "
@@ -106,6 +111,7 @@ class DPOConfig:
     responses: int = opt(20, help="held-out prompts answered before and after training (0: none)")
     max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl")
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
+    adapt: AdaptConfig = opt(AdaptConfig(), help="LoRA adapters or partial fine-tuning")
     train: TrainingConfig = opt(dpo_training_defaults(), help="budget, schedule, evaluation, machine")
 
 
@@ -158,7 +164,6 @@ def sequence_logps(model, input_ids, labels):
 @contextlib.contextmanager
 def adapters_off(model):
     """The model with its LoRA adapters switched off (each adds exactly zero): the base network, no copy."""
-    from ownlm.model.checkpoint import unwrap
     from ownlm.model.lora import LoRALinear
 
     layers = [m for m in unwrap(model).modules() if isinstance(m, LoRALinear)]
@@ -305,7 +310,6 @@ class DPOTask(Task):
                        f"rejected {record['rejected_logp']:.2f}")  # fmt: skip
 
     def save_extra(self, folder: Path) -> None:
-        from ownlm.tokenizer.chat import save_template
 
         save_template(folder, self.template)
 
@@ -340,8 +344,6 @@ def save_reference(path: Path, ref: dict, dtype: str) -> None:
     import torch
     from safetensors.torch import save
 
-    from ownlm.io import write_bytes
-
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in ref.items()}
     write_bytes(
         path, save(tensors, metadata={"format": "ownlm-dpo-reference", "version": "1", "dtype": dtype})
@@ -373,17 +375,9 @@ def load_reference(path: Path, train: EncodedPairs, val: EncodedPairs | None) ->
 
 
 def main(cfg: DPOConfig) -> int:
-    from ownlm.model.run import RunFolder
-    from ownlm.train.device import ddp_info
-
-    cfg.train.start()
+    cfg.train.check()
     _check(cfg)
-    out = Path(cfg.out)
-    rank, _, world = ddp_info()
-    with RunFolder(out).claim(
-        cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]
-    ) as resume:
-        return _dpo(cfg, out, resume, rank, world)
+    return run_training(cfg, lambda run: make_task(cfg, run), inputs=[cfg.base, *cfg.data, *cfg.val_data])
 
 
 def _check(cfg: DPOConfig) -> None:
@@ -391,7 +385,7 @@ def _check(cfg: DPOConfig) -> None:
         raise UserError(
             "give the preference data: --data FILE... (JSON/JSONL with chosen and rejected replies)"
         )
-    check_adapt(cfg)
+    cfg.adapt.check()
     if not (cfg.beta > 0 and math.isfinite(cfg.beta)):
         raise UserError(f"--beta must be a number > 0, got {cfg.beta}")
     if not 0 <= cfg.label_smoothing < 0.5:
@@ -399,21 +393,18 @@ def _check(cfg: DPOConfig) -> None:
     if cfg.label_smoothing and cfg.loss != "sigmoid":
         raise UserError("--label-smoothing applies to --loss sigmoid only")
     if cfg.base_dtype != "fp32":
-        if not cfg.lora_rank and cfg.train_layers == "all":
+        if not cfg.adapt.lora_rank and cfg.adapt.train_layers == "all":
             raise UserError(f"--base-dtype {cfg.base_dtype} stores the frozen weights: give --lora-rank R (or "
                             "--train-layers N) so that some are frozen")  # fmt: skip
         if cfg.train.dtype not in ("auto", "bf16"):
             raise UserError(f"--base-dtype {cfg.base_dtype} runs under bf16 autocast: use --dtype bf16 (or auto), "
                             f"not {cfg.train.dtype}")  # fmt: skip
-    if cfg.max_length < 0 or cfg.epochs < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
-        raise UserError("--max-length, --epochs and --responses must be >= 0 and --max-new-tokens >= 1")
+    if cfg.max_length < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
+        raise UserError("--max-length and --responses must be >= 0 and --max-new-tokens >= 1")
 
 
 def prepare(cfg: DPOConfig, tokenizer, base_folder: Path):
     """Read and split the pairs, choose the template: (template, tokenizer with its specials, train, val)."""
-    from ownlm.finetune.dpo_data import conversations, load_pairs, split_pairs
-    from ownlm.finetune.sft import choose_template
-    from ownlm.tokenizer.chat import add_special_tokens
 
     pairs = load_pairs(cfg.data)
     if cfg.val_data:
@@ -426,22 +417,21 @@ def prepare(cfg: DPOConfig, tokenizer, base_folder: Path):
     return template, add_special_tokens(tokenizer, template.special_tokens()), train, val
 
 
-def _dpo(cfg: DPOConfig, out: Path, resume, rank: int, world: int) -> int:
-    import torch
+def make_task(cfg: DPOConfig, run: Run) -> Prepared:
+    """The policy (the base with its adapters, or the resumed checkpoint), the pairs encoded, and the reference's
+    log-probabilities (computed once under the run's precision, or read back on ``--resume``)."""
+    import torch  # torch and LoRA: imported when the run starts, not at `ownlm finetune dpo --help`
 
-    from ownlm.io import write_json
-    from ownlm.model.resize import fit_vocab
-    from ownlm.train.device import choose_dtype, ddp_cleanup, ddp_setup, pick_device
-    from ownlm.train.trainer import Trainer
+    from ownlm.model.lora import adapt_model
 
-    tc = cfg.train
-    model, tok, folder = load_base(cfg.base, resume[0] if resume else None)
+    tc, resume, rank, world, device, out = cfg.train, run.resume, run.rank, run.world, run.device, run.out
+    model, tok, folder = load_base(cfg.base, run.folder)
     base_n_vocab = tok.n_vocab
     template, tok, train_pairs, val_pairs = prepare(cfg, tok, folder)
     if not resume:
         fit_vocab(model, base_n_vocab, tok.n_vocab)
     elif tok.n_vocab > model.config.vocab_size:
-        raise UserError(f"{resume[0]}: the checkpoint's tokenizer does not match its model")
+        raise UserError(f"{run.folder}: the checkpoint's tokenizer does not match its model")
     block = model.config.block_size
     max_len = min(cfg.max_length or block, block) + 1
     train = encode_pairs(train_pairs, template, tok, max_len, cfg.overlong)
@@ -451,53 +441,39 @@ def _dpo(cfg: DPOConfig, out: Path, resume, rank: int, world: int) -> int:
         raise UserError(f"none of the {len(train_pairs):,} training pairs fits the model's context of {block} "
                         f"tokens with a reply token left ({train.dropped:,} dropped); shorten them or raise "
                         "--max-length")  # fmt: skip
-
-    device = pick_device(tc.device)
-    if world > 1:
-        ddp_setup(device)
-    try:
-        torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
-        adapt(model, cfg, resume=bool(resume))
-        store_frozen(model, cfg.base_dtype)
-        model.checkpoint_activations = cfg.checkpoint_activations
-        model.to(device).train()
-        batches = PairBatches(train, tc.batch_size, tc.seed, rank, world)
-        per_epoch = math.ceil(batches.n / tc.grad_accum)
-        if cfg.epochs or not (tc.max_iters or tc.max_tokens or tc.max_minutes):
-            tc.max_iters = tc.max_iters or max(1, math.ceil((cfg.epochs or 1.0) * per_epoch))
-        ref_path = out / REFERENCE_FILE
-        if resume:
-            tc.dtype = resume[1].dtype or tc.dtype
-            reference = load_reference(ref_path, train, val)
-        else:  # the run's precision first (the Trainer keeps it), so the reference is computed as training runs
-            if cfg.base_dtype == "bf16" and tc.dtype == "auto":
-                tc.dtype = "bf16"  # the frozen bf16 weights are multiplied under bf16 autocast
-            tc.dtype = choose_dtype(tc.dtype, device, print if rank == 0 else (lambda s: None))
-            ctx = RunContext(device, tc.dtype, rank, world)
-            reference = compute_reference(model, train, val, ctx, tc.batch_size, pad_id, tc.eval_iters)
-            if rank == 0:
-                out.mkdir(parents=True, exist_ok=True)
-                save_reference(ref_path, reference, tc.dtype)
-        responses_before = []
+    torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
+    adapt_model(model, cfg.adapt, resume=bool(resume))
+    store_frozen(model, cfg.base_dtype)
+    model.checkpoint_activations = cfg.checkpoint_activations
+    model.to(device).train()
+    batches = PairBatches(train, tc.batch_size, tc.seed, rank, world)
+    per_epoch = math.ceil(batches.n / tc.grad_accum)
+    ref_path = out / REFERENCE_FILE
+    if resume:
+        tc.dtype = run.state.dtype or tc.dtype
+        reference = load_reference(ref_path, train, val)
+    else:  # the run's precision first (the Trainer keeps it), so the reference is computed as training runs
+        if cfg.base_dtype == "bf16" and tc.dtype == "auto":
+            tc.dtype = "bf16"  # the frozen bf16 weights are multiplied under bf16 autocast
+        tc.dtype = choose_dtype(tc.dtype, device, print if rank == 0 else (lambda s: None))
+        ctx = RunContext(device, tc.dtype, rank, world)
+        reference = compute_reference(model, train, val, ctx, tc.batch_size, pad_id, tc.eval_iters)
         if rank == 0:
-            if not resume:
-                save_config(cfg, out / "config.json")
-            write_json(out / "data.json", {"template": template.name, "train": train.counts(),
-                                           "val": val.counts() if val else None, "steps_per_epoch": per_epoch})  # fmt: skip
-            print(_summary_line(model, template, train, val, per_epoch, tc))
-            if cfg.responses and val and not resume:
-                responses_before = held_out_answers(model.eval(), tok, template, val.pairs[: cfg.responses],
-                                                    cfg.max_new_tokens)  # fmt: skip
-                model.train()
-        task = DPOTask(batches, val, reference, cfg, template, pad_id, tc.eval_iters)
-        summary = Trainer(model, tc, task, out, tokenizer=tok, resume=resume, run_config=to_dict(cfg),
-                          eval_at_start=True, flops_seq_len=block).fit()  # fmt: skip
-    finally:
-        if world > 1:
-            ddp_cleanup()
-    if rank == 0 and summary["status"] == "done":
-        _finish(cfg, out, model, tok, template, val, responses_before, summary, device)
-    return 130 if summary["status"] == "interrupted" else 0
+            out.mkdir(parents=True, exist_ok=True)
+            save_reference(ref_path, reference, tc.dtype)
+    before = []
+    if rank == 0 and cfg.responses and val and not resume:
+        before = held_out_answers(model.eval(), tok, template, val.pairs[: cfg.responses], cfg.max_new_tokens)
+        model.train()
+    data = {"template": template.name, "train": train.counts(), "val": val.counts() if val else None,
+            "steps_per_epoch": per_epoch}  # fmt: skip
+    return Prepared(
+        model, DPOTask(batches, val, reference, cfg, template, pad_id, tc.eval_iters), tok,
+        steps_per_epoch=per_epoch, data=data,
+        announce=lambda: _summary_line(model, template, train, val, per_epoch, tc),
+        finish=lambda summary: _finish(cfg, out, model, tok, template, val, before, summary, device),
+        eval_at_start=True, flops_seq_len=block,
+    )  # fmt: skip
 
 
 def _summary_line(model, template, train: EncodedPairs, val: EncodedPairs | None, per_epoch: int, tc) -> str:
@@ -517,7 +493,6 @@ def _summary_line(model, template, train: EncodedPairs, val: EncodedPairs | None
 def held_out_answers(model, tokenizer, template, pairs: list[dict], max_new_tokens: int) -> list[dict]:
     """The model's greedy answer to each pair's prompt, with its ROUGE-L against the chosen and the rejected
     reply."""
-    from ownlm.finetune.sft import answer, rouge_l
 
     rows = []
     for p in pairs:
@@ -529,7 +504,6 @@ def held_out_answers(model, tokenizer, template, pairs: list[dict], max_new_toke
 
 
 def _finish(cfg, out: Path, model, tok, template, val, before: list[dict], summary: dict, device) -> None:
-    from ownlm.io import iter_jsonl, write_jsonl
 
     after = []
     if cfg.responses and val:
@@ -557,8 +531,6 @@ def write_dpo_report(
     out: Path, cfg, metrics: list[dict], before: list[dict], after: list[dict], template
 ) -> Path:
     """``DIR/report.md``: the held-out preference numbers before and after, and a few answers."""
-    from ownlm.finetune.sft import _excerpt
-    from ownlm.io import write_text
 
     scored = [m for m in metrics if isinstance(m.get("reward_accuracy"), int | float)]
     first, last = (scored[0], scored[-1]) if scored else ({}, {})
@@ -569,7 +541,11 @@ def write_dpo_report(
     def mean(rows, key):
         return sum(r[key] for r in rows) / len(rows) if rows else None
 
-    how = f"LoRA rank {cfg.lora_rank}" if cfg.lora_rank else f"train layers: {cfg.train_layers}"
+    how = (
+        f"LoRA rank {cfg.adapt.lora_rank}"
+        if cfg.adapt.lora_rank
+        else f"train layers: {cfg.adapt.train_layers}"
+    )
     smooth = f", label smoothing {cfg.label_smoothing:g}" if cfg.label_smoothing else ""
     lines = [f"# {out.name}: preference-tuned from `{cfg.base}`", "",
              f"DPO ({cfg.loss}, beta {cfg.beta:g}{smooth}); "

@@ -35,10 +35,19 @@ from typing import Literal
 
 import numpy as np
 
-from ownlm.config import opt, save_config, to_dict
+from ownlm.config import opt
 from ownlm.errors import UserError
-from ownlm.finetune.common import adapt, check_adapt, load_base, return_freed_memory, store_frozen
+from ownlm.finetune.common import frozen_autocast, load_base, return_freed_memory, store_frozen
+from ownlm.finetune.data import load_examples, load_persona_split, split_examples
+from ownlm.io import iter_jsonl, removed_on_failure, write_jsonl, write_text
+from ownlm.model.adapt import AdaptConfig
+from ownlm.model.checkpoint import load_model, resolve_checkpoint, save_model
+from ownlm.model.resize import fit_vocab
+from ownlm.model.run import RunFolder
+from ownlm.runtime.decode import generate
+from ownlm.tokenizer.chat import add_special_tokens, get_template, load_template, save_template
 from ownlm.train.config import TrainingConfig
+from ownlm.train.driver import Prepared, Run, run_training
 from ownlm.train.trainer import RunContext, Task
 
 IGNORE = -100
@@ -81,20 +90,6 @@ class SFTConfig:
         "truncate",
         help="examples longer than --max-length: keep the start, or the end when the reply starts later",
     )
-    epochs: float = opt(0.0, help="passes over the training examples (0: 2 when no other budget is given)")
-    lora_rank: int = opt(
-        0, help="train LoRA adapters of this rank instead of the full model (0: full fine-tuning)"
-    )
-    lora_alpha: float = opt(
-        16.0, help="LoRA scale numerator: updates are scaled by alpha / rank", bounds="(0, inf)"
-    )
-    lora_targets: list[str] = opt(
-        ["attn"], help="layers that get adapters: attn, mlp, all, or names like c_fc"
-    )
-    lora_dropout: float = opt(0.0, help="dropout on the adapters' input", bounds="[0, 1)")
-    train_layers: str = opt(
-        "all", help="partial fine-tuning: 'all', or N = the last N blocks + final norm + head"
-    )
     base_dtype: Literal["fp32", "bf16"] = opt(
         "fp32",
         help="with --lora-rank or --train-layers: keep the frozen weights in bf16 (half the memory; runs under "
@@ -110,6 +105,7 @@ class SFTConfig:
     responses: int = opt(20, help="held-out prompts answered before and after training (0: none)")
     max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl", bounds="[1, inf)")
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
+    adapt: AdaptConfig = opt(AdaptConfig(), help="LoRA adapters or partial fine-tuning")
     train: TrainingConfig = opt(sft_training_defaults(), help="budget, schedule, evaluation, machine")
 
 
@@ -368,8 +364,6 @@ def rouge_l(candidate: str, reference: str) -> float:
 
 def answer(model, tokenizer, template, messages: list[dict], max_new_tokens: int) -> str:
     """The model's greedy reply to a conversation (everything before its last assistant turn)."""
-    from ownlm.finetune.common import frozen_autocast
-    from ownlm.runtime.decode import generate
 
     ids = template.encode_prompt(tokenizer, messages)
     block = model.config.block_size
@@ -401,7 +395,6 @@ def held_out_answers(model, tokenizer, template, examples: list[dict], max_new_t
 def choose_template(name: str, base_folder: Path, examples: list[dict], persona: bool):
     """The template for this run: the one given, the base's own (a model fine-tuned before), alpaca for
     single-turn instruction data, chatml for conversations."""
-    from ownlm.tokenizer.chat import get_template, load_template
 
     if name != "auto":
         return get_template(name)
@@ -414,8 +407,6 @@ def choose_template(name: str, base_folder: Path, examples: list[dict], persona:
 
 def prepare(cfg: SFTConfig, tokenizer, base_folder: Path, template_name: str | None = None):
     """Read, split, template and encode the data: (template, tokenizer with its specials, train, val, counts)."""
-    from ownlm.finetune.data import load_examples, load_persona_split, split_examples
-    from ownlm.tokenizer.chat import add_special_tokens
 
     persona = any(Path(p).is_dir() for p in cfg.data)
     examples, counts = load_examples(cfg.data)
@@ -433,23 +424,11 @@ def prepare(cfg: SFTConfig, tokenizer, base_folder: Path, template_name: str | N
 
 
 def main(cfg: SFTConfig) -> int:
-
-    from ownlm.model.run import RunFolder
-    from ownlm.train.device import ddp_info
-
-    tc = cfg.train
-    tc.start()
+    cfg.train.check()
     _check(cfg)
-    if cfg.base_dtype == "bf16" and tc.dtype == "auto":
-        tc.dtype = "bf16"  # the frozen bf16 weights are multiplied under bf16 autocast
-    out = Path(cfg.out)
-    rank, _, world = ddp_info()
-    with RunFolder(out).claim(
-        cfg.resume, master=rank == 0, inputs=[cfg.base, *cfg.data, *cfg.val_data]
-    ) as resume:
-        if resume:
-            check_resume_settings(cfg, resume[1])
-        return _sft(cfg, out, resume, rank, world)
+    if cfg.base_dtype == "bf16" and cfg.train.dtype == "auto":
+        cfg.train.dtype = "bf16"  # the frozen bf16 weights are multiplied under bf16 autocast
+    return run_training(cfg, lambda run: make_task(cfg, run), inputs=[cfg.base, *cfg.data, *cfg.val_data])
 
 
 # What a fine-tuning run is: --resume with another value would mix two runs in one model.
@@ -487,25 +466,26 @@ def check_resume_settings(cfg, state) -> None:
                         f"{'; '.join(changed)}. Drop them, or start a new run in another --out")  # fmt: skip
 
 
-def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
+def make_task(cfg: SFTConfig, run: Run) -> Prepared:
+    """The base (or the resumed checkpoint) with its adapters, the examples encoded with the chat template, and
+    the held-out answers before training (for the report)."""
     import time
 
-    import torch
+    import torch  # torch and LoRA: imported when the run starts, not at `ownlm finetune sft --help`
 
-    from ownlm.train.device import ddp_cleanup, ddp_setup, pick_device
-    from ownlm.train.trainer import Trainer
+    from ownlm.model.lora import adapt_model
 
     t0 = time.perf_counter()  # --max-minutes bounds the whole command: loading and answers included
-    tc = cfg.train
-    model, tok, folder = load_base(cfg.base, resume[0] if resume else None)
+    tc, resume, rank, world = cfg.train, run.resume, run.rank, run.world
+    if resume:
+        check_resume_settings(cfg, run.state)
+    model, tok, folder = load_base(cfg.base, run.folder)
     base_n_vocab = tok.n_vocab
     template, tok, train_ex, val_ex, counts = prepare(cfg, tok, folder)
     if not resume:
-        from ownlm.model.resize import fit_vocab
-
         fit_vocab(model, base_n_vocab, tok.n_vocab)
     elif tok.n_vocab > model.config.vocab_size:
-        raise UserError(f"{resume[0]}: the checkpoint's tokenizer does not match its model")
+        raise UserError(f"{run.folder}: the checkpoint's tokenizer does not match its model")
     block = model.config.block_size
     max_len = min(cfg.max_length or block, block) + 1
     train_enc = encode_examples(train_ex, template, tok, max_len, cfg.overlong)
@@ -517,55 +497,35 @@ def _sft(cfg: SFTConfig, out: Path, resume, rank: int, world: int) -> int:
         raise UserError(f"none of the {len(train_ex):,} training examples fits the model's context of {block} tokens "
                         f"with a response token left ({train_enc.dropped:,} dropped); shorten them or use a model "
                         "with a longer context")  # fmt: skip
-
-    device = pick_device(tc.device)
-    if world > 1:
-        ddp_setup(device)
-    try:
-        torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
-        adapt(model, cfg, resume=bool(resume))
-        store_frozen(model, cfg.base_dtype)
-        model.checkpoint_activations = cfg.checkpoint_activations
-        if cfg.checkpoint_activations:  # the low-memory mode: freed activations go back to the system
-            return_freed_memory()
+    torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
+    adapt_model(model, cfg.adapt, resume=bool(resume))
+    store_frozen(model, cfg.base_dtype)
+    model.checkpoint_activations = cfg.checkpoint_activations
+    if cfg.checkpoint_activations:  # the low-memory mode: freed activations go back to the system
+        return_freed_memory()
+    model.train()
+    # packed rows are --max-length wide (a model with an 8k context packs 512-token rows when asked to)
+    batches = SFTBatches(train_enc, tc.batch_size, max_len - 1, pad_id, tc.seed, cfg.pack, rank, world)
+    per_epoch = math.ceil(batches.batches_per_epoch() / tc.grad_accum)
+    before = []
+    if rank == 0 and cfg.responses and val_enc and not resume:
+        t_answers = time.perf_counter()
+        before = held_out_answers(model.to(run.device).eval(), tok, template, val_enc.examples[: cfg.responses],
+                                  cfg.max_new_tokens)  # fmt: skip
         model.train()
-        # packed rows are --max-length wide (a model with an 8k context packs 512-token rows when asked to)
-        batches = SFTBatches(train_enc, tc.batch_size, max_len - 1, pad_id, tc.seed, cfg.pack, rank, world)
-        per_epoch = math.ceil(batches.batches_per_epoch() / tc.grad_accum)
-        if cfg.epochs or not (tc.max_iters or tc.max_tokens):  # a time budget alone keeps the epochs as a cap
-            epochs = cfg.epochs or 2.0
-            tc.max_iters = tc.max_iters or max(1, math.ceil(epochs * per_epoch))
-        responses_before = []
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                save_config(cfg, out / "config.json")
-            data = {"template": template.name, "train": train_enc.counts(),
-                    "val": val_enc.counts() if val_enc else None, "read": counts,
-                    "steps_per_epoch": per_epoch}  # fmt: skip
-            from ownlm.io import write_json
-
-            write_json(out / "data.json", data)
-            print(_summary_line(model, template, train_enc, val_enc, per_epoch, tc))
-            if cfg.responses and val_enc and not resume:
-                t_answers = time.perf_counter()
-                responses_before = held_out_answers(model.to(device).eval(), tok, template,
-                                                    val_enc.examples[: cfg.responses], cfg.max_new_tokens)  # fmt: skip
-                model.train()
-                if tc.max_minutes:  # the budget covers the answers: these, and as long again for those after
-                    spent = time.perf_counter() - t0 + (time.perf_counter() - t_answers)
-                    tc.max_minutes = max(tc.max_minutes - spent / 60, tc.max_minutes / 10)
-        task = SFTTask(batches, val_enc, tc.eval_iters, template, pad_id, cfg.patience)
-        run_config = to_dict(cfg)
-        summary = Trainer(model, tc, task, out, tokenizer=tok, resume=resume, run_config=run_config,
-                          eval_at_start=True, flops_seq_len=block).fit()  # fmt: skip
-    finally:
-        if world > 1:
-            ddp_cleanup()
-    if rank == 0 and summary["status"] == "done":
-        summary["needed_steps"] = min(50, per_epoch)
-        _finish(cfg, out, model, tok, template, val_enc, responses_before, summary, device)
-    return 130 if summary["status"] == "interrupted" else 0
+        if tc.max_minutes:  # the budget covers the answers: these, and as long again for those after
+            spent = time.perf_counter() - t0 + (time.perf_counter() - t_answers)
+            tc.max_minutes = max(tc.max_minutes - spent / 60, tc.max_minutes / 10)
+    data = {"template": template.name, "train": train_enc.counts(), "val": val_enc.counts() if val_enc else None,
+            "read": counts, "steps_per_epoch": per_epoch}  # fmt: skip
+    return Prepared(
+        model, SFTTask(batches, val_enc, tc.eval_iters, template, pad_id, cfg.patience), tok,
+        steps_per_epoch=per_epoch, data=data,
+        announce=lambda: _summary_line(model, template, train_enc, val_enc, per_epoch, tc),
+        finish=lambda summary: _finish(cfg, run.out, model, tok, template, val_enc, before,
+                                       {**summary, "needed_steps": min(50, per_epoch)}, run.device),
+        eval_at_start=True, flops_seq_len=block, time_keeps_epochs=True,
+    )  # fmt: skip
 
 
 def _check(cfg: SFTConfig) -> None:
@@ -573,16 +533,16 @@ def _check(cfg: SFTConfig) -> None:
         raise UserError(
             "give the training data: --data FILE... (Alpaca JSON/JSONL, chat JSONL or a persona folder)"
         )
-    check_adapt(cfg)
+    cfg.adapt.check()
     if cfg.base_dtype != "fp32":
-        if not cfg.lora_rank and cfg.train_layers == "all":
+        if not cfg.adapt.lora_rank and cfg.adapt.train_layers == "all":
             raise UserError(f"--base-dtype {cfg.base_dtype} stores the frozen weights: give --lora-rank R (or "
                             "--train-layers N) so that some are frozen")  # fmt: skip
         if cfg.train.dtype not in ("auto", "bf16"):
             raise UserError(f"--base-dtype {cfg.base_dtype} runs under bf16 autocast: use --dtype bf16 (or auto), "
                             f"not {cfg.train.dtype}")  # fmt: skip
-    if cfg.max_length < 0 or cfg.epochs < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
-        raise UserError("--max-length, --epochs and --responses must be >= 0 and --max-new-tokens >= 1")
+    if cfg.max_length < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
+        raise UserError("--max-length and --responses must be >= 0 and --max-new-tokens >= 1")
 
 
 def _summary_line(model, template, train_enc: Encoded, val_enc: Encoded | None, per_epoch: int, tc) -> str:
@@ -601,7 +561,6 @@ def _summary_line(model, template, train_enc: Encoded, val_enc: Encoded | None, 
 
 
 def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], summary: dict, device) -> None:
-    from ownlm.io import iter_jsonl, write_jsonl
 
     best = summary.get("best_checkpoint")
     if cfg.restore_best and best and Path(best) != Path(summary["checkpoint"]):
@@ -645,8 +604,6 @@ def short_run_warning(steps: int, needed: int) -> str:
 def restore_best(out: Path, folder: Path, device):
     """Point the run's ``latest`` at ``folder`` (its best step) and return that model, adapters folded in; the
     newest step is named in ``last``, so ``--resume`` continues the run from where it stopped."""
-    from ownlm.model.checkpoint import load_model
-    from ownlm.model.run import RunFolder
 
     model, _, _ = load_model(folder, device=device, merge_lora=True)
     RunFolder(out).point_latest_at(folder)
@@ -670,7 +627,6 @@ def write_sft_report(
     warning: str = "",
 ) -> Path:
     """``DIR/report.md``: loss, perplexity and ROUGE-L before and after (at the step kept), and a few exchanges."""
-    from ownlm.io import write_text
 
     scored = [m for m in metrics if isinstance(m.get("val_loss"), int | float)]
     first, last = (scored[0], scored[-1]) if scored else ({}, {})
@@ -689,7 +645,7 @@ def write_sft_report(
 
     lines = [f"# {out.name}: fine-tuned from `{cfg.base}`", "",
              f"Template `{template.name}`; {steps:,} steps{kept}; "
-             f"{'LoRA rank ' + str(cfg.lora_rank) if cfg.lora_rank else 'train layers: ' + cfg.train_layers}.", "",
+             f"{'LoRA rank ' + str(cfg.adapt.lora_rank) if cfg.adapt.lora_rank else 'train layers: ' + cfg.adapt.train_layers}.", "",
              "| held-out examples | before (step 0) | after |", "|---|---|---|",
              f"| loss per token of the final reply | {f(first.get('val_loss'))} | {f(last.get('val_loss'))} |",
              f"| perplexity | {f(first.get('val_ppl'), '.2f')} | {f(last.get('val_ppl'), '.2f')} |",
@@ -727,9 +683,6 @@ class MergeConfig:
 
 
 def merge_main(cfg: MergeConfig) -> int:
-    from ownlm.io import removed_on_failure
-    from ownlm.model.checkpoint import load_model, resolve_checkpoint, save_model
-    from ownlm.tokenizer.chat import load_template, save_template
 
     folder = resolve_checkpoint(cfg.run)
     if not (folder / "adapter.json").is_file():

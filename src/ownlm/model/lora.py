@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save
 
 from ownlm.errors import UserError
 from ownlm.io import read_json, write_bytes, write_json
+from ownlm.model.adapt import AdaptConfig
 from ownlm.model.kinds import unwrap
 
 FORMAT = "ownlm-lora"
@@ -50,14 +51,17 @@ CONFIG = "adapter.json"
 TARGETS = {"attn": ("attn.c_attn", "attn.c_proj"), "mlp": ("mlp.c_fc", "mlp.c_proj")}
 TARGETS_HELP = "attn, mlp, all, or layer names such as c_attn, attn.c_proj, mlp.c_fc"
 EXCLUDED = ("lm_head", "wte")  # the output head (the token embedding, when tied) is never adapted
+_DEFAULTS = AdaptConfig()  # the one declaration of the LoRA settings' defaults
 
 
 @dataclass
 class LoRAConfig:
-    rank: int = 8  # r: width of the low-rank update
-    alpha: float = 16.0  # the update is scaled by alpha / rank, so changing rank needs no new learning rate
-    targets: list[str] = field(default_factory=lambda: ["attn"])  # see TARGETS; "a,b" strings are split
-    dropout: float = 0.0  # on the adapter's input only
+    rank: int  # r: width of the low-rank update (no default: `--lora-rank 0`, the default, means no adapters)
+    alpha: float = _DEFAULTS.lora_alpha  # the update is scaled by alpha / rank: a new rank needs no new rate
+    targets: list[str] = field(
+        default_factory=lambda: list(_DEFAULTS.lora_targets)
+    )  # see TARGETS; "a,b" split
+    dropout: float = _DEFAULTS.lora_dropout  # on the adapter's input only
 
     def __post_init__(self):
         if isinstance(self.targets, str):
@@ -103,8 +107,8 @@ class LoRALinear(nn.Linear):
     (torch.Size([4, 32]), torch.Size([96, 4]))
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, rank: int = 8,
-                 alpha: float = 16.0, dropout: float = 0.0, device=None, dtype=None):  # fmt: skip
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int,
+                 alpha: float = _DEFAULTS.lora_alpha, dropout: float = 0.0, device=None, dtype=None):  # fmt: skip
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.rank, self.alpha = rank, float(alpha)
         self.scale = self.alpha / rank
@@ -114,7 +118,7 @@ class LoRALinear(nn.Linear):
 
     @classmethod
     def from_linear(
-        cls, linear: nn.Linear, rank: int, alpha: float = 16.0, dropout: float = 0.0
+        cls, linear: nn.Linear, rank: int, alpha: float = _DEFAULTS.lora_alpha, dropout: float = 0.0
     ) -> LoRALinear:
         """Wrap ``linear``'s own weight and bias (the same Parameter objects, no copy) with a fresh adapter."""
         w = linear.weight
@@ -390,6 +394,29 @@ def trainable_summary(model: nn.Module) -> str:
     pct = 100.0 * trainable / max(total, 1)
     share = f"{pct:.1f}%" if pct >= 1 else f"{pct:.2g}%"
     return f"trainable {_count(trainable)} of {_count(total)} parameters ({share})"
+
+
+# ---------------------------------------------------------------------------------------------- the adapt section
+
+
+def lora_config_of(adapt: AdaptConfig) -> LoRAConfig | None:
+    """The ``LoRAConfig`` an ``adapt`` section asks for, or None (``--lora-rank 0``: no adapters)."""
+    if not adapt.lora_rank:
+        return None
+    return LoRAConfig(rank=adapt.lora_rank, alpha=adapt.lora_alpha, targets=list(adapt.lora_targets),
+                      dropout=adapt.lora_dropout)  # fmt: skip
+
+
+def adapt_model(model: nn.Module, adapt: AdaptConfig, resume: bool = False) -> None:
+    """LoRA adapters, or freezing all but the last blocks, as the ``adapt`` section asks (in place). A resumed
+    run's adapters come with its checkpoint (and freeze the base as they load); its partial training is frozen
+    again here."""
+    adapt.check()
+    if adapt.lora_rank:
+        if not resume:
+            apply_lora(model, lora_config_of(adapt))
+    elif adapt.train_layers != "all":
+        freeze_for_train_layers(model, adapt.train_layers)
 
 
 # ---------------------------------------------------------------------------------------------- partial

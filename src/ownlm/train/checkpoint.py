@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ownlm.errors import UserError
 from ownlm.io import read_json, write_json
+from ownlm.model.checkpoint import save_model
 from ownlm.model.run import RunFolder, RunState
 
 
@@ -78,8 +79,6 @@ def save_checkpoint(run: RunFolder, step: int, model, optimizer, state: RunState
     labels) before the folder is renamed into place. ``model_state``: the full state dict of a sharded model
     (``ownlm.train.fsdp``). Returns the step folder."""
     from safetensors.torch import save_file
-
-    from ownlm.model.checkpoint import save_model
 
     def fill(tmp: Path) -> None:
         save_model(tmp, model, tokenizer=tokenizer, extra={"step": step}, state=model_state)

@@ -25,7 +25,10 @@ class TrainingConfig:
     """training: budget, batches, optimiser, schedule, evaluation, checkpoints, machine"""
 
     # budget
-    max_iters: int = opt(0, help="optimiser steps (0: no step limit; 2000 when no budget is given at all)")
+    max_iters: int = opt(0, help="optimiser steps (0: no step limit)")
+    epochs: float = opt(
+        0.0, help="passes over the training data (0: no limit; 2 when no budget is given at all)"
+    )
     max_tokens: int = opt(0, help="stop after this many training tokens (0: no limit)")
     max_minutes: float = opt(
         0.0, help="time budget in minutes, set-up included; the schedule is fitted to it"
@@ -33,7 +36,6 @@ class TrainingConfig:
     # batches
     batch_size: int = opt(16, help="sequences per micro-batch per process", bounds="[1, inf)")
     grad_accum: int = opt(1, help="micro-batches per optimiser step", bounds="[1, inf)")
-    batch_tokens: int = opt(0, help="tokens per optimiser step; sets --grad-accum (0: use --grad-accum)")
     # optimiser and schedule
     lr: float = opt(2e-3, help="peak learning rate")
     min_lr: float = opt(2e-4, help="learning rate at the end of the decay")
@@ -94,6 +96,15 @@ class TrainingConfig:
     def check(self) -> None:
         """A ``UserError`` naming the flag for values no run can use (each field's bounds)."""
         validate(self)
+
+
+@dataclass(kw_only=True)
+class PretrainingConfig(TrainingConfig):
+    """training: budget, batches, optimiser, schedule, evaluation, checkpoints, machine"""
+
+    # Only pretraining's windows have a fixed length, so only there does a token count per step make sense
+    # (fine-tuning rows vary): `finetune sft --help` does not offer it.
+    batch_tokens: int = opt(0, help="tokens per optimiser step; sets --grad-accum (0: use --grad-accum)")
 
 
 @dataclass(kw_only=True)

@@ -16,9 +16,16 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ownlm.config import opt, save_config, to_dict
+from ownlm.config import opt, to_dict
+from ownlm.data.batches import WindowSampler
+from ownlm.data.shards import check_tokenizer, open_split, read_tokens_manifest
 from ownlm.errors import UserError
-from ownlm.train.config import ModelShape, TrainingConfig
+from ownlm.io import iter_jsonl, read_json, write_jsonl
+from ownlm.model.checkpoint import load_model
+from ownlm.runtime.decode import generate
+from ownlm.tokenizer.bpe import Tokenizer
+from ownlm.train.config import ModelShape, PretrainingConfig
+from ownlm.train.driver import Prepared, Run, run_training
 from ownlm.train.trainer import RunContext, Task
 
 # Without --preset/--depth/--n-*: a model that learns a lot in minutes on a laptop CPU.
@@ -40,7 +47,9 @@ class PretrainConfig:
     samples: int = opt(1, help="text samples generated at each evaluation (0: none)")
     sample_tokens: int = opt(64, help="length of each sample in tokens")
     model: ModelShape = opt(ModelShape(), help="the model's size and block")
-    train: TrainingConfig = opt(TrainingConfig(), help="budget, schedule, evaluation, checkpoints, machine")
+    train: PretrainingConfig = opt(
+        PretrainingConfig(), help="budget, schedule, evaluation, checkpoints, machine"
+    )
 
 
 def model_config(cfg: ModelShape, vocab_size: int):
@@ -115,116 +124,77 @@ class PretrainTask(Task):
 
 
 def main(cfg: PretrainConfig) -> int:
-
-    from ownlm.data.shards import check_tokenizer, read_tokens_manifest
-    from ownlm.model.run import RunFolder
-    from ownlm.tokenizer import Tokenizer
-    from ownlm.train.device import ddp_info
-
-    tc = cfg.train
-    tc.start()
+    cfg.train.check()
     cfg.model.check()
-    out = Path(cfg.out)
     manifest = read_tokens_manifest(cfg.data)
-    tokenizer = (
-        Tokenizer.load(Path(cfg.data) / "tokenizer.json")
-        if (Path(cfg.data) / "tokenizer.json").is_file()
-        else None
-    )
+    tok_file = Path(cfg.data) / "tokenizer.json"
+    tokenizer = Tokenizer.load(tok_file) if tok_file.is_file() else None
     check_tokenizer(
         manifest, tokenizer.sha256() if tokenizer else None, f"{cfg.data}/tokenizer.json", cfg.data
     )
-
-    rank, _, world = ddp_info()
-    with RunFolder(out).claim(cfg.resume, master=rank == 0, inputs=[cfg.data]) as resume:
-        if resume:
-            _check_resume_settings(cfg, resume[1])
-        return _pretrain(cfg, out, manifest, tokenizer, resume, rank, world)
+    return run_training(cfg, lambda run: make_task(cfg, run, manifest, tokenizer), inputs=[cfg.data])
 
 
-def _pretrain(
-    cfg: PretrainConfig, out: Path, manifest: dict, tokenizer, resume, rank: int, world: int
-) -> int:
-    import torch
+def make_task(cfg: PretrainConfig, run: Run, manifest: dict, tokenizer) -> Prepared:
+    """The model (new, or the checkpoint a resumed run continues), window samplers over the token splits and
+    the samples written at each evaluation."""
+    import torch  # torch and the model: imported when the run starts, not at `ownlm pretrain --help`
 
-    from ownlm.data.batches import WindowSampler
-    from ownlm.data.shards import check_tokenizer, open_split
-    from ownlm.io import read_json
-    from ownlm.train.device import ddp_cleanup, ddp_setup, pick_device
-    from ownlm.train.trainer import Trainer
+    from ownlm.model.gpt import GPT
 
-    tc = cfg.train
-    device = pick_device(tc.device)
-    if world > 1:
-        ddp_setup(device)
-    try:
-        if resume:
-            from ownlm.model.checkpoint import load_model
-
-            folder, _ = resume
-            model, ck_tok, mcfg = load_model(folder)
-            if ck_tok is not None:
-                check_tokenizer(manifest, ck_tok.sha256(), f"the checkpoint {folder}", cfg.data)
-            model.train()
-        else:
-            torch.manual_seed(tc.seed)
-            mcfg = model_config(cfg.model, manifest["vocab_size"])
-            from ownlm.model.gpt import GPT
-
-            model = GPT(mcfg)
-        if manifest["vocab_size"] > mcfg.vocab_size:
-            raise UserError(
-                f"{cfg.data}: token ids go up to {manifest['vocab_size'] - 1}, but the model's vocabulary has "
-                f"{mcfg.vocab_size} entries; encode with the model's tokenizer"
-            )
-        if tc.batch_tokens:
-            per = tc.batch_size * mcfg.block_size * world
-            if tc.batch_tokens % per:
-                raise UserError(f"--batch-tokens {tc.batch_tokens} is not a multiple of batch_size x "
-                                f"block_size x processes = {per}")  # fmt: skip
-            tc.grad_accum = tc.batch_tokens // per
-        train_tokens = open_split(cfg.data, "train", manifest)
-        sampler = WindowSampler(train_tokens, mcfg.block_size, tc.batch_size, seed=tc.seed,
-                                stride=cfg.stride, rank=rank, world_size=world, split="train")  # fmt: skip
-        val, tokens_per_byte = None, None
-        val_info = manifest["splits"].get("val") or {}
-        if val_info.get("tokens", 0) > mcfg.block_size:
-            val_tokens = open_split(cfg.data, "val", manifest)
-            val = WindowSampler(val_tokens, mcfg.block_size, tc.batch_size, seed=tc.seed + 1,
-                                rank=rank, world_size=world, split="val")  # fmt: skip
-            tokens_per_byte = val_info["tokens"] / max(1, val_info["bytes"])
-        elif rank == 0:
-            print(
-                f"note: the val split of {cfg.data} has fewer than {mcfg.block_size + 1} tokens; no validation"
-            )
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                save_config(cfg, out / "config.json")
-            n = model.num_params()
-            shape = (
-                f"{mcfg.n_layer} layers, {mcfg.n_head} heads, {mcfg.n_embd} wide, context {mcfg.block_size}"
-            )
-            per_step = tc.batch_size * mcfg.block_size * tc.grad_accum * world
-            print(f"model: {n / 1e6:.2f}M parameters ({shape}, vocab {mcfg.vocab_size}); "
-                  f"{per_step:,} tokens per step on {device} x {world}")  # fmt: skip
-            _warn_short(tc, per_step, manifest)
-        sample_fn = (
-            _sampler(cfg, tokenizer, out, manifest, resume)
-            if tokenizer and cfg.samples and rank == 0
-            else None
+    tc, rank, world = cfg.train, run.rank, run.world
+    if run.resume:
+        _check_resume_settings(cfg, run.state)
+        model, ck_tok, mcfg = load_model(run.folder)
+        if ck_tok is not None:
+            check_tokenizer(manifest, ck_tok.sha256(), f"the checkpoint {run.folder}", cfg.data)
+        model.train()
+    else:
+        torch.manual_seed(tc.seed)
+        mcfg = model_config(cfg.model, manifest["vocab_size"])
+        model = GPT(mcfg)
+    if manifest["vocab_size"] > mcfg.vocab_size:
+        raise UserError(
+            f"{cfg.data}: token ids go up to {manifest['vocab_size'] - 1}, but the model's vocabulary has "
+            f"{mcfg.vocab_size} entries; encode with the model's tokenizer"
         )
-        task = PretrainTask(sampler, val, tokens_per_byte, tc.eval_iters, sample_fn)
-        run_config = read_json(out / "config.json") if rank == 0 else to_dict(cfg)
-        summary = Trainer(model, tc, task, out, tokenizer=tokenizer, resume=resume, run_config=run_config,
-                          flops_seq_len=mcfg.block_size).fit()  # fmt: skip
-    finally:
-        if world > 1:
-            ddp_cleanup()
-    if rank == 0 and summary["status"] == "done":
-        vl = f", val loss {summary['val_loss']:.4f}" if summary["val_loss"] is not None else ""
-        print(f"done: step {summary['step']}{vl}; checkpoint {summary['checkpoint']}")
-    return 130 if summary["status"] == "interrupted" else 0
+    if tc.batch_tokens:
+        per = tc.batch_size * mcfg.block_size * world
+        if tc.batch_tokens % per:
+            raise UserError(f"--batch-tokens {tc.batch_tokens} is not a multiple of batch_size x "
+                            f"block_size x processes = {per}")  # fmt: skip
+        tc.grad_accum = tc.batch_tokens // per
+    train_tokens = open_split(cfg.data, "train", manifest)
+    sampler = WindowSampler(train_tokens, mcfg.block_size, tc.batch_size, seed=tc.seed,
+                            stride=cfg.stride, rank=rank, world_size=world, split="train")  # fmt: skip
+    val, tokens_per_byte = None, None
+    val_info = manifest["splits"].get("val") or {}
+    if val_info.get("tokens", 0) > mcfg.block_size:
+        val_tokens = open_split(cfg.data, "val", manifest)
+        val = WindowSampler(val_tokens, mcfg.block_size, tc.batch_size, seed=tc.seed + 1,
+                            rank=rank, world_size=world, split="val")  # fmt: skip
+        tokens_per_byte = val_info["tokens"] / max(1, val_info["bytes"])
+    elif rank == 0:
+        print(f"note: the val split of {cfg.data} has fewer than {mcfg.block_size + 1} tokens; no validation")
+    per_step = tc.batch_size * mcfg.block_size * tc.grad_accum * world
+    train_count = (manifest["splits"].get("train") or {}).get("tokens", 0)
+
+    def announce() -> str:
+        shape = f"{mcfg.n_layer} layers, {mcfg.n_head} heads, {mcfg.n_embd} wide, context {mcfg.block_size}"
+        return (f"model: {model.num_params() / 1e6:.2f}M parameters ({shape}, vocab {mcfg.vocab_size}); "
+                f"{per_step:,} tokens per step on {run.device} x {world}{_short_note(tc, per_step, manifest)}")  # fmt: skip
+
+    sample_fn = (
+        _sampler(cfg, tokenizer, run.out, manifest, run.resume)
+        if tokenizer and cfg.samples and rank == 0
+        else None
+    )
+    task = PretrainTask(sampler, val, tokens_per_byte, tc.eval_iters, sample_fn)
+    # what state.json records: the run's config.json as first written (a resumed run keeps its own)
+    config_file = run.out / "config.json"
+    run_config = read_json(config_file) if rank == 0 and run.resume and config_file.is_file() else None
+    return Prepared(model, task, tokenizer, steps_per_epoch=max(1, math.ceil(train_count / per_step)),
+                    announce=announce, run_config=run_config, flops_seq_len=mcfg.block_size)  # fmt: skip
 
 
 def _check_resume_settings(cfg: PretrainConfig, state) -> None:
@@ -243,21 +213,20 @@ def _check_resume_settings(cfg: PretrainConfig, state) -> None:
                         "Drop them, or start a new run in another --out")  # fmt: skip
 
 
-def _warn_short(tc: TrainingConfig, tokens_per_step: int, manifest: dict) -> None:
-    """Say so when the budget cannot get through the data even once (step and token budgets only)."""
+def _short_note(tc: PretrainingConfig, tokens_per_step: int, manifest: dict) -> str:
+    """A note when the budget cannot get through the data even once (step and token budgets only)."""
     train_tokens = (manifest.get("splits", {}).get("train") or {}).get("tokens", 0)
     steps = tc.max_iters or (math.ceil(tc.max_tokens / tokens_per_step) if tc.max_tokens else 0)
     if steps and train_tokens and steps * tokens_per_step < train_tokens:
         share = steps * tokens_per_step / train_tokens
-        print(f"note: this budget reads {share:.0%} of the training tokens once; the model will not have "
-              "seen all of its data")  # fmt: skip
+        return (f"\nnote: this budget reads {share:.0%} of the training tokens once; the model will not have "
+                "seen all of its data")  # fmt: skip
+    return ""
 
 
 def _sampler(cfg: PretrainConfig, tokenizer, out: Path, manifest: dict, resume):
     """A function writing ``cfg.samples`` generated texts to ``samples.jsonl`` (and the log) at each eval."""
     from tqdm import tqdm
-
-    from ownlm.io import iter_jsonl, write_jsonl
 
     path = out / "samples.jsonl"
     records = []
@@ -267,7 +236,6 @@ def _sampler(cfg: PretrainConfig, tokenizer, out: Path, manifest: dict, resume):
     eot = manifest.get("eot_id")
 
     def sample(model, step: int) -> None:
-        from ownlm.runtime.decode import generate
 
         start = [eot if eot is not None else 0]
         outs = generate(model, start, cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.train.seed + step,

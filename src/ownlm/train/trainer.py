@@ -47,8 +47,6 @@ from pathlib import Path
 from ownlm.errors import UserError
 from ownlm.model.run import RunFolder, RunState
 
-DEFAULT_MAX_ITERS = 2000  # when a run is given no budget at all
-
 
 class Stop(Exception):
     """Internal: a run that must end now (NaN loss)."""
@@ -221,8 +219,8 @@ class Trainer:
 
         self.budget_s = cfg.max_minutes * 60 if cfg.max_minutes else None
         self.max_iters = cfg.max_iters
-        if not (cfg.max_iters or cfg.max_tokens or cfg.max_minutes):
-            self.max_iters = DEFAULT_MAX_ITERS
+        if not (cfg.max_iters or cfg.max_tokens or cfg.max_minutes):  # `run_training` resolves the default
+            raise ValueError("the Trainer needs a budget: max_iters, max_tokens or max_minutes")
         seq = self.flops_seq_len
         self.flops_per_token = (
             self.raw.flops_per_token(seq)

@@ -1,0 +1,55 @@
+"""How a fine-tuning run trains an existing model: LoRA adapters, the last blocks only, or everything.
+
+``AdaptConfig`` is the one declaration of these settings: ``ownlm finetune sft``, ``ownlm finetune classify``
+and ``ownlm build`` nest it as their ``adapt`` section (flat flags: ``--lora-rank``, ``--train-layers``), and
+``LoRAConfig`` (``lora.py``, the adapter file's schema) takes its defaults from it; ``lora.adapt_model`` applies
+it to a model. The default is full fine-tuning: ``--lora-rank 0`` (no adapters) and ``--train-layers all``.
+
+>>> AdaptConfig().lora_rank  # full fine-tuning
+0
+>>> AdaptConfig(lora_rank=4, lora_targets=["attn", "mlp"]).check()
+>>> AdaptConfig(lora_rank=4, train_layers="2").check()
+Traceback (most recent call last):
+ownlm.errors.UserError: give either --lora-rank (adapters) or --train-layers (partial fine-tuning), not both
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ownlm.config import opt, validate
+from ownlm.errors import UserError
+
+
+@dataclass(kw_only=True)
+class AdaptConfig:
+    """adapt: LoRA adapters or partial fine-tuning (default: the whole model trains)"""
+
+    lora_rank: int = opt(
+        0,
+        help="train LoRA adapters of this rank instead of the full model (0: no adapters)",
+        bounds="[-1, inf)",
+    )  # -1 (automatic) only as `ownlm build`'s default: rank 8 with --base, else none
+    lora_alpha: float = opt(
+        16.0, help="LoRA scale numerator: updates are scaled by alpha / rank", bounds="(0, inf)"
+    )
+    lora_targets: list[str] = opt(
+        ["attn"], help="layers that get adapters: attn, mlp, all, or names like c_fc"
+    )
+    lora_dropout: float = opt(0.0, help="dropout on the adapters' input", bounds="[0, 1)")
+    train_layers: str = opt(
+        "all",
+        help="partial fine-tuning: 'all', or N = the last N blocks + final norm + head (0: only those two)",
+    )
+
+    def check(self) -> None:
+        """A ``UserError`` for values no run can use: each number's bounds, and adapters with partial training."""
+        validate(self)
+        if self.lora_rank < 0:
+            raise UserError(
+                f"--lora-rank must be >= 0, got {self.lora_rank} (-1, automatic, is ownlm build's)"
+            )
+        if self.lora_rank and self.train_layers != "all":
+            raise UserError(
+                "give either --lora-rank (adapters) or --train-layers (partial fine-tuning), not both"
+            )
