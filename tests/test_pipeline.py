@@ -309,7 +309,7 @@ def test_build_person_from_a_base_skips_tokenizer_and_pretraining(tmp_path):
     assert persona["context_turns"] == 2 and persona["val_fraction"] == 0.2
     sft = json.loads((out / "sft" / "config.json").read_text())
     assert (
-        sft["lora_rank"] == 8
+        sft["adapt"]["lora_rank"] == 8  # the `adapt` section, nested in config.json
         and sft["base_dtype"] == "bf16"
         and sft["checkpoint_activations"]
         and sft["pack"]
