@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from ownlm.config import opt
+from ownlm.config import opt, to_dict
 from ownlm.errors import UserError
 from ownlm.finetune.common import frozen_autocast, load_base, return_freed_memory, store_frozen
 from ownlm.finetune.data import load_examples, load_persona_split, split_examples
