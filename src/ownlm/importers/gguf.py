@@ -11,6 +11,7 @@ placed straight into the model, so memory peaks at about the model's float32 siz
 from __future__ import annotations
 
 import contextlib
+import gc
 import mmap
 import sys
 from dataclasses import dataclass
@@ -125,6 +126,12 @@ def load_gguf(path, context: int | None = None):
         cfg.block_size = context
     cfg.validate()
 
+    # the vocabulary first: its parsed arrays are freed before the model's weights take the memory
+    tokenizer, template, ids = read_tokenizer(reader, meta, path)
+    for key in BIG_ARRAYS:  # ~150,000 small arrays the reader parsed
+        reader.fields.pop(key, None)
+    gc.collect()
+
     def get(name: str):
         w = torch.from_numpy(dequantized(tensors[name], str(path)))
         release_pages(reader)  # the file's pages just read are not needed again
@@ -132,7 +139,6 @@ def load_gguf(path, context: int | None = None):
 
     model = build_model(cfg, arch, "gguf", get, set(tensors), str(path), "the metadata")
     types = sorted({t.tensor_type.name for t in reader.tensors})
-    tokenizer, template, ids = read_tokenizer(reader, meta, path)
     info = {"architecture": arch, "name": meta.get("general.name"), "tensor_types": types,
             "file": path.name, **ids}  # fmt: skip
     return model, tokenizer, template, info
