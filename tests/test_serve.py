@@ -263,7 +263,9 @@ def test_completion_is_generates_greedy_text_and_streams_the_same(run, client):
     chunks = list(client.completions.create(model="my-run", prompt=prompt, max_tokens=20, temperature=0,
                                             stream=True))  # fmt: skip
     assert "".join(c.choices[0].text for c in chunks) == want
-    assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason
+    # a chunk carries every token ready when it is written, so how many chunks a reply takes depends on timing:
+    # the text and the ending are what must be the same
+    assert len(chunks) >= 2 and chunks[-1].choices[0].finish_reason == r.choices[0].finish_reason
     ids_prompt = client.completions.create(model="my-run", prompt=ids, max_tokens=20, temperature=0)
     assert ids_prompt.choices[0].text == want  # a prompt given as token ids
 
