@@ -142,22 +142,12 @@ def write_gguf_file(model, path, qtype):
     from gguf import GGMLQuantizationType as Q
     from gguf.quants import quantize
 
-    from ownlm.export.gguf import gguf_tensors
+    from ownlm.export.gguf import add_model_keys, gguf_tensors
 
     cfg = model.config
     arch = tensor_map.arch_of(cfg, "GGUF")
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_context_length(cfg.block_size)
-    w.add_embedding_length(cfg.n_embd)
-    w.add_block_count(cfg.n_layer)
-    w.add_feed_forward_length(cfg.hidden_size)
-    w.add_head_count(cfg.n_head)
-    if arch == "gpt2":
-        w.add_layer_norm_eps(cfg.norm_eps)
-    else:
-        w.add_head_count_kv(cfg.kv_heads)
-        w.add_layer_norm_rms_eps(cfg.norm_eps)
-        w.add_rope_freq_base(cfg.rope_theta)
+    add_model_keys(w, cfg, arch)  # the export's metadata; the tensors are stored in `qtype` here
     for name, x in gguf_tensors(model).items():
         t = getattr(Q, qtype)
         if x.ndim == 1 or t == Q.F32:

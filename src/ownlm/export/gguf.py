@@ -109,6 +109,23 @@ def _encode(x, dtype: str):
     return x.astype(np.float16), None
 
 
+def add_model_keys(w, cfg, kind: str) -> None:
+    """The model's shape as GGUF metadata (``{arch}.context_length`` ...), what ``formats.model_config`` reads back."""
+    w.add_context_length(cfg.block_size)
+    w.add_embedding_length(cfg.n_embd)
+    w.add_block_count(cfg.n_layer)
+    w.add_feed_forward_length(cfg.hidden_size)
+    w.add_head_count(cfg.n_head)
+    w.add_vocab_size(cfg.vocab_size)
+    if kind == "gpt2":
+        w.add_layer_norm_eps(cfg.norm_eps)
+    else:
+        w.add_head_count_kv(cfg.kv_heads)
+        w.add_layer_norm_rms_eps(cfg.norm_eps)
+        w.add_rope_dimension_count(cfg.head_size)
+        w.add_rope_freq_base(cfg.rope_theta)
+
+
 def write_gguf(model, tokenizer, path: Path, template=None, dtype: str = "f16", name: str = "ownlm") -> Path:
     """Write the model, its tokenizer (and chat template) to ``path``, atomically; return ``path``."""
     try:
@@ -126,19 +143,7 @@ def write_gguf(model, tokenizer, path: Path, template=None, dtype: str = "f16", 
         w.add_name(name)
         w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype])  # fmt: skip
-        w.add_context_length(cfg.block_size)
-        w.add_embedding_length(cfg.n_embd)
-        w.add_block_count(cfg.n_layer)
-        w.add_feed_forward_length(cfg.hidden_size)
-        w.add_head_count(cfg.n_head)
-        w.add_vocab_size(cfg.vocab_size)
-        if kind == "gpt2":
-            w.add_layer_norm_eps(cfg.norm_eps)
-        else:
-            w.add_head_count_kv(cfg.kv_heads)
-            w.add_layer_norm_rms_eps(cfg.norm_eps)
-            w.add_rope_dimension_count(cfg.head_size)
-            w.add_rope_freq_base(cfg.rope_theta)
+        add_model_keys(w, cfg, kind)
         w.add_tokenizer_model("gpt2")
         w.add_tokenizer_pre(pre_tokenizer(tokenizer.pattern))
         w.add_token_list(tokens)

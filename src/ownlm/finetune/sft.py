@@ -534,13 +534,7 @@ def _check(cfg: SFTConfig) -> None:
             "give the training data: --data FILE... (Alpaca JSON/JSONL, chat JSONL or a persona folder)"
         )
     cfg.adapt.check()
-    if cfg.base_dtype != "fp32":
-        if not cfg.adapt.lora_rank and cfg.adapt.train_layers == "all":
-            raise UserError(f"--base-dtype {cfg.base_dtype} stores the frozen weights: give --lora-rank R (or "
-                            "--train-layers N) so that some are frozen")  # fmt: skip
-        if cfg.train.dtype not in ("auto", "bf16"):
-            raise UserError(f"--base-dtype {cfg.base_dtype} runs under bf16 autocast: use --dtype bf16 (or auto), "
-                            f"not {cfg.train.dtype}")  # fmt: skip
+    cfg.adapt.check_frozen_dtype(cfg.base_dtype, cfg.train.dtype)
     if cfg.max_length < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
         raise UserError("--max-length and --responses must be >= 0 and --max-new-tokens >= 1")
 

@@ -167,6 +167,7 @@ def main(cfg: ImportGGUFConfig) -> int:
 
     path = Path(cfg.file)
     check_out(cfg.out, str(path))
-    print(f"reading {path} ...", file=sys.stderr)
+    if path.is_file():  # a missing file is the reader's one error line, without this one before it
+        print(f"reading {path} ...", file=sys.stderr)
     model, tokenizer, template, info = load_gguf(path, cfg.context)
     return save_import(cfg.out, model, tokenizer, template, info, source=str(path))

@@ -53,3 +53,15 @@ class AdaptConfig:
             raise UserError(
                 "give either --lora-rank (adapters) or --train-layers (partial fine-tuning), not both"
             )
+
+    def check_frozen_dtype(self, base_dtype: str, train_dtype: str) -> None:
+        """``--base-dtype`` stores the frozen weights in bf16: some weights must be frozen, and the run must be
+        under bf16 autocast. One check for every command that offers the flag (sft, dpo)."""
+        if base_dtype == "fp32":
+            return
+        if not self.lora_rank and self.train_layers == "all":
+            raise UserError(f"--base-dtype {base_dtype} stores the frozen weights: give --lora-rank R (or "
+                            "--train-layers N) so that some are frozen")  # fmt: skip
+        if train_dtype not in ("auto", "bf16"):
+            raise UserError(f"--base-dtype {base_dtype} runs under bf16 autocast: use --dtype bf16 (or auto), "
+                            f"not {train_dtype}")  # fmt: skip

@@ -374,7 +374,11 @@ def compare_main(cfg: CompareConfig) -> int:
     files = expand_inputs(cfg.inputs)
     if cfg.out:
         out = Path(cfg.out)
-        if out.is_dir() and (out / "compare.json").is_file() and {e.name for e in out.iterdir()} <= COMPARE_FILES:
+        if (
+            out.is_dir()
+            and (out / "compare.json").is_file()
+            and {e.name for e in out.iterdir()} <= COMPARE_FILES
+        ):
             mark_output(out, COMPARE_KIND)  # written by an ownlm from before the marker: known by its files
         prepare_output(cfg.out, kind=COMPARE_KIND, folder=True, inputs=files)
     total = sum(f.stat().st_size for f in files)
