@@ -186,6 +186,64 @@ def test_partial_training_trains_the_head_and_last_blocks_only():
     assert all(n.startswith(("score.", "gpt.transformer.ln_f.", "gpt.transformer.h.1.")) for n in trainable)
 
 
+def test_activation_checkpointing_in_the_classifier_gives_the_same_loss_and_gradients(monkeypatch):
+    """--checkpoint-activations reaches the classifier's trunk (the Trainer's switch finds the GPT inside it): each
+    block is recomputed in the backward pass, and the loss and every gradient are those of the plain pass."""
+    from ownlm.train.trainer import checkpoint_activations
+
+    calls = []
+    plain = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(
+        torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or plain(*a, **k)
+    )
+    clf = GPTClassifier(_gpt(), 3).train()
+    adapt_classifier(clf, ClassifyConfig(base="b", data="d", out="o", adapt=AdaptConfig(lora_rank=4)))
+    x, n, y = torch.randint(0, 320, (3, 10)), torch.tensor([10, 4, 7]), torch.tensor([0, 2, 1])
+    results = []
+    for recompute in (False, True):
+        if recompute:
+            checkpoint_activations(clf)
+        clf.zero_grad()
+        loss = clf(x, n, y)[1]
+        loss.backward()
+        results.append(
+            (loss.detach(), {k: p.grad.clone() for k, p in clf.named_parameters() if p.requires_grad})
+        )
+    assert (
+        clf.gpt.checkpoint_activations and len(calls) == clf.gpt.config.n_layer
+    )  # once per block, second pass
+    torch.testing.assert_close(results[0][0], results[1][0])
+    assert results[0][1].keys() == results[1][1].keys() and any("lora_" in k for k in results[0][1])
+    for k in results[0][1]:
+        torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
+
+
+def test_lora_classifier_on_a_bf16_base_trains(base, tmp_path):
+    """--base-dtype bf16 with LoRA: the frozen trunk is stored in bf16 (the run goes to bf16 autocast by itself),
+    the adapters and the new head stay fp32, validation loss falls, the test split is scored and the saved
+    classifier loads and predicts; without frozen weights the flag is refused."""
+    out = tmp_path / "run"
+    args = ["finetune", "classify", str(base / "model"), "--data", str(base / "toy.csv"), "--out", str(out),
+            "--max-iters", "40", "--lr", "1e-2", "--evals", "2", "--lora-rank", "4", "--lora-targets", "all",
+            "--base-dtype", "bf16", "--checkpoint-activations", "--threads", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["val_loss"] < records[0]["val_loss"]
+    assert json.loads((out / "config.json").read_text())["train"]["dtype"] == "bf16"
+    step = out / (out / "latest").read_text().strip()
+    from safetensors.torch import load_file
+
+    weights, adapter = load_file(step / "model.safetensors"), load_file(step / "adapter.safetensors")
+    assert weights["gpt.transformer.h.0.attn.c_attn.weight"].dtype == torch.bfloat16
+    assert weights["score.weight"].dtype == torch.float32
+    assert adapter and all(v.dtype == torch.float32 for v in adapter.values())
+    assert 0 <= json.loads((out / "metrics.json").read_text())["test_accuracy"] <= 1
+    assert len(Classifier.load(out).predict(["the good", "a bad"])) == 2
+    refused = ["finetune", "classify", str(base / "model"), "--data", str(base / "toy.csv"), "--out",
+               str(tmp_path / "full"), "--base-dtype", "bf16", "--max-iters", "2", *FAST]  # fmt: skip
+    assert main(refused) == 2 and not (tmp_path / "full").exists()
+
+
 # ---------------------------------------------------------------------------------------------- scores, splits
 
 

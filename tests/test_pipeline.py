@@ -310,8 +310,8 @@ def test_build_person_from_a_base_skips_tokenizer_and_pretraining(tmp_path):
     sft = json.loads((out / "sft" / "config.json").read_text())
     assert (
         sft["adapt"]["lora_rank"] == 8  # the `adapt` section, nested in config.json
-        and sft["base_dtype"] == "bf16"
-        and sft["checkpoint_activations"]
+        and sft["adapt"]["base_dtype"] == "bf16"
+        and sft["train"]["checkpoint_activations"]
         and sft["pack"]
     )
     step = resolve_checkpoint(out)

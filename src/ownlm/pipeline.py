@@ -36,7 +36,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from ownlm.config import from_dict, opt, to_dict
 from ownlm.errors import UserError
@@ -109,16 +108,14 @@ class BuildConfig:
         "then on the person's; in our measurement this beats the person's replies alone",
     )
     adapt: AdaptConfig = opt(
-        AdaptConfig(lora_rank=-1),
-        help="fine-tuning: LoRA adapters (-1: rank 8 with --base, else none) or partial",
+        AdaptConfig(lora_rank=-1, base_dtype="bf16"),
+        help="fine-tuning: LoRA adapters (-1: rank 8 with --base, else none) or partial; --base-dtype applies "
+        "with --base and LoRA",
     )
     base: str | None = opt(
         None,
         help="fine-tune this model (an `ownlm import` folder or any ownlm run) instead of training one: no "
         "tokenizer training and no pretraining (needs --person or --sft-data)",
-    )
-    base_dtype: Literal["fp32", "bf16"] = opt(
-        "bf16", help="with --base and LoRA: the frozen weights' dtype (bf16: half the memory)"
     )
     # persona examples (with --person): the same flags as `ownlm persona`; --val-fraction holds out its latest part
     context_turns: int = opt(6, help="persona: turns of conversation before each reply kept as its context")
@@ -503,22 +500,23 @@ def _adapt_values(cfg: BuildConfig) -> dict:
     """How the fine-tuning stages adapt the model. From a real base (--base): LoRA of rank 8 on frozen bf16
     weights, with activation checkpointing and packing, so that a 100 M+ model fine-tunes in a laptop's memory."""
     rank = cfg.adapt.lora_rank if cfg.adapt.lora_rank >= 0 else (8 if cfg.base else 0)
-    values = {**to_dict(cfg.adapt), "lora_rank": rank}  # flat keys: they land in the stage's `adapt` section
+    frozen_ok = cfg.base is not None and rank and cfg.train.dtype in ("auto", "bf16")  # under bf16 autocast
+    values = {**to_dict(cfg.adapt), "lora_rank": rank,  # flat keys: they land in the stage's `adapt` section
+              "base_dtype": cfg.adapt.base_dtype if frozen_ok else "fp32"}  # fmt: skip
     if cfg.base is not None:
-        bf16_ok = rank and cfg.train.dtype in ("auto", "bf16")  # frozen bf16 weights run under bf16 autocast
         values.update(
-            checkpoint_activations=True,
             pack=True,
-            base_dtype=cfg.base_dtype if bf16_ok else "fp32",
             max_length=cfg.model.block_size or 512,  # packed rows of 512 tokens, not a real base's 8k context
         )
     return values
 
 
 def _sft_train(cfg: BuildConfig) -> dict:
-    """The fine-tuning stages' training settings (their time budget set by the caller)."""
+    """The fine-tuning stages' training settings (their time budget set by the caller). A real base (--base)
+    always recomputes activations, so that a 100 M+ model fine-tunes in a laptop's memory."""
     return {"lr": cfg.sft_lr, "min_lr": cfg.sft_lr / 10, "device": cfg.train.device, "dtype": cfg.train.dtype,
-            "seed": cfg.train.seed}  # fmt: skip
+            "seed": cfg.train.seed,
+            "checkpoint_activations": cfg.train.checkpoint_activations or cfg.base is not None}  # fmt: skip
 
 
 def budget_text(tc: TrainingConfig) -> str:

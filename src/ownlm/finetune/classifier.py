@@ -71,20 +71,9 @@ class GPTClassifier(nn.Module):
         return {"n_labels": self.n_labels, "pool": self.pool}
 
     def features(self, idx: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids -> (B, T, C) final-norm hidden states: ``GPT.forward`` without its output head."""
-        g = self.gpt
-        T = idx.shape[1]
-        if T > g.config.block_size:
-            raise ValueError(f"{T} positions exceed the model's block_size {g.config.block_size}")
-        pos = torch.arange(T, device=idx.device)  # (T,)
-        x = g.transformer.wte(idx)  # (B, T, C)
-        if "wpe" in g.transformer:
-            x = x + g.transformer.wpe(pos)
-        rope = g.rope(pos) if g.rope is not None else None
-        x = g.transformer.drop(x)
-        for block in g.transformer.h:
-            x = block(x, rope)
-        return g.transformer.ln_f(x)  # (B, T, C)
+        """(B, T) ids -> (B, T, C) final-norm hidden states: ``GPT.forward`` without its output head (with the
+        trunk's activation checkpointing when that is on)."""
+        return self.gpt.transformer.ln_f(self.gpt.trunk(idx))  # (B, T, C)
 
     def forward(self, idx: torch.Tensor, lengths: torch.Tensor | None = None, labels=None, weight=None):
         B, T = idx.shape

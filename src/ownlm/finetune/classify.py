@@ -45,7 +45,7 @@ from ownlm.errors import UserError
 from ownlm.extract.tabular import guess_field, resolve_field, sniff_delimiter
 from ownlm.finetune.classify_data import cell, chain, open_records, parse_delimiter, prepare_splits
 from ownlm.finetune.classify_report import plot_confusion, plot_curves, scores, write_report
-from ownlm.finetune.common import load_base
+from ownlm.finetune.common import frozen_autocast, load_base, store_frozen
 from ownlm.io import atomic_write, iter_jsonl, prepare_output, write_json
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.checkpoint import load_model
@@ -261,6 +261,7 @@ def class_weights(labels: np.ndarray, n_labels: int) -> list[float]:
 
 def _check(cfg: ClassifyConfig) -> None:
     cfg.adapt.check()
+    cfg.train.dtype = cfg.adapt.training_dtype(cfg.train.dtype)
     if not cfg.data:
         raise UserError(
             "give the labelled data: --data FILE (CSV, TSV or JSONL with a text and a label per row)"
@@ -328,6 +329,7 @@ def make_task(cfg: ClassifyConfig, run: Run, splits) -> Prepared:
     else:
         model = GPTClassifier(model, len(labels), cfg.pool)
         adapt_classifier(model, cfg)
+    store_frozen(model, cfg.adapt.base_dtype)  # the new head and the adapters stay fp32
     model.train()
     batches = ClassBatches(enc["train"], tc.batch_size, pad_id, tc.seed, rank, world)
     per_epoch = math.ceil(batches.per_epoch / tc.grad_accum)
@@ -361,7 +363,10 @@ def _finish(cfg, out: Path, model, test: Encoded, labels, pad_id, device, summar
               f"{summary['checkpoint']} (--resume continues from it)")  # fmt: skip
         summary = {**summary, "checkpoint": best}
     model.eval()
-    _, conf = score_split(model, test, RunContext(device, "fp32"), cfg.train.batch_size, pad_id, len(labels))
+    with frozen_autocast(model):  # a base kept in bf16 (--base-dtype) multiplies under bf16 autocast
+        _, conf = score_split(
+            model, test, RunContext(device, "fp32"), cfg.train.batch_size, pad_id, len(labels)
+        )
     test_scores = scores(conf, labels)
     records = [r for _, r in iter_jsonl(out / "metrics.jsonl", errors="skip") if isinstance(r, dict)]
     kept_step = int(Path(summary["checkpoint"]).name.removeprefix("step_"))

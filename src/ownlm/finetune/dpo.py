@@ -100,14 +100,6 @@ class DPOConfig:
         "truncate",
         help="replies longer than --max-length: keep the start (or the end of a long prompt), or drop",
     )
-    base_dtype: Literal["fp32", "bf16"] = opt(
-        "fp32",
-        help="with --lora-rank or --train-layers: keep the frozen weights in bf16 (half the memory; runs under "
-        "--dtype bf16); what is trained stays fp32",
-    )
-    checkpoint_activations: bool = opt(
-        False, help="recompute each block's activations in the backward pass: less memory, ~30%% more time"
-    )
     responses: int = opt(20, help="held-out prompts answered before and after training (0: none)")
     max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl")
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
@@ -392,7 +384,7 @@ def _check(cfg: DPOConfig) -> None:
         raise UserError(f"--label-smoothing must be in [0, 0.5), got {cfg.label_smoothing}")
     if cfg.label_smoothing and cfg.loss != "sigmoid":
         raise UserError("--label-smoothing applies to --loss sigmoid only")
-    cfg.adapt.check_frozen_dtype(cfg.base_dtype, cfg.train.dtype)
+    cfg.train.dtype = cfg.adapt.training_dtype(cfg.train.dtype)
     if cfg.max_length < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
         raise UserError("--max-length and --responses must be >= 0 and --max-new-tokens >= 1")
 
@@ -437,8 +429,7 @@ def make_task(cfg: DPOConfig, run: Run) -> Prepared:
                         "--max-length")  # fmt: skip
     torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
     adapt_model(model, cfg.adapt, resume=bool(resume))
-    store_frozen(model, cfg.base_dtype)
-    model.checkpoint_activations = cfg.checkpoint_activations
+    store_frozen(model, cfg.adapt.base_dtype)
     model.to(device).train()
     batches = PairBatches(train, tc.batch_size, tc.seed, rank, world)
     per_epoch = math.ceil(batches.n / tc.grad_accum)
@@ -447,8 +438,6 @@ def make_task(cfg: DPOConfig, run: Run) -> Prepared:
         tc.dtype = run.state.dtype or tc.dtype
         reference = load_reference(ref_path, train, val)
     else:  # the run's precision first (the Trainer keeps it), so the reference is computed as training runs
-        if cfg.base_dtype == "bf16" and tc.dtype == "auto":
-            tc.dtype = "bf16"  # the frozen bf16 weights are multiplied under bf16 autocast
         tc.dtype = choose_dtype(tc.dtype, device, print if rank == 0 else (lambda s: None))
         ctx = RunContext(device, tc.dtype, rank, world)
         reference = compute_reference(model, train, val, ctx, tc.batch_size, pad_id, tc.eval_iters)

@@ -37,7 +37,7 @@ import numpy as np
 
 from ownlm.config import opt, to_dict
 from ownlm.errors import UserError
-from ownlm.finetune.common import frozen_autocast, load_base, return_freed_memory, store_frozen
+from ownlm.finetune.common import frozen_autocast, load_base, store_frozen
 from ownlm.finetune.data import load_examples, load_persona_split, split_examples
 from ownlm.io import iter_jsonl, removed_on_failure, write_jsonl, write_text
 from ownlm.model.adapt import AdaptConfig
@@ -89,14 +89,6 @@ class SFTConfig:
     overlong: Literal["truncate", "drop"] = opt(
         "truncate",
         help="examples longer than --max-length: keep the start, or the end when the reply starts later",
-    )
-    base_dtype: Literal["fp32", "bf16"] = opt(
-        "fp32",
-        help="with --lora-rank or --train-layers: keep the frozen weights in bf16 (half the memory; runs under "
-        "--dtype bf16); what is trained stays fp32",
-    )
-    checkpoint_activations: bool = opt(
-        False, help="recompute each block's activations in the backward pass: less memory, ~30%% more time"
     )
     patience: int = opt(0, help="stop when the held-out loss has not improved for N evaluations (0: never)")
     restore_best: bool = opt(
@@ -426,8 +418,6 @@ def prepare(cfg: SFTConfig, tokenizer, base_folder: Path, template_name: str | N
 def main(cfg: SFTConfig) -> int:
     cfg.train.check()
     _check(cfg)
-    if cfg.base_dtype == "bf16" and cfg.train.dtype == "auto":
-        cfg.train.dtype = "bf16"  # the frozen bf16 weights are multiplied under bf16 autocast
     return run_training(cfg, lambda run: make_task(cfg, run), inputs=[cfg.base, *cfg.data, *cfg.val_data])
 
 
@@ -499,10 +489,7 @@ def make_task(cfg: SFTConfig, run: Run) -> Prepared:
                         "with a longer context")  # fmt: skip
     torch.manual_seed(tc.seed)  # LoRA's random start: the same in every process and every run
     adapt_model(model, cfg.adapt, resume=bool(resume))
-    store_frozen(model, cfg.base_dtype)
-    model.checkpoint_activations = cfg.checkpoint_activations
-    if cfg.checkpoint_activations:  # the low-memory mode: freed activations go back to the system
-        return_freed_memory()
+    store_frozen(model, cfg.adapt.base_dtype)
     model.train()
     # packed rows are --max-length wide (a model with an 8k context packs 512-token rows when asked to)
     batches = SFTBatches(train_enc, tc.batch_size, max_len - 1, pad_id, tc.seed, cfg.pack, rank, world)
@@ -534,7 +521,7 @@ def _check(cfg: SFTConfig) -> None:
             "give the training data: --data FILE... (Alpaca JSON/JSONL, chat JSONL or a persona folder)"
         )
     cfg.adapt.check()
-    cfg.adapt.check_frozen_dtype(cfg.base_dtype, cfg.train.dtype)
+    cfg.train.dtype = cfg.adapt.training_dtype(cfg.train.dtype)
     if cfg.max_length < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
         raise UserError("--max-length and --responses must be >= 0 and --max-new-tokens >= 1")
 

@@ -439,30 +439,8 @@ class GPT(nn.Module):
         output head runs only where a target counts and logits come back as ``None`` — the same loss, cheaper
         when most targets are -100 (fine-tuning on responses)."""
         B, T = idx.shape
-        attn_mask = None
-        if kv_cache is not None:  # (T,), or (B, T) when the cache's rows have different lengths
-            pos, end = kv_cache.begin(T, idx.device), kv_cache.end
-        elif segments is not None:
-            (pos, attn_mask), end = segment_positions(segments), T  # (B, T), (B, 1, T, T)
-        else:
-            pos, end = torch.arange(T, device=idx.device), T  # (T,)
-        if end > self.config.block_size:
-            raise ValueError(f"{end} positions exceed the model's block_size {self.config.block_size}")
-        x = self.transformer.wte(idx)  # (B, T, C)
-        if "wpe" in self.transformer:
-            x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B, or (B, T, C)
-        rope = self.rope(pos) if self.rope is not None else None
-        x = self.transformer.drop(x)
-        recompute = (
-            self.checkpoint_activations and self.training and torch.is_grad_enabled() and kv_cache is None
-        )
-        for block in self.transformer.h:
-            if recompute:  # keep only each block's input; its inside is recomputed in the backward pass
-                x = torch.utils.checkpoint.checkpoint(block, x, rope, None, attn_mask, use_reentrant=False)
-            else:
-                x = block(x, rope, kv_cache, attn_mask)
-        if kv_cache is not None:
-            kv_cache.advance(T)
+        x = self.trunk(idx, kv_cache, segments)  # (B, T, C)
+        recompute = self._recompute(kv_cache)
         if last_only and targets is None:
             x = x[:, -1:, :]  # (B, 1, C)
         if targets is not None and scored_only:
@@ -490,6 +468,39 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=-100,
                                    reduction=reduction)  # fmt: skip
         return logits, loss
+
+    def trunk(self, idx: torch.Tensor, kv_cache=None, segments=None) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, C) the residual stream after the last block, before the final norm: the
+        part of ``forward`` that every head reads (the language-model head here, a classifier's head in
+        ``finetune.classifier``). ``kv_cache`` and ``segments`` as in ``forward``."""
+        T = idx.shape[1]
+        attn_mask = None
+        if kv_cache is not None:  # (T,), or (B, T) when the cache's rows have different lengths
+            pos, end = kv_cache.begin(T, idx.device), kv_cache.end
+        elif segments is not None:
+            (pos, attn_mask), end = segment_positions(segments), T  # (B, T), (B, 1, T, T)
+        else:
+            pos, end = torch.arange(T, device=idx.device), T  # (T,)
+        if end > self.config.block_size:
+            raise ValueError(f"{end} positions exceed the model's block_size {self.config.block_size}")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(pos)  # (T, C) broadcast over B, or (B, T, C)
+        rope = self.rope(pos) if self.rope is not None else None
+        x = self.transformer.drop(x)
+        recompute = self._recompute(kv_cache)
+        for block in self.transformer.h:
+            if recompute:  # keep only each block's input; its inside is recomputed in the backward pass
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, None, attn_mask, use_reentrant=False)
+            else:
+                x = block(x, rope, kv_cache, attn_mask)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        return x
+
+    def _recompute(self, kv_cache) -> bool:
+        """Whether this forward pass checkpoints activations: only when training with gradients, never decoding."""
+        return self.checkpoint_activations and self.training and torch.is_grad_enabled() and kv_cache is None
 
     def _head_loss_sum(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Summed cross-entropy of hidden states h (N, C) against targets (N,) through the final norm and head."""

@@ -136,6 +136,18 @@ class Task:
         return False
 
 
+def checkpoint_activations(model) -> None:
+    """``--checkpoint-activations``: every GPT inside ``model`` (a classifier's trunk too) recomputes its blocks'
+    activations in the backward pass, and freed memory goes back to the system at once (the low-memory mode)."""
+    from ownlm.model.gpt import GPT
+    from ownlm.train.device import return_freed_memory
+
+    for m in model.modules():
+        if isinstance(m, GPT):
+            m.checkpoint_activations = True
+    return_freed_memory()
+
+
 class Trainer:
     """Train ``model`` on ``task`` with the settings of a ``TrainingConfig``; ``fit()`` returns a summary
     ``{"status": "done"|"interrupted", "step", "val_loss", "checkpoint", "dtype"}``.
@@ -174,6 +186,8 @@ class Trainer:
         self.state = state
         self.step = int(state.get("step", 0))
         self.raw = unwrap(self.model).to(device)
+        if cfg.checkpoint_activations:
+            checkpoint_activations(self.raw)
 
         dtype = state.get("dtype") or choose_dtype(
             cfg.dtype, device, self.log if self.master else (lambda s: None)
