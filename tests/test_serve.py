@@ -525,3 +525,25 @@ def test_one_sampling_defaults_table_for_generate_chat_and_serve():
     configs = [GenerateConfig(run="r").sampling, ChatConfig(run="r").sampling, ServeConfig(run="r").sampling]
     assert configs == [SamplingConfig()] * 3 == [SamplingParams(stop=["x"]).__class__.__base__()] * 3
     assert SamplingConfig().max_new(128) == 64 and SamplingConfig().max_new(2048) == 256
+
+
+def test_pretraining_samples_and_build_take_the_one_sampling_table(tmp_path, monkeypatch):
+    """No other sampling defaults: pretraining's samples at each evaluation choose tokens by SamplingConfig's
+    defaults, and `ownlm build --temperature` starts at its temperature."""
+    from ownlm.pipeline import BuildConfig
+    from ownlm.train import pretrain
+
+    seen = {}
+    monkeypatch.setattr(pretrain, "generate", lambda model, start, n, **kw: seen.update(kw) or [[65, 66]])
+    cfg = pretrain.PretrainConfig(data="d", out=str(tmp_path))
+    pretrain._sampler(cfg, Tokenizer(special_tokens={"<|endoftext|>": 256}), tmp_path, {"eot_id": 256}, None)(
+        None, 3
+    )
+    knobs = SamplingConfig().knobs()
+    assert {k: seen[k] for k in knobs} == knobs and set(knobs) == {
+        "temperature",
+        "top_k",
+        "top_p",
+        "repetition_penalty",
+    }
+    assert BuildConfig(out="o").temperature == SamplingConfig().temperature

@@ -124,8 +124,7 @@ def sample_replies(model, tok, template, examples: list[dict], sampling: Samplin
         context = msgs[:-1] if msgs[-1]["role"] == "assistant" else msgs
         head = [{"role": "system", "content": system}] if system and context[0]["role"] != "system" else []
         ids = template.encode_prompt(tok, head + context)[-(block - room) :]  # a long history keeps its end
-        out = generate(model, ids, room, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                       repetition_penalty=s.repetition_penalty, stop_token_ids=stops, seed=seed + i,
+        out = generate(model, ids, room, **s.knobs(), stop_token_ids=stops, seed=seed + i,
                        vocab_limit=tok.n_vocab)[0]  # fmt: skip
         reference = msgs[-1]["content"] if msgs[-1]["role"] == "assistant" else None
         rows.append({"where": ex.get("where"), "reply": tok.decode(out).strip(), "reference": reference,
@@ -215,8 +214,7 @@ def main(cfg: ChatConfig) -> int:
         streamer = TextStreamer(tok) if cfg.stream else None
         if interactive:
             sys.stdout.write("model> ")
-        out = generate(model, ids, min(room, block - len(ids)), temperature=s.temperature, top_k=s.top_k,
-                       top_p=s.top_p, repetition_penalty=s.repetition_penalty, stop_token_ids=stops,
+        out = generate(model, ids, min(room, block - len(ids)), **s.knobs(), stop_token_ids=stops,
                        seed=rng.randrange(2**31), stream=streamer, vocab_limit=tok.n_vocab)[0]  # fmt: skip
         text = tok.decode(out)
         if streamer is not None:

@@ -125,8 +125,7 @@ def main(cfg: GenerateConfig) -> int:
         sys.stdout.write(shown)
     t0 = time.perf_counter()
     samples = generate(
-        model, ids, s.max_new(model.config.block_size), temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-        repetition_penalty=s.repetition_penalty,
+        model, ids, s.max_new(model.config.block_size), **s.knobs(),
         stop_token_ids=stop_ids(tok, template) if cfg.stop_at_eot else [],
         stop_strings=stops, tokenizer=tok, seed=seed, num_samples=cfg.num_samples,
         stream=streamer, vocab_limit=tok.n_vocab,

@@ -41,6 +41,7 @@ from ownlm.config import from_dict, opt, to_dict
 from ownlm.errors import UserError
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.run import RunFolder
+from ownlm.runtime.sampling import SamplingConfig
 from ownlm.train.config import ModelShape, PretrainingConfig, TrainingConfig
 from ownlm.train.driver import DEFAULT_EPOCHS
 
@@ -83,7 +84,11 @@ class BuildConfig:
     # samples
     prompts: list[str] = opt([], help="prompts for the final samples (default: 3 samples from scratch)")
     sample_tokens: int = opt(120, help="tokens per final sample", bounds="[1, inf)")
-    temperature: float = opt(0.8, help="sampling temperature for the final samples", bounds="[0, 100]")
+    # not a nested SamplingConfig: its --seed and --max-new-tokens would clash with the training seed and
+    # --sample-tokens; the default is the one sampling table's
+    temperature: float = opt(
+        SamplingConfig.temperature, help="sampling temperature for the final samples", bounds="[0, 100]"
+    )
     force: bool = opt(False, help="run every stage even if it is up to date")
     # fine-tuning after pretraining
     person: list[str] = opt(

@@ -55,6 +55,17 @@ class SamplingConfig:
         """
         validate(self)
 
+    def knobs(self) -> dict:
+        """The keyword arguments of ``runtime.decode.generate`` that choose each token: temperature, top-k, top-p
+        and the repetition penalty. ``SamplingConfig().knobs()`` are the defaults, for samples no flag sets
+        (pretraining's samples at each evaluation).
+
+        >>> SamplingConfig().knobs()
+        {'temperature': 0.8, 'top_k': 50, 'top_p': 0.95, 'repetition_penalty': 1.0}
+        """
+        return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
+                "repetition_penalty": self.repetition_penalty}  # fmt: skip
+
     def max_new(self, block_size: int) -> int:
         """``max_new_tokens``, or its default for a model with this context: min(256, block_size // 2)."""
         if self.max_new_tokens is not None:

@@ -23,6 +23,7 @@ from ownlm.errors import UserError
 from ownlm.io import iter_jsonl, read_json, write_jsonl
 from ownlm.model.checkpoint import load_model
 from ownlm.runtime.decode import generate
+from ownlm.runtime.sampling import SamplingConfig
 from ownlm.tokenizer.bpe import Tokenizer
 from ownlm.train.config import ModelShape, PretrainingConfig
 from ownlm.train.driver import Prepared, Run, run_training
@@ -238,7 +239,7 @@ def _sampler(cfg: PretrainConfig, tokenizer, out: Path, manifest: dict, resume):
     def sample(model, step: int) -> None:
 
         start = [eot if eot is not None else 0]
-        outs = generate(model, start, cfg.sample_tokens, temperature=0.8, top_k=40, seed=cfg.train.seed + step,
+        outs = generate(model, start, cfg.sample_tokens, **SamplingConfig().knobs(), seed=cfg.train.seed + step,
                         num_samples=cfg.samples, vocab_limit=tokenizer.n_vocab)  # fmt: skip
         for i, ids in enumerate(outs):
             text = tokenizer.decode(ids)
