@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from ownlm.errors import UserError
+from ownlm.model.head_loss import head_loss_sum
 
 
 @dataclass
@@ -391,6 +392,9 @@ class GPT(nn.Module):
         # intermediate, and recomputes a block's forward during backward — ~30 % more compute, far less memory
         self.checkpoint_activations = False
         self.head_chunk = 1024  # positions whose logits exist at once when checkpointing activations
+        # scored_only's loss through head_loss_sum (gradient of the logits computed in the forward pass, no fp32
+        # logits); False: the plain F.cross_entropy path (the same loss, for comparison)
+        self.fused_head_loss = True
         if cfg.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         if not any(p.is_meta for p in self.parameters()):
@@ -458,8 +462,11 @@ class GPT(nn.Module):
                             for i in range(0, len(t), n))  # fmt: skip
                 total = total if torch.is_tensor(total) else h.sum() * 0.0  # no scored position
                 return None, total / max(len(t), 1) if reduction == "mean" else total
-            logits = self.lm_head(self.transformer.ln_f(x[keep]))  # (N, vocab), N = scored positions
-            return None, F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+            h, t = self.transformer.ln_f(x[keep]), targets[keep]  # (N, C), (N,), N = scored positions
+            if self.fused_head_loss and reduction in ("sum", "mean") and type(self.lm_head) is nn.Linear:
+                total = head_loss_sum(h, self.lm_head.weight, t)
+                return None, total / max(len(t), 1) if reduction == "mean" else total
+            return None, F.cross_entropy(self.lm_head(h).float(), t, reduction=reduction)  # (N, vocab) logits
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
         loss = None
         if targets is not None:

@@ -100,7 +100,8 @@ class PretrainTask(Task):
         return int(batch["labels"].size)
 
     def loss(self, model, batch: dict):
-        return model(batch["input_ids"], batch["labels"], reduction="sum")[1]
+        # scored_only: the loss alone, through the fused head (no fp32 logits of the whole vocabulary)
+        return model(batch["input_ids"], batch["labels"], reduction="sum", scored_only=True)[1]
 
     def evaluate(self, model, ctx: RunContext) -> dict:
         import torch
@@ -112,7 +113,7 @@ class PretrainTask(Task):
             for i in range(self.eval_iters):  # each process scores its slice of the same batches
                 x, y = self.val.batch(i)
                 b = ctx.to_device({"x": x, "y": y})
-                sums[0] += model(b["x"], b["y"], reduction="sum")[1].float()
+                sums[0] += model(b["x"], b["y"], reduction="sum", scored_only=True)[1].float()
                 sums[1] += y.size
         ctx.all_reduce(sums)
         val = (sums[0] / sums[1]).item()
