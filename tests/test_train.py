@@ -295,3 +295,17 @@ def test_stride_batch_tokens_wsd_and_bf16_run(tokens, tmp_path):
     assert [r["tokens"] for r in records] == [3 * 128, 6 * 128]  # batch 4 x 16 tokens, accumulated twice
     state = json.loads((out / "step_000006" / "state.json").read_text())
     assert state["dtype"] == "bf16" and state["data_position"] == 12
+
+
+def test_pretrain_with_checkpointed_activations_follows_the_plain_run(tokens, tmp_path):
+    """--checkpoint-activations trades time for memory only: the same losses as a plain run (dropout included:
+    the recomputed blocks draw the same masks)."""
+    args = [*TINY, "--max-iters", "12", "--eval-interval", "6", "--dropout", "0.1", "--warmup-iters", "2"]
+    curves = []
+    for extra in ([], ["--checkpoint-activations"]):
+        out = tmp_path / f"run{len(extra)}"
+        assert main(["pretrain", "--data", str(tokens), "--out", str(out), *args, *extra]) == 0
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        curves.append([(r["train_loss"], r["val_loss"]) for r in records])
+    assert len(curves[0]) == 2
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5)
