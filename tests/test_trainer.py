@@ -49,7 +49,9 @@ def _model():
 
 
 def _cfg(**kw):
-    return TrainingConfig(dtype="fp32", progress=False, threads=1, lr=1e-2, min_lr=1e-3, **kw)
+    return TrainingConfig(
+        **{"dtype": "fp32", "progress": False, "threads": 1, "lr": 1e-2, "min_lr": 1e-3, **kw}
+    )
 
 
 def _metrics(run):
@@ -160,6 +162,27 @@ def test_a_command_offers_only_the_flags_it_uses():
     for cls in (SFTConfig, ClassifyConfig):  # rows of varying length: no fixed tokens per step
         assert "--batch-tokens" not in build_parser(cls, "f").format_help()
         assert "--grad-accum" in build_parser(cls, "f").format_help()
+
+
+def test_patience_is_run_state_and_a_resumed_run_stops_where_an_unbroken_one_does(tmp_path):
+    """The Trainer keeps everything a resumed run continues from in one RunState, written whole to state.json
+    (nothing beside its fields) — the patience counter too: with a rate of 0 the validation loss never improves,
+    so --patience 3 stops at the fourth evaluation, whether or not the run was interrupted after the second."""
+    from ownlm.model.run import RunState, read_state
+
+    cfg = dict(lr=0.0, min_lr=0.0, eval_interval=2)
+    whole = Trainer(_model(), _cfg(max_iters=40, **cfg), ToyTask(), tmp_path / "a", patience=3).fit()
+    assert whole["stopped_early"] and whole["step"] == 8
+    first = Trainer(_model(), _cfg(max_iters=4, **cfg), ToyTask(), tmp_path / "b", patience=3).fit()
+    state = read_state(tmp_path / "b" / "step_000004")
+    raw = json.loads((tmp_path / "b" / "step_000004" / "state.json").read_text())
+    assert state.other == {} and RunState.from_dict(raw).to_dict() == raw  # the dataclass, whole
+    assert first["step"] == 4 and state.evals_since_best == 1 and state.step == 4
+    resumed = Trainer(_model(), _cfg(max_iters=40, **cfg), ToyTask(), tmp_path / "b", patience=3,
+                      resume=RunFolder(tmp_path / "b").read_state()).fit()  # fmt: skip
+    assert resumed["stopped_early"] and resumed["step"] == 8
+    strip = lambda rows: [(r["step"], r["val_loss"], r["lr"]) for r in rows]  # noqa: E731
+    assert strip(_metrics(tmp_path / "b")) == strip(_metrics(tmp_path / "a"))
 
 
 def test_resume_refuses_a_changed_model_flag(tmp_path, capsys):

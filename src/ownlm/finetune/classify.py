@@ -190,15 +190,9 @@ class ClassifyTask(Task):
     """Cross-entropy of the head's logits against the labels (each row one loss item)."""
 
     def __init__(self, train: ClassBatches, val: Encoded, labels: list[str], *, weights=None, eval_rows: int = 0,
-                 patience: int = 0, max_length: int = 0, truncate: str = "right"):  # fmt: skip
+                 max_length: int = 0, truncate: str = "right"):  # fmt: skip
         self.train, self.val, self.labels, self.weights = train, val, labels, weights
-        self.eval_rows, self.patience, self.max_length, self.truncate = (
-            eval_rows,
-            patience,
-            max_length,
-            truncate,
-        )
-        self.best, self.since_best = math.inf, 0
+        self.eval_rows, self.max_length, self.truncate = eval_rows, max_length, truncate
         self._w = None
 
     def batch(self, index: int) -> dict:
@@ -223,12 +217,7 @@ class ClassifyTask(Task):
         loss, conf = score_split(model, self.val, ctx, B, pad, k)
         s = scores(conf, self.labels)
         _, train_conf = score_split(model, self.train.enc, ctx, B, pad, k, limit=self.eval_rows)
-        val_loss = loss / max(len(self.val.ids), 1)
-        if val_loss < self.best - 1e-6:
-            self.best, self.since_best = val_loss, 0
-        else:
-            self.since_best += 1
-        return {"val_loss": val_loss, "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"],
+        return {"val_loss": loss / max(len(self.val.ids), 1), "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"],
                 "train_accuracy": scores(train_conf, self.labels)["accuracy"]}  # fmt: skip
 
     def on_eval(self, model, step: int, record: dict) -> None:
@@ -236,9 +225,6 @@ class ClassifyTask(Task):
 
         tqdm.write(f"  accuracy: train {100 * record['train_accuracy']:.1f} %, validation "
                    f"{100 * record['val_accuracy']:.1f} % (macro-F1 {100 * record['val_macro_f1']:.1f} %)")  # fmt: skip
-
-    def should_stop(self) -> bool:
-        return bool(self.patience) and self.since_best >= self.patience
 
     def save_extra(self, folder: Path) -> None:
         from ownlm.finetune.classifier import save_labels
@@ -342,7 +328,7 @@ def make_task(cfg: ClassifyConfig, run: Run, splits) -> Prepared:
                 f"rows, labels {', '.join(labels)}; {info['truncated']} cut to {max_len} tokens; {per_epoch} "
                 f"steps per epoch; {trainable_summary(model)}")  # fmt: skip
     task = ClassifyTask(batches, enc["val"], labels, weights=weights, eval_rows=tc.eval_iters * tc.batch_size,
-                        patience=cfg.patience, max_length=max_len, truncate=cfg.truncate)  # fmt: skip
+                        max_length=max_len, truncate=cfg.truncate)  # fmt: skip
 
     def finish(summary: dict) -> None:
         _finish(
@@ -350,7 +336,7 @@ def make_task(cfg: ClassifyConfig, run: Run, splits) -> Prepared:
         )
 
     return Prepared(model, task, tok, steps_per_epoch=per_epoch, data=info, announce=lambda: announce,
-                    finish=finish, flops_seq_len=max_len)  # fmt: skip
+                    finish=finish, flops_seq_len=max_len, patience=cfg.patience)  # fmt: skip
 
 
 def _finish(cfg, out: Path, model, test: Encoded, labels, pad_id, device, summary, seconds, info) -> None:

@@ -258,11 +258,9 @@ class SFTTask(Task):
 
     lockstep = True  # masked_loss pads each process' share of the held-out batches to the same length
 
-    def __init__(self, train: SFTBatches, val: Encoded | None, eval_batches: int, template, pad_id: int,
-                 patience: int = 0):  # fmt: skip
+    def __init__(self, train: SFTBatches, val: Encoded | None, eval_batches: int, template, pad_id: int):
         self.train, self.val, self.eval_batches = train, val, eval_batches
-        self.template, self.pad_id, self.patience = template, pad_id, patience
-        self.best, self.since_best = math.inf, 0
+        self.template, self.pad_id = template, pad_id
 
     def batch(self, index: int) -> dict:
         return self.train.batch(index)
@@ -282,15 +280,7 @@ class SFTTask(Task):
         if self.val is None or not self.val.ids:
             return {}
         total, count = masked_loss(model, self.val, ctx, self.train.B, self.pad_id, self.eval_batches)
-        val_loss = total / max(count, 1)
-        if val_loss < self.best - 1e-6:
-            self.best, self.since_best = val_loss, 0
-        else:
-            self.since_best += 1
-        return {"val_loss": val_loss, "val_tokens": count}
-
-    def should_stop(self) -> bool:
-        return bool(self.patience) and self.since_best >= self.patience
+        return {"val_loss": total / max(count, 1), "val_tokens": count}
 
     def save_extra(self, folder: Path) -> None:
         from ownlm.tokenizer.chat import save_template
@@ -506,7 +496,7 @@ def make_task(cfg: SFTConfig, run: Run) -> Prepared:
     data = {"template": template.name, "train": train_enc.counts(), "val": val_enc.counts() if val_enc else None,
             "read": counts, "steps_per_epoch": per_epoch}  # fmt: skip
     return Prepared(
-        model, SFTTask(batches, val_enc, tc.eval_iters, template, pad_id, cfg.patience), tok,
+        model, SFTTask(batches, val_enc, tc.eval_iters, template, pad_id), tok, patience=cfg.patience,
         steps_per_epoch=per_epoch, data=data,
         announce=lambda: _summary_line(model, template, train_enc, val_enc, per_epoch, tc),
         finish=lambda summary: _finish(cfg, run.out, model, tok, template, val_enc, before,

@@ -63,6 +63,7 @@ class RunState:
     best_saved_val_loss: float | None = (
         None  # lowest validation loss among saved steps (the `best` pointer's)
     )
+    evals_since_best: int = 0  # evaluations since the validation loss last improved (--patience)
     elapsed_s: float = 0.0
     setup_s: float | None = None
     dtype: str | None = None
@@ -73,6 +74,7 @@ class RunState:
     world_size: int = 1
     run_config: dict = field(default_factory=dict)
     rng: dict = field(default_factory=dict)  # generator states, base64 (``ownlm.train.checkpoint.rng_state``)
+    rng_ranks: list | None = None  # every process' generator states (each draws its own dropout masks)
     other: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

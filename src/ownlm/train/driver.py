@@ -71,6 +71,7 @@ class Prepared:
     eval_at_start: bool = False  # an evaluation before the first step (fine-tuning: the starting point)
     time_keeps_epochs: bool = False  # a time budget alone still ends the run after the default epochs
     flops_seq_len: int | None = None
+    patience: int = 0  # stop when validation loss has not improved for this many evaluations (0: never)
     extra: dict = field(default_factory=dict)
 
 
@@ -120,7 +121,8 @@ def run_training(cfg, prepare: Callable[[Run], Prepared], inputs=()) -> int:
             t0 = time.perf_counter()
             summary = Trainer(job.model, tc, job.task, out, tokenizer=job.tokenizer, resume=resume,
                               run_config=job.run_config if job.run_config is not None else to_dict(cfg),
-                              eval_at_start=job.eval_at_start, flops_seq_len=job.flops_seq_len).fit()  # fmt: skip
+                              eval_at_start=job.eval_at_start, flops_seq_len=job.flops_seq_len,
+                              patience=job.patience).fit()  # fmt: skip
             summary["seconds"] = time.perf_counter() - t0  # this command's training time (set-up included)
         finally:
             if world > 1:

@@ -11,7 +11,13 @@ A task says what is particular to it; the Trainer owns everything else, once::
     task.on_eval(model, step, record)   optional: samples, logs (process 0 only)
     task.save_extra(folder)  optional: files a checkpoint carries for this task (chat template, labels, ...)
     task.should_stop()       optional: True to end the run after this evaluation (early stopping); decide from
-                                what ``evaluate`` returned, which is the same on every process
+                                what ``evaluate`` returned, which is the same on every process (``--patience``
+                                needs none of this: the Trainer counts evaluations without improvement itself)
+
+The run's state is one ``RunState`` (``ownlm.model.run``), ``trainer.state``: step, tokens seen, the best
+validation losses, the patience counter, warm-up, the evaluation cadence, the metrics window, the dtype, the
+time spent and the random generators. A checkpoint writes it whole as ``state.json`` and ``--resume`` reads it
+back whole, so a field added there is saved and restored without another line here.
 
 One optimiser step is ``grad_accum`` micro-batches per process. The loss is normalised by the tokens that carry
 loss in the *whole* step (all micro-batches, all processes), so examples of different lengths weigh by their
@@ -36,6 +42,7 @@ a time budget resumes with the time that was left, so the schedule continues but
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import sys
@@ -156,10 +163,11 @@ class Trainer:
     """
 
     def __init__(self, model, cfg, task: Task, run_dir, *, tokenizer=None, resume=None, run_config=None,
-                 log=None, eval_at_start: bool = False, flops_seq_len: int | None = None):  # fmt: skip
+                 log=None, eval_at_start: bool = False, flops_seq_len: int | None = None,
+                 patience: int = 0):  # fmt: skip
         self.model, self.cfg, self.task, self.run_dir = model, cfg, task, Path(run_dir)
         self.tokenizer, self.resume, self.run_config = tokenizer, resume, run_config
-        self.eval_at_start, self.flops_seq_len = eval_at_start, flops_seq_len
+        self.eval_at_start, self.flops_seq_len, self.patience = eval_at_start, flops_seq_len, patience
         self._log = log
 
     # ------------------------------------------------------------------ set-up
@@ -180,18 +188,17 @@ class Trainer:
         self.log = self._log or (tqdm.write if self.master else (lambda *a, **k: None))
         device = pick_device(cfg.device)
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        state = (
-            self.resume[1].to_dict() if self.resume else {}
-        )  # (step folder, RunState): its keys, read here
-        self.state = state
-        self.step = int(state.get("step", 0))
+        # the one state a checkpoint saves and a resumed run continues: the RunState of its step folder, or a new one
+        self.state = state = dataclasses.replace(self.resume[1]) if self.resume else RunState()
+        if self.run_config is not None:
+            state.run_config = self.run_config
+        state.window = dict(state.window or self._empty_window(0.0))
+        self.start_step = state.step
         self.raw = unwrap(self.model).to(device)
         if cfg.checkpoint_activations:
             checkpoint_activations(self.raw)
 
-        dtype = state.get("dtype") or choose_dtype(
-            cfg.dtype, device, self.log if self.master else (lambda s: None)
-        )
+        dtype = state.dtype or choose_dtype(cfg.dtype, device, self.log if self.master else (lambda s: None))
         if self.world > 1:  # machines of a multi-node run may differ: all use process 0's choice
             import torch.distributed as dist
 
@@ -201,7 +208,7 @@ class Trainer:
         self.ctx = RunContext(
             device, dtype, self.rank, self.world, lockstep=self.world > 1 and cfg.strategy == "fsdp"
         )
-        self.dtype, self.device = dtype, device
+        state.dtype, self.device = dtype, device
         if not any(p.requires_grad for p in self.raw.parameters()):
             raise UserError("nothing to train: every parameter of the model is frozen")
         self.fsdp = self.world > 1 and cfg.strategy == "fsdp"
@@ -243,17 +250,10 @@ class Trainer:
         )
         self.peak = peak_flops(device) if self.master else 0.0
         self.metrics = (
-            MetricsLog(self.run_dir, resume_step=self.step if self.resume else None) if self.master else None
+            MetricsLog(self.run_dir, resume_step=self.state.step if self.resume else None)
+            if self.master
+            else None
         )
-        self.best_val = state.get("best_val_loss") or math.inf
-        self.best_saved = state.get("best_saved_val_loss")
-        self.tokens_seen = int(state.get("tokens_seen", 0))
-        self.warmup = state.get("warmup_steps")  # fixed once known
-        self.warmup_progress = state.get("warmup_progress")
-        self.next_eval = int(state.get("next_eval", 1))
-        self.window = dict(state.get("window") or self._empty_window(0.0))
-        if self.run_config is None:
-            self.run_config = state.get("run_config") or {}
         return self._run()
 
     def _best_checkpoint(self) -> str | None:
@@ -270,11 +270,11 @@ class Trainer:
         """Share of the budget spent, in [0, 1] (the furthest along of steps, tokens and time)."""
         cfg, p = self.cfg, 0.0
         if self.max_iters:
-            p = max(p, self.step / self.max_iters)
+            p = max(p, self.state.step / self.max_iters)
         if cfg.max_tokens:
-            p = max(p, self.tokens_seen / cfg.max_tokens)
+            p = max(p, self.state.tokens_seen / cfg.max_tokens)
         if self.budget_s:
-            p = max(p, (elapsed - self.setup_s) / max(self.budget_s - self.setup_s, 1e-9))
+            p = max(p, (elapsed - self.state.setup_s) / max(self.budget_s - self.state.setup_s, 1e-9))
         return min(1.0, p)
 
     def estimated_steps(self, elapsed: float) -> int | None:
@@ -282,40 +282,46 @@ class Trainer:
         if self.max_iters and not (self.cfg.max_tokens or self.budget_s):
             return self.max_iters
         p = self.progress(elapsed)
-        if self.step < 1 or p <= 0:
+        if self.state.step < 1 or p <= 0:
             return self.max_iters or None
-        est = math.ceil(self.step / p)
+        est = math.ceil(self.state.step / p)
         return min(est, self.max_iters) if self.max_iters else est
 
     def lr_at(self, elapsed: float) -> float:
         from ownlm.train.optim import lr_at
 
         cfg = self.cfg
-        if self.warmup is None:
+        if self.state.warmup_steps is None:
             if cfg.warmup_iters >= 0:
-                self.warmup = cfg.warmup_iters
+                self.state.warmup_steps = cfg.warmup_iters
             else:
                 est = self.estimated_steps(elapsed)
-                if est is not None and (self.step >= 2 or est == self.max_iters):
-                    self.warmup = max(1, round(cfg.warmup_frac * est)) if cfg.warmup_frac > 0 else 0
+                if est is not None and (self.state.step >= 2 or est == self.max_iters):
+                    self.state.warmup_steps = (
+                        max(1, round(cfg.warmup_frac * est)) if cfg.warmup_frac > 0 else 0
+                    )
         warmup = (
-            self.warmup if self.warmup is not None else max(self.step + 2, 10)
+            self.state.warmup_steps if self.state.warmup_steps is not None else max(self.state.step + 2, 10)
         )  # until the speed is known
         p = self.progress(elapsed)
-        if self.warmup_progress is None and self.warmup is not None and self.step >= self.warmup:
-            self.warmup_progress = p
-        return lr_at(self.step, p, cfg.lr, cfg.min_lr, warmup, cfg.schedule, cfg.decay_frac,
-                     self.warmup_progress or 0.0)  # fmt: skip
+        if (
+            self.state.warmup_progress is None
+            and self.state.warmup_steps is not None
+            and self.state.step >= self.state.warmup_steps
+        ):
+            self.state.warmup_progress = p
+        return lr_at(self.state.step, p, cfg.lr, cfg.min_lr, warmup, cfg.schedule, cfg.decay_frac,
+                     self.state.warmup_progress or 0.0)  # fmt: skip
 
     def eval_due(self, at_end: bool, elapsed: float) -> bool:
         if at_end:
             return True
         if self.cfg.eval_interval:
-            return self.step % self.cfg.eval_interval == 0
+            return self.state.step % self.cfg.eval_interval == 0
         p = self.progress(elapsed)
-        if p >= self.next_eval / self.cfg.evals and self.next_eval < self.cfg.evals:
-            while self.next_eval < self.cfg.evals and p >= self.next_eval / self.cfg.evals:
-                self.next_eval += 1
+        if p >= self.state.next_eval / self.cfg.evals and self.state.next_eval < self.cfg.evals:
+            while self.state.next_eval < self.cfg.evals and p >= self.state.next_eval / self.cfg.evals:
+                self.state.next_eval += 1
             return True
         return False
 
@@ -345,13 +351,8 @@ class Trainer:
             rngs = [None] * self.world
             dist.all_gather_object(rngs, ckpt.rng_state())
         if self.master:
-            best = self.best_val if math.isfinite(self.best_val) else None
-            extra = {"tokens_seen": self.tokens_seen, "data_position": at_step * self.cfg.grad_accum,
-                     "best_val_loss": best, "best_saved_val_loss": self.best_saved, "elapsed_s": elapsed,
-                     "setup_s": self.setup_s, "dtype": self.dtype, "warmup_steps": self.warmup,
-                     "warmup_progress": self.warmup_progress, "next_eval": self.next_eval, "window": self.window,
-                     "world_size": self.world, "run_config": self.run_config, "rng_ranks": rngs}  # fmt: skip
-            state = RunState.from_dict({"format": "ownlm-train-state", "version": 1, **extra})
+            state = dataclasses.replace(self.state, data_position=at_step * self.cfg.grad_accum, elapsed_s=elapsed,
+                                        world_size=self.world, rng_ranks=rngs)  # fmt: skip
             path = ckpt.save_checkpoint(RunFolder(self.run_dir), at_step, self.raw, self.opt_view, state,
                                         tokenizer=self.tokenizer, scaler=self.scaler,
                                         keep=self.cfg.keep_checkpoints,
@@ -370,18 +371,21 @@ class Trainer:
         if val is not None and not math.isfinite(val):
             raise Stop(f"{val} on the validation split")
         if val is not None:
-            self.best_val = min(self.best_val, val)
+            best = self.state.best_val_loss
+            improved = best is None or val < best - 1e-6
+            self.state.best_val_loss = val if best is None else min(best, val)
+            self.state.evals_since_best = 0 if improved else self.state.evals_since_best + 1
         self.val_loss = val
-        w = self.window
+        w = self.state.window
         tok_s = w["tokens"] / max(w["time"], 1e-9)
         mfu = self.flops_per_token * tok_s / self.world / self.peak if self.peak else 0.0
         train_loss = w["loss"] / w["steps"] if w["steps"] else None
-        record = {"step": self.step, "train_loss": train_loss, "val_loss": val,
+        record = {"step": self.state.step, "train_loss": train_loss, "val_loss": val,
                   "val_ppl": math.exp(min(val, 50)) if val is not None else None,
                   **{k: v for k, v in result.items() if k != "val_loss"}, "lr": w["lr"],
-                  "tokens": self.tokens_seen, "tokens_per_s": tok_s, "mfu": mfu,
+                  "tokens": self.state.tokens_seen, "tokens_per_s": tok_s, "mfu": mfu,
                   "elapsed_s": time.perf_counter() - self.t_start}  # fmt: skip
-        self.window = self._empty_window(w["lr"])
+        self.state.window = self._empty_window(w["lr"])
         if self.master:
             self.metrics.add(record)
             if final or time.perf_counter() - self.last_plot > 60:  # plotting costs ~0.2 s: once a minute
@@ -391,21 +395,24 @@ class Trainer:
             bpb = f" ({result['val_bpb']:.3f} bits/byte)" if result.get("val_bpb") is not None else ""
             vl = f", val {val:.4f}{bpb}" if val is not None else ""
             if w["steps"]:
-                self.log(f"step {self.step}: {tl}{vl}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%")
+                self.log(f"step {self.state.step}: {tl}{vl}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%")
             else:
                 self.log(
-                    f"step {self.step} (before training): val {val:.4f}" if val is not None else "step 0"
+                    f"step {self.state.step} (before training): val {val:.4f}"
+                    if val is not None
+                    else "step 0"
                 )
             if not self.fsdp:  # a sharded model runs only with every process: no samples from process 0 alone
                 self.raw.eval()
-                self.task.on_eval(self.raw, self.step, record)
+                self.task.on_eval(self.raw, self.state.step, record)
                 self.raw.train()
         if checkpoint:
             # the `best` file names the saved checkpoint with the lowest validation loss
-            is_best = val is not None and val < (self.best_saved if self.best_saved is not None else math.inf)
+            saved = self.state.best_saved_val_loss
+            is_best = val is not None and val < (saved if saved is not None else math.inf)
             if is_best:
-                self.best_saved = val
-            self.last_ckpt = self.save(self.step, time.perf_counter() - self.t_start, is_best=is_best)
+                self.state.best_saved_val_loss = val
+            self.last_ckpt = self.save(self.state.step, time.perf_counter() - self.t_start, is_best=is_best)
         self.overhead = time.perf_counter() - t_eval
 
     # ------------------------------------------------------------------ the loop
@@ -413,7 +420,7 @@ class Trainer:
         import torch
 
         cfg = self.cfg
-        batches = [self.task.batch(self.step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
+        batches = [self.task.batch(self.state.step * cfg.grad_accum + m) for m in range(cfg.grad_accum)]
         counts = torch.tensor([float(sum(self.task.count(b) for b in batches)),
                                float(sum(self.task.tokens(b) for b in batches))], device=self.device)  # fmt: skip
         self.ctx.all_reduce(counts)  # on the run's device: NCCL reduces only GPU tensors
@@ -493,16 +500,15 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, on_signal)
         # Seed (or restore) the generators last, so that nothing in the set-up above shifts them.
         if self.resume:
-            ranks = self.state.get("rng_ranks") or []
-            ckpt.set_rng_state(ranks[self.rank] if len(ranks) == self.world else self.state.get("rng", {}))
+            ranks = self.state.rng_ranks or []
+            ckpt.set_rng_state(ranks[self.rank] if len(ranks) == self.world else self.state.rng)
         else:
             torch.manual_seed(cfg.seed + self.rank)
-        elapsed0 = float(self.state.get("elapsed_s", 0.0))
-        self.t_start = time.perf_counter() - elapsed0 if self.resume else self.t_begin
-        self.setup_s = self.state.get("setup_s") or time.perf_counter() - self.t_start
+        self.t_start = time.perf_counter() - self.state.elapsed_s if self.resume else self.t_begin
+        self.state.setup_s = self.state.setup_s or time.perf_counter() - self.t_start
         tty = sys.stderr.isatty()
         show_bar = cfg.progress and self.master and tty
-        bar = tqdm(total=self.estimated_steps(0.0), initial=self.step, unit="step", desc="train",
+        bar = tqdm(total=self.estimated_steps(0.0), initial=self.state.step, unit="step", desc="train",
                    disable=not show_bar, dynamic_ncols=True)  # fmt: skip
         line_every = cfg.log_seconds if cfg.progress and self.master and not tty else None
         self.wrapped.train()
@@ -522,17 +528,15 @@ class Trainer:
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
                 step_loss, interrupted, time_up, n_tokens, seconds = self._train_step()
-                if self.fsdp and self.step == int(
-                    self.state.get("step", 0)
-                ):  # the shards, once AdamW holds state
+                if self.fsdp and self.state.step == self.start_step:  # the shards, once AdamW holds state
                     from ownlm.train.fsdp import shard_report
 
                     line = shard_report(self.raw, self.optimizer)
                     if self.master:
                         self.log(line)
-                self.step += 1
-                self.tokens_seen += n_tokens
-                w = self.window
+                self.state.step += 1
+                self.state.tokens_seen += n_tokens
+                w = self.state.window
                 w["loss"] += step_loss
                 w["steps"] += 1
                 w["tokens"] += n_tokens
@@ -542,7 +546,7 @@ class Trainer:
                 elapsed = time.perf_counter() - self.t_start
                 total = self.estimated_steps(elapsed)
                 if total:
-                    bar.total = max(total, self.step)
+                    bar.total = max(total, self.state.step)
                 bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}", lr=f"{lr:.2e}", refresh=False)
                 bar.update(1)
                 if line_every is not None and time.perf_counter() - last_line >= line_every:
@@ -554,17 +558,18 @@ class Trainer:
                 at_end = stop or self._budget_spent(elapsed)
                 ck_every = cfg.checkpoint_interval
                 if self.eval_due(at_end, elapsed):
-                    saved = at_end or not ck_every or self.step % ck_every == 0
+                    saved = at_end or not ck_every or self.state.step % ck_every == 0
                     self.eval_and_save(saved, final=at_end)
-                    if not at_end and self.task.should_stop():  # early stopping: end here, with a checkpoint
+                    why = self._stop_reason()
+                    if not at_end and why:  # early stopping: end here, with a checkpoint
                         if not saved:
-                            self.last_ckpt = self.save(self.step, time.perf_counter() - self.t_start)
+                            self.last_ckpt = self.save(self.state.step, time.perf_counter() - self.t_start)
                         if self.master:
                             self.metrics.plot()
-                            self.log(f"stopping early at step {self.step}: the task asked to stop")
+                            self.log(f"stopping early at step {self.state.step}: {why}")
                         at_end = self.stopped_early = True
-                elif ck_every and self.step % ck_every == 0:
-                    self.last_ckpt = self.save(self.step, time.perf_counter() - self.t_start)
+                elif ck_every and self.state.step % ck_every == 0:
+                    self.last_ckpt = self.save(self.state.step, time.perf_counter() - self.t_start)
                 stop = stop or at_end
         except Stop as e:
             where = (
@@ -573,7 +578,7 @@ class Trainer:
                 else "no checkpoint had been saved yet"
             )
             raise UserError(
-                f"loss became {e.args[0]} at step {self.step + 1}: training stopped without saving the bad step; "
+                f"loss became {e.args[0]} at step {self.state.step + 1}: training stopped without saving the bad step; "
                 f"{where}. Lower --lr, keep --grad-clip on, or try --dtype fp32"
             ) from None
         finally:
@@ -581,15 +586,21 @@ class Trainer:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
         if status == "interrupted" and self.master:
-            self.log(f"interrupted at step {self.step}: saved {self.last_ckpt}; continue with --resume")
-        return {"status": status, "step": self.step, "val_loss": self.val_loss, "best_val_loss":
-                self.best_val if math.isfinite(self.best_val) else None, "checkpoint": str(self.last_ckpt),
-                "best_checkpoint": self._best_checkpoint(), "best_saved_val_loss": self.best_saved, "dtype": self.dtype, "stopped_early": self.stopped_early}  # fmt: skip
+            self.log(f"interrupted at step {self.state.step}: saved {self.last_ckpt}; continue with --resume")
+        return {"status": status, "step": self.state.step, "val_loss": self.val_loss, "best_val_loss":
+                self.state.best_val_loss, "checkpoint": str(self.last_ckpt),
+                "best_checkpoint": self._best_checkpoint(), "best_saved_val_loss": self.state.best_saved_val_loss, "dtype": self.state.dtype, "stopped_early": self.stopped_early}  # fmt: skip
+
+    def _stop_reason(self) -> str | None:
+        """Why the run ends early after this evaluation (``patience``, or the task's own rule), or None."""
+        if self.patience and self.state.evals_since_best >= self.patience:
+            return f"the validation loss has not improved for {self.patience} evaluations"
+        return "the task asked to stop" if self.task.should_stop() else None
 
     def _budget_spent(self, elapsed: float) -> bool:
-        if self.max_iters and self.step >= self.max_iters:
+        if self.max_iters and self.state.step >= self.max_iters:
             return True
-        if self.cfg.max_tokens and self.tokens_seen >= self.cfg.max_tokens:
+        if self.cfg.max_tokens and self.state.tokens_seen >= self.cfg.max_tokens:
             return True
         return (
             False  # a time budget ends through the per-step collective (time_up), the same on every process
@@ -599,7 +610,7 @@ class Trainer:
         p = self.progress(elapsed)
         eta = ""
         if p > 0:
-            left = (elapsed - self.setup_s) * (1 - p) / p
+            left = (elapsed - self.state.setup_s) * (1 - p) / p
             eta = f", eta {int(left // 60)}m{int(left % 60):02d}s"
         of = f"/~{total}" if total else ""
-        return f"step {self.step}{of} ({100 * p:.0f}%): loss {loss:.4f}, {tok_s:,.0f} tok/s{eta}"
+        return f"step {self.state.step}{of} ({100 * p:.0f}%): loss {loss:.4f}, {tok_s:,.0f} tok/s{eta}"
