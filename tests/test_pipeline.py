@@ -152,7 +152,7 @@ def test_demo_settings_are_valid_for_every_stage():
     values = {"model": to_dict(cfg.model), "train": to_dict(cfg.train)}
     from_dict(cls, {**values, "data": "t", "out": "r"})  # raises if a setting is unknown or mistyped
     tcls, _ = stage("tokenizer", "train")
-    from_dict(tcls, {"inputs": ["c"], "out": "t", "vocab_size": cfg.vocab_size})
+    from_dict(tcls, {"inputs": ["c"], "out": "t", "bpe": to_dict(cfg.bpe)})
 
 
 @pytest.mark.slow
@@ -306,7 +306,7 @@ def test_build_person_from_a_base_skips_tokenizer_and_pretraining(tmp_path):
     assert "<|im_start|>{{ .Role }}" in modelfile
     assert not (out / "tokenizer").exists() and not (out / "run").exists()
     persona = json.loads((out / "persona" / "stats.json").read_text())["config"]
-    assert persona["context_turns"] == 2 and persona["val_fraction"] == 0.2
+    assert persona["turns"]["context_turns"] == 2 and persona["val_fraction"] == 0.2
     sft = json.loads((out / "sft" / "config.json").read_text())
     assert (
         sft["adapt"]["lora_rank"] == 8  # the `adapt` section, nested in config.json

@@ -57,7 +57,7 @@ def test_train_writes_tokenizer_vocab_and_config(tok_dir):
     tok = Tokenizer.load(tok_dir)
     assert len(tok.merges) == 300 - 256 and tok.special_tokens == {"<|endoftext|>": 300, "<|pad|>": 301}
     config = json.loads((tok_dir / "config.json").read_text())
-    assert config["vocab_size"] == 300 and config["pattern"] == "gpt4"
+    assert config["bpe"] == {"vocab_size": 300, "pattern": "gpt4"}
     assert (tok_dir / "vocab.txt").read_text(encoding="utf-8").count("\n") >= 300
 
 

@@ -39,9 +39,11 @@ from pathlib import Path
 
 from ownlm.config import from_dict, opt, to_dict
 from ownlm.errors import UserError
+from ownlm.finetune.persona import TurnsConfig
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.run import RunFolder
 from ownlm.runtime.sampling import SamplingConfig
+from ownlm.tokenizer.cli import BPEConfig
 from ownlm.train.config import ModelShape, PretrainingConfig, TrainingConfig
 from ownlm.train.driver import DEFAULT_EPOCHS
 
@@ -61,6 +63,12 @@ class BuildConfig:
         help="output folder for every stage (docs.jsonl, corpus/, tokenizer/, tokens/, run/, report.md)"
     )
     sources: list[str] = opt([], positional=True, help="files, folders, .zip archives, or documents JSONL")
+    # Stage settings whose names are the stage's own are nested sections (bpe, turns, adapt, model, train: flat
+    # flags, the same as the stage's). The fields below are declared here because their names clash between
+    # stages or with a section: --min-chars, --text-field and --val-fraction mean one thing for extract, corpus
+    # and persona at once (each stage config has its own field of that name); --redact and --password are
+    # extract's (persona redacts too); the sft-* fields are `finetune sft`'s --data, --lr, --epochs, ... which
+    # the pretraining `train` section already names.
     # extract
     redact: bool = opt(
         False, help="extract: replace phone numbers, e-mail addresses and URLs with placeholders"
@@ -76,9 +84,7 @@ class BuildConfig:
         bounds="[0, 1)",
     )
     near_dup: bool = opt(True, help="corpus: remove near-duplicate documents")
-    # tokenizer
-    vocab_size: int = opt(4096, help="tokenizer: vocabulary size (bytes + merges; 256 = bytes only)")
-    pattern: str = opt("gpt4", help="tokenizer: pre-tokenization regex (gpt4, gpt2, or your own)")
+    bpe: BPEConfig = opt(BPEConfig(), help="tokenizer: vocabulary size and pre-tokenization")
     compare: bool = opt(False, help="also write the tokenizer comparison table (characters vs words vs BPE)")
     compare_sizes: list[int] = opt([256, 1024, 4096, 16384], help="compare: BPE vocabulary sizes")
     # samples
@@ -123,13 +129,7 @@ class BuildConfig:
         "tokenizer training and no pretraining (needs --person or --sft-data)",
     )
     # persona examples (with --person): the same flags as `ownlm persona`; --val-fraction holds out its latest part
-    context_turns: int = opt(6, help="persona: turns of conversation before each reply kept as its context")
-    turn_gap_minutes: float = opt(
-        10.0, help="persona: messages of one side at most this many minutes apart form one turn"
-    )
-    session_gap_hours: float = opt(
-        6.0, help="persona: a silence this long starts a new session; context does not reach back across it"
-    )
+    turns: TurnsConfig = opt(TurnsConfig(), help="persona: how messages become turns, sessions and context")
     patience: int = opt(
         0, help="fine-tuning: stop when the held-out loss has not improved for N evaluations (0: never)"
     )
@@ -378,11 +378,11 @@ def _pretrain(p: Pipeline, cfg: BuildConfig, docs: list[str], inputs: str) -> tu
                "cleaning, deduplicating and splitting the documents")  # fmt: skip
     tok = out / "tokenizer"
     tok_fp = p.run("tokenizer", ("tokenizer", "train"), {"inputs": [str(corpus)], "out": str(tok),
-                   "vocab_size": cfg.vocab_size, "pattern": cfg.pattern}, fp, tok,
-                   f"training a {cfg.vocab_size:,}-token byte-level BPE on corpus/train.jsonl")  # fmt: skip
+                   "bpe": to_dict(cfg.bpe)}, fp, tok,
+                   f"training a {cfg.bpe.vocab_size:,}-token byte-level BPE on corpus/train.jsonl")  # fmt: skip
     if cfg.compare:
         p.run("compare", ("tokenizer", "compare"), {"inputs": [str(corpus)], "out": str(out / "compare"),
-              "vocab_sizes": cfg.compare_sizes, "pattern": cfg.pattern}, fp, out / "compare",
+              "vocab_sizes": cfg.compare_sizes, "pattern": cfg.bpe.pattern}, fp, out / "compare",
               "characters vs words vs BPE on this corpus")  # fmt: skip
     tokens = out / "tokens"
     tokens_fp = p.run("encode", ("encode",), {"corpus": [str(corpus)], "tokenizer": str(tok), "out": str(tokens)},
@@ -412,8 +412,7 @@ def _fine_tune(
         template = "auto" if load_template(resolve_checkpoint(run)) is not None else "chatml"
         persona_fp = p.run("persona", ("persona",), {"inputs": [str(out / "docs.jsonl")], "person": cfg.person,
                            "out": str(persona), "redact": cfg.redact, "others": True,
-                           "val_fraction": cfg.val_fraction, "context_turns": cfg.context_turns,
-                           "turn_gap_minutes": cfg.turn_gap_minutes, "session_gap_hours": cfg.session_gap_hours},
+                           "val_fraction": cfg.val_fraction, "turns": to_dict(cfg.turns)},
                            extract_fp, persona, f"chat examples in which {cfg.person[0]} is the assistant")  # fmt: skip
         data, what, data_fp = (
             [str(persona), *data],
@@ -635,7 +634,7 @@ def demo_config(cfg: DemoConfig) -> BuildConfig:
     """
     return BuildConfig(
         out=cfg.out,
-        vocab_size=cfg.vocab_size,
+        bpe=BPEConfig(vocab_size=cfg.vocab_size),
         compare=cfg.compare,
         model=ModelShape(n_layer=4, n_head=4, n_embd=192, block_size=128),
         train=PretrainingConfig(

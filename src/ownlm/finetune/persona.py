@@ -60,6 +60,20 @@ _DELETED = re.compile(
 )
 
 
+@dataclass(kw_only=True)
+class TurnsConfig:
+    """turns: how a chat's messages become turns, sessions and each reply's context (``ownlm persona`` and
+    ``ownlm build --person`` nest this section; flags stay flat: ``--context-turns``)"""
+
+    context_turns: int = opt(6, help="turns of conversation before each reply kept as its context")
+    turn_gap_minutes: float = opt(
+        10.0, help="messages of one side at most this many minutes apart form one turn"
+    )
+    session_gap_hours: float = opt(
+        6.0, help="a silence this long starts a new session; context does not reach back across it"
+    )
+
+
 @dataclass
 class PersonaConfig:
     """Turn chat conversations into chat fine-tuning examples in which one person is the assistant."""
@@ -72,13 +86,7 @@ class PersonaConfig:
     )
     out: str | None = opt(None, help="output folder: train.jsonl, val.jsonl, stats.json")
     list_people: bool = opt(False, help="print every sender with their message count, then stop")
-    context_turns: int = opt(6, help="turns of conversation before each reply kept as its context")
-    turn_gap_minutes: float = opt(
-        10.0, help="messages of one side at most this many minutes apart form one turn"
-    )
-    session_gap_hours: float = opt(
-        6.0, help="a silence this long starts a new session; context does not reach back across it"
-    )
+    turns: TurnsConfig = opt(TurnsConfig(), help="how messages become turns, sessions and context")
     val_fraction: float = opt(
         0.1, help="the latest part of the replies, by time, kept for validation", bounds="[0, 1)"
     )
@@ -421,9 +429,9 @@ def main(cfg: PersonaConfig) -> int:
         for line in people_lines(counts):
             print("  " + line)
         return 0
-    options = dict(context_turns=cfg.context_turns, turn_gap_minutes=cfg.turn_gap_minutes,
-                   session_gap_hours=cfg.session_gap_hours, min_reply_chars=cfg.min_reply_chars,
-                   system=cfg.system, redact=cfg.redact)  # fmt: skip
+    options = dict(
+        **asdict(cfg.turns), min_reply_chars=cfg.min_reply_chars, system=cfg.system, redact=cfg.redact
+    )
     train, val, stats = build_persona(conversations, cfg.person, val_fraction=cfg.val_fraction, **options)
     others = None
     if cfg.others:

@@ -75,18 +75,26 @@ def _read_input(path: str, errors: str) -> str:
 # ---------------------------------------------------------------------------------------------- train
 
 
-@dataclass
-class TrainConfig:
-    """Train a byte-level BPE tokenizer; writes OUT/tokenizer.json, OUT/vocab.txt and OUT/config.json."""
+@dataclass(kw_only=True)
+class BPEConfig:
+    """bpe: the tokenizer's size and pre-tokenization (``ownlm tokenizer train`` and ``ownlm build`` nest this
+    section; flags stay flat: ``--vocab-size``, ``--pattern``)"""
 
-    out: str = opt(help="output folder for tokenizer.json, vocab.txt and config.json")
-    inputs: list[str] = opt([], positional=True, help="text files, folders of them, or documents JSONL")
     vocab_size: int = opt(
         4096,
         help="tokens learned: 256 bytes + merges (256 = bytes only); specials come on top",
         bounds="[256, inf)",
     )
     pattern: str = opt("gpt4", help="pre-tokenization regex: gpt4 (cl100k), gpt2, or your own regex")
+
+
+@dataclass
+class TrainConfig:
+    """Train a byte-level BPE tokenizer; writes OUT/tokenizer.json, OUT/vocab.txt and OUT/config.json."""
+
+    out: str = opt(help="output folder for tokenizer.json, vocab.txt and config.json")
+    inputs: list[str] = opt([], positional=True, help="text files, folders of them, or documents JSONL")
+    bpe: BPEConfig = opt(BPEConfig(), help="vocabulary size and pre-tokenization")
     special_tokens: list[str] = opt(["<|endoftext|>"], help="special tokens, given ids after the last merge")
     errors: Errors = opt("strict", help=ERRORS_HELP)
     workers: int | None = opt(None, help="processes for counting (default: all cores)")
@@ -97,8 +105,8 @@ class TrainConfig:
 def train_main(cfg: TrainConfig) -> int:
     from ownlm.textsource import expand_inputs
 
-    if cfg.vocab_size < 256:
-        raise UserError(f"--vocab-size must be at least 256 (the 256 byte tokens), got {cfg.vocab_size}")
+    if cfg.bpe.vocab_size < 256:
+        raise UserError(f"--vocab-size must be at least 256 (the 256 byte tokens), got {cfg.bpe.vocab_size}")
     bad = [s for s in cfg.special_tokens if not s.strip()]
     if bad or len(set(cfg.special_tokens)) != len(cfg.special_tokens):
         raise UserError(f"--special-tokens must be distinct non-empty strings, got {cfg.special_tokens}")
@@ -107,7 +115,7 @@ def train_main(cfg: TrainConfig) -> int:
     from ownlm.tokenizer.train import check_vocab_memory
 
     files = expand_inputs(cfg.inputs)  # fails early, before any work, on a missing input
-    check_vocab_memory(cfg.vocab_size)
+    check_vocab_memory(cfg.bpe.vocab_size)
     out = prepare_output(cfg.out, kind=FORMAT, folder=True, force=cfg.force, inputs=files)
     with RunLock(out):
         _train_into(cfg, files, out)
@@ -124,8 +132,8 @@ def _train_into(cfg: TrainConfig, files: list[Path], out: Path) -> None:
         warnings.simplefilter("always")
         tok = Tokenizer.train(
             files,
-            vocab_size=cfg.vocab_size,
-            pattern=cfg.pattern,
+            vocab_size=cfg.bpe.vocab_size,
+            pattern=cfg.bpe.pattern,
             special_tokens=cfg.special_tokens,
             workers=cfg.workers,
             progress=cfg.progress,
