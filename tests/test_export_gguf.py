@@ -332,11 +332,11 @@ def test_bad_input(tmp_path, tok, capsys):
     (tmp_path / "notes.gguf").write_text("not a gguf")
     assert export(tmp_path / "run", tmp_path / "notes.gguf", "--force") == 2
     assert (tmp_path / "notes.gguf").read_text() == "not a gguf"
-    # a folder target: replaced with --force, the old file of another dtype removed
+    # a folder target: an earlier export is replaced, the old file of another dtype removed
     assert export(tmp_path / "run", tmp_path / "out") == 0
-    assert export(tmp_path / "run", tmp_path / "out", "--force", "--dtype", "q8_0") == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ownlm-export.json", "run-q8_0.gguf"]
-    assert json.loads((tmp_path / "out" / "ownlm-export.json").read_text())["files"] == ["run-q8_0.gguf"]
+    assert export(tmp_path / "run", tmp_path / "out", "--dtype", "q8_0") == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".ownlm-output.json", "run-q8_0.gguf"]
+    assert json.loads((tmp_path / "out" / ".ownlm-output.json").read_text())["files"] == ["run-q8_0.gguf"]
 
 
 LLAMA_CPP_TOL = {"f32": 5e-4, "f16": 2e-3, "q8_0": 3e-2}  # measured: 1.4e-4, 3.1e-4, 8.2e-3 on logits of ~1

@@ -10,6 +10,7 @@ from model_samples import make_run
 
 from ownlm.cli import main as cli
 from ownlm.generate import generate
+from ownlm.io import mark_output
 from ownlm.model.checkpoint import save_model
 from ownlm.tokenizer import Tokenizer
 
@@ -100,47 +101,38 @@ def test_f16_export_is_close(tmp_path, tok):
     assert 0 < diff < 1e-2
 
 
-def test_force_replaces_an_earlier_export_only(tmp_path, tok, capsys):
+def test_an_export_folder_follows_the_one_output_rule(tmp_path, tok, capsys):
+    """An earlier export is replaced (its files rewritten, a user's file beside them left alone); --force empties
+    a folder another ownlm command made; a folder ownlm did not make is refused, with or without --force."""
     make_run(tmp_path / "run", tok)
     out = tmp_path / "hf"
     assert export(tmp_path / "run", out) == 0
     exported = (out / "model.safetensors").read_bytes()
-    capsys.readouterr()
-    assert export(tmp_path / "run", out) == 2  # not empty
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not empty" in err and "--force" in err
     (out / "model.safetensors").write_bytes(b"junk")
-    assert export(tmp_path / "run", out, "--force") == 0
-    assert (out / "model.safetensors").read_bytes() == exported  # the junk was replaced by the export itself
-    transformers.AutoModelForCausalLM.from_pretrained(out)  # and the folder loads again
     (out / "notes.txt").write_text("mine")
-    assert export(tmp_path / "run", out, "--force") == 2
-    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+    assert export(tmp_path / "run", out) == 0
+    assert (out / "model.safetensors").read_bytes() == exported  # the junk was replaced by the export itself
+    assert (out / "notes.txt").read_text() == "mine"
+    transformers.AutoModelForCausalLM.from_pretrained(out)  # and the folder loads again
+    capsys.readouterr()
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text("{}")
-    assert export(tmp_path / "run", other, "--force") == 2
-    assert "only replaces an ownlm export" in capsys.readouterr().err
-    assert (other / "config.json").read_text() == "{}"
-
-
-@pytest.mark.parametrize(
-    "options, named",
-    [
-        (dict(pos="sinusoidal"), "pos='sinusoidal'"),
-        (dict(MODERN, mlp="relu2"), "mlp='relu2'"),
-        (dict(GPT2, norm="rmsnorm"), "norm='rmsnorm'"),
-        (dict(MODERN, norm="layernorm"), "norm='layernorm'"),
-        (dict(MODERN, mlp="gelu"), "mlp='gelu'"),
-        (dict(GPT2, n_kv_head=2), "n_kv_head=2"),
-    ],
-)
-def test_inexpressible_option_is_one_line(tmp_path, tok, capsys, options, named):
-    make_run(tmp_path / "run", tok, **options)
-    assert export(tmp_path / "run", tmp_path / "hf") == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and named in err
-    assert not (tmp_path / "hf").exists()  # refused before anything was written
+    for extra in ([], ["--force"]):
+        assert export(tmp_path / "run", other, *extra) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "ownlm did not make it" in err
+    assert (
+        sorted(p.name for p in other.iterdir()) == ["config.json"]
+        and (other / "config.json").read_text() == "{}"
+    )
+    assert export(tmp_path / "run", tmp_path / "run") == 2  # never into the checkpoint it reads
+    corpus = tmp_path / "corpus"  # another ownlm output: replaced only with --force
+    corpus.mkdir()
+    mark_output(corpus, "ownlm-corpus")
+    (corpus / "train.jsonl").write_text("{}\n")
+    assert export(tmp_path / "run", corpus) == 2 and "--force" in capsys.readouterr().err
+    assert export(tmp_path / "run", corpus, "--force") == 0 and not (corpus / "train.jsonl").exists()
 
 
 def test_bad_input(tmp_path, tok, capsys):

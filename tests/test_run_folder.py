@@ -45,7 +45,10 @@ def test_state_json_reads_and_writes_in_the_old_layout(tmp_path):
     written = state.to_dict()  # the old keys, in their order, and the fields added since at their defaults
     assert {k: v for k, v in written.items() if k in OLD_STATE} == OLD_STATE
     assert [k for k in written if k in OLD_STATE] == list(OLD_STATE)
-    assert {k: v for k, v in written.items() if k not in OLD_STATE} == {"evals_since_best": 0, "rng_ranks": None}
+    assert {k: v for k, v in written.items() if k not in OLD_STATE} == {
+        "evals_since_best": 0,
+        "rng_ranks": None,
+    }
     newer = {**OLD_STATE, "from_a_newer_ownlm": [1, 2]}  # unknown keys are kept, not dropped
     assert RunState.from_dict(newer).to_dict() == {**written, "from_a_newer_ownlm": [1, 2]}
     folder = tmp_path / "step_000020"

@@ -19,8 +19,12 @@ from pathlib import Path
 
 from ownlm.config import opt
 from ownlm.errors import UserError
-from ownlm.runtime.device import DTYPE
+from ownlm.finetune.score import load_scoring_examples
+from ownlm.io import prepare_output, write_jsonl
+from ownlm.runtime.decode import generate
+from ownlm.runtime.device import DTYPE, inference_dtype, inference_layout, pick_device
 from ownlm.runtime.sampling import SamplingConfig
+from ownlm.runtime.text import TextStreamer, chat_template_for, stop_ids
 
 
 @dataclass(kw_only=True)
@@ -83,8 +87,6 @@ class Conversation:
         self.turns, self.dropped = [], 0
 
     def save(self, path) -> Path:
-        from ownlm.io import write_jsonl
-
         path = Path(path)
         write_jsonl(path, [{"messages": self.messages()}])
         return path
@@ -92,9 +94,8 @@ class Conversation:
 
 def load_chat_model(run: str, device="cpu", dtype: str = "auto"):
     """(model, tokenizer, template) of a chat-tuned checkpoint; a clear error for a model without a template."""
+    # lazy: numpy, regex and the tokenizer load when the command runs, not at `--help`
     from ownlm.model.checkpoint import load_model, resolve_checkpoint
-    from ownlm.runtime.device import inference_dtype, inference_layout, pick_device
-    from ownlm.runtime.text import chat_template_for
 
     folder = resolve_checkpoint(run)
     device = pick_device(str(device))
@@ -113,9 +114,6 @@ def sample_replies(model, tok, template, examples: list[dict], sampling: Samplin
                    system: str = "", progress: bool = True) -> list[dict]:  # fmt: skip
     """A sampled reply to the context (every turn but the last) of each example, beside the real last turn;
     example i is sampled with seed ``seed + i``, so a replay repeats."""
-    from ownlm.runtime.decode import generate
-    from ownlm.runtime.text import stop_ids
-
     s, block = sampling, model.config.block_size
     room = min(s.max_new(block), block // 2)
     stops, rows = stop_ids(tok, template), []
@@ -138,9 +136,6 @@ def sample_replies(model, tok, template, examples: list[dict], sampling: Samplin
 
 def replay(cfg: ChatConfig, model, tok, template) -> int:
     """``--replay FILE --out replies.jsonl``: ``sample_replies`` for each conversation of FILE."""
-    from ownlm.finetune.score import load_scoring_examples
-    from ownlm.io import prepare_output, write_jsonl
-
     if not cfg.out:
         raise UserError("--replay writes its replies to a file: add --out replies.jsonl")
     prepare_output(cfg.out, kind="ownlm-replies", folder=False, inputs=[cfg.replay])
@@ -153,9 +148,6 @@ def replay(cfg: ChatConfig, model, tok, template) -> int:
 
 
 def main(cfg: ChatConfig) -> int:
-    from ownlm.runtime.decode import generate
-    from ownlm.runtime.text import TextStreamer, stop_ids
-
     cfg.sampling.check()
     s = cfg.sampling
     if cfg.out and not cfg.replay:

@@ -18,9 +18,9 @@ from typing import Literal
 from ownlm.config import opt
 from ownlm.errors import UserError
 from ownlm.runtime.decode import check_first_logits, generate
-from ownlm.runtime.device import DTYPE
+from ownlm.runtime.device import DTYPE, inference_dtype, inference_layout, pick_device
 from ownlm.runtime.sampling import SamplingConfig
-from ownlm.runtime.text import TextStreamer, cut_at_stop
+from ownlm.runtime.text import TextStreamer, chat_template_for, cut_at_stop, stop_ids
 
 
 @dataclass
@@ -75,9 +75,8 @@ def encode_prompt(tok, prompt: str, allow_special: bool) -> list[int]:
 
 
 def main(cfg: GenerateConfig) -> int:
+    # lazy: numpy, regex and the tokenizer load when the command runs, not at `--help`
     from ownlm.model.checkpoint import load_model, resolve_checkpoint
-    from ownlm.runtime.device import inference_dtype, inference_layout, pick_device
-    from ownlm.runtime.text import chat_template_for, stop_ids
 
     cfg.sampling.check()
     if cfg.num_samples < 1:
@@ -86,7 +85,7 @@ def main(cfg: GenerateConfig) -> int:
     folder = resolve_checkpoint(cfg.run)
     model, tok, mcfg = load_model(folder, device=device, dtype=inference_dtype(cfg.dtype, device))
     if cfg.quantize == "int8":
-        from ownlm.model.quantize import quantize_int8
+        from ownlm.model.quantize import quantize_int8  # lazy: torch, not at `--help`
 
         quantize_int8(model)
     elif device.type == "cpu":

@@ -460,11 +460,21 @@ def prepare_output(path: str | os.PathLike, *, kind: str, folder: bool, force: b
     return out
 
 
-def mark_output(folder: str | os.PathLike, kind: str) -> None:
-    """Record in ``folder`` that ownlm wrote an output of ``kind`` there (see ``prepare_output``)."""
+def mark_output(folder: str | os.PathLike, kind: str, **details) -> None:
+    """Record in ``folder`` that ownlm wrote an output of ``kind`` there (see ``prepare_output``); ``details``
+    go into the marker beside it (``ownlm export`` lists the files it writes)."""
     from ownlm import __version__
 
-    write_json(Path(folder) / OUTPUT_MARKER, {"kind": kind, "ownlm": __version__})
+    write_json(Path(folder) / OUTPUT_MARKER, {"kind": kind, "ownlm": __version__, **details})
+
+
+def output_marker(folder: str | os.PathLike) -> dict:
+    """What ``mark_output`` recorded in ``folder`` ({} when nothing readable is there)."""
+    try:
+        d = json.loads((Path(folder) / OUTPUT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return d if isinstance(d, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------- run lock

@@ -1,9 +1,10 @@
 """``ownlm export RUN --to hf|gguf --out PATH``: check, load, write.
 
 Everything that can be refused is refused before a file is written: a missing run, an option the target
-cannot express, a checkpoint without a tokenizer, an ``--out`` that holds something else. ``--force`` replaces
-an earlier export only: the folder must carry the ``ownlm-export.json`` list that every export writes first,
-and hold nothing but the files it lists.
+cannot express, a checkpoint without a tokenizer, an ``--out`` that holds something else. A folder follows the
+one output rule (``io.prepare_output``): a new or empty folder, or an earlier export, which is replaced (the
+files it listed in its marker that this export does not write are removed; nothing else in it is touched);
+``--force`` empties a folder another ownlm command made; a folder ownlm did not make is refused.
 
     ownlm export runs/mymodel --to hf --out export/mymodel-hf
     ownlm export runs/mymodel --to gguf --out export/           # export/mymodel-f16.gguf
@@ -19,10 +20,15 @@ from typing import Literal
 
 from ownlm.config import opt
 from ownlm.errors import UserError
-from ownlm.io import read_json, removed_on_failure, write_json
+from ownlm.export import block_kind
+from ownlm.export.gguf import write_gguf
+from ownlm.export.hf import HF_FILES, write_hf
+from ownlm.io import mark_output, output_marker, prepare_output, removed_on_failure
+from ownlm.model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
+from ownlm.model.gpt import GPTConfig
+from ownlm.tokenizer.chat import load_template
 
-MARKER = "ownlm-export.json"
-MARKER_FORMAT = "ownlm-export"
+KIND = "ownlm-export"  # the output kind in the folder's marker (``io.mark_output``), with the files written
 
 
 @dataclass
@@ -36,41 +42,26 @@ class ExportConfig:
         "auto",
         help="weight type: hf f32 (auto)/f16/bf16; gguf f16 (auto)/f32/q8_0 (norms and biases stay f32)",
     )
-    force: bool = opt(False, help="overwrite an earlier ownlm export in --out (never other files)")
+    force: bool = opt(
+        False,
+        help="replace a folder that another ownlm command made (an earlier export is replaced anyway; a folder "
+        "ownlm did not make, never); for a .gguf file: replace an earlier GGUF",
+    )
 
 
-def chat_template(folder: Path):
-    """The checkpoint's chat template (``ownlm.tokenizer.chat``), or None when it has none."""
-    try:
-        from ownlm.tokenizer.chat import load_template
-    except ImportError:  # the chat-template module is not part of this ownlm
-        return None
-    return load_template(folder)
+def plan_folder(out: Path, files: list[str], force: bool, inputs=()) -> list[str]:
+    """Check ``out`` by the one output rule (``io.prepare_output``); return the files of an earlier export there
+    that this one does not write (to delete: an f16 GGUF replaced by a q8_0 one leaves no stale copy)."""
+    prepare_output(out, kind=KIND, folder=True, force=force, inputs=inputs)
+    earlier = output_marker(out).get("files", []) if out.is_dir() else []
+    mine = [name for name in earlier if isinstance(name, str) and name == Path(name).name]  # names, not paths
+    return [name for name in mine if name not in files and (out / name).is_file()]
 
 
-def plan_folder(out: Path, files: list[str], force: bool) -> list[str]:
-    """Check that ``files`` may be written into ``out``; return the stale files of an earlier export to delete."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: --out must be a folder, found a file")
-    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if not present:
-        return []
-    if not force:
-        raise UserError(f"{out}: folder is not empty ({', '.join(present[:3])}{', ...' if len(present) > 3 else ''});"
-                        " choose an empty folder, or add --force to replace an earlier ownlm export")  # fmt: skip
-    marker = read_json(out / MARKER, what="ownlm export list") if (out / MARKER).is_file() else None
-    if not isinstance(marker, dict) or marker.get("format") != MARKER_FORMAT:
-        raise UserError(f"{out}: --force only replaces an ownlm export (no {MARKER} here); "
-                        "choose another folder or move its files away")  # fmt: skip
-    ours = set(marker.get("files", [])) | {MARKER}
-    foreign = [name for name in present if name not in ours]
-    if foreign:
-        raise UserError(f"{out}: holds files that ownlm export did not write ({', '.join(foreign[:3])}); "
-                        "--force will not overwrite them: choose another folder")  # fmt: skip
-    return [name for name in present if name not in set(files) | {MARKER}]
-
-
-def plan_file(path: Path, force: bool) -> None:
+def plan_file(path: Path, force: bool, inputs=()) -> None:
+    """A ``.gguf`` file named by --out: the output rule's checks (not a device, not an input), and, as a model
+    file is large and often named by hand, replaced only with --force and only when it is a GGUF."""
+    prepare_output(path, kind=KIND, folder=False, inputs=inputs)
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give a folder without the .gguf suffix or another file name")
     if path.exists():
@@ -82,11 +73,6 @@ def plan_file(path: Path, force: bool) -> None:
 
 
 def main(cfg: ExportConfig) -> int:
-    from ownlm.export import block_kind
-    from ownlm.export.hf import HF_FILES
-    from ownlm.model.checkpoint import load_model, read_checkpoint_config, resolve_checkpoint
-    from ownlm.model.gpt import GPTConfig
-
     folder = resolve_checkpoint(cfg.run)
     target = {"hf": "Hugging Face", "gguf": "GGUF"}[cfg.to]
     block_kind(GPTConfig.from_dict(read_checkpoint_config(folder)["model"]), target)  # before loading weights
@@ -100,7 +86,7 @@ def main(cfg: ExportConfig) -> int:
         )
     if cfg.to == "gguf":
         try:
-            import gguf  # noqa: F401
+            import gguf  # noqa: F401  (optional: ownlm[export])
         except ImportError:
             raise UserError("export --to gguf needs the gguf package: pip install 'ownlm[export]'") from None
     run_name = Path(os.path.abspath(cfg.run)).name
@@ -108,15 +94,15 @@ def main(cfg: ExportConfig) -> int:
     to_file = cfg.to == "gguf" and out.suffix.lower() == ".gguf"
     stale: list[str] = []
     if to_file:
-        plan_file(out, cfg.force)
+        plan_file(out, cfg.force, [folder])
         files = [out.name]
     else:
         files = [f"{run_name}-{dtype}.gguf"] if cfg.to == "gguf" else list(HF_FILES)
-        stale = plan_folder(out, files, cfg.force)
+        stale = plan_folder(out, files, cfg.force, [folder])
 
     model, tokenizer, _ = load_model(folder)
     model.float()
-    template = chat_template(folder)
+    template = load_template(folder)
     with removed_on_failure(out):  # a full disk or an interrupt leaves no half-written new folder behind
         where = _write(cfg, model, tokenizer, template, out, to_file, files, stale, folder, dtype, run_name)
     n = model.num_params(non_embedding=False)
@@ -127,21 +113,16 @@ def main(cfg: ExportConfig) -> int:
 
 
 def _write(cfg, model, tokenizer, template, out, to_file, files, stale, folder, dtype, run_name) -> Path:
-    from ownlm.export.hf import write_hf
-
     if to_file:
         out.parent.mkdir(parents=True, exist_ok=True)
-    else:  # the list of what we write goes first, so an interrupted export can still be replaced with --force
+    else:  # the list of what we write goes first, so an interrupted export is still known as one
         out.mkdir(parents=True, exist_ok=True)
         for name in stale:
             (out / name).unlink()
-        write_json(out / MARKER, {"format": MARKER_FORMAT, "version": 1, "to": cfg.to, "dtype": dtype,
-                                  "source": str(folder), "files": files})  # fmt: skip
+        mark_output(out, KIND, to=cfg.to, dtype=dtype, source=str(folder), files=files)
     if cfg.to == "hf":
         write_hf(model, tokenizer, out, template, dtype)
         where = out
     else:
-        from ownlm.export.gguf import write_gguf
-
         where = write_gguf(model, tokenizer, out if to_file else out / files[0], template, dtype, run_name)
     return where

@@ -29,10 +29,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ownlm.errors import UserError
 from ownlm.formats import tensor_map
 from ownlm.formats.tensor_map import arch_of
 from ownlm.io import atomic_path
+from ownlm.tokenizer.bpe import PATTERNS
+from ownlm.tokenizer.export import _spell
+from ownlm.tokenizer.pretokenize import name_of
+
+# `gguf` (llama.cpp's writer) is the optional extra ownlm[export]: imported inside the functions that write
 
 DTYPES = ("f32", "f16", "q8_0")
 Q8_BLOCK = 32  # q8_0 quantizes rows in blocks of 32 values, one f16 scale per block
@@ -40,14 +47,10 @@ Q8_BLOCK = 32  # q8_0 quantizes rows in blocks of 32 values, one f16 scale per b
 
 def pre_tokenizer(pattern) -> str:
     """The llama.cpp pre-tokenizer name nearest to our split ``pattern`` (a warning when none matches)."""
-    from ownlm.tokenizer.bpe import PATTERNS
-
     if pattern == PATTERNS["gpt2"]:
         return "gpt-2"
     if pattern == PATTERNS["gpt4"]:
         return "llama-bpe"  # Llama 3's split rule: cl100k's, which our "gpt4" pattern follows
-    from ownlm.tokenizer.pretokenize import name_of
-
     if name_of(pattern):  # an imported vocabulary's own split
         return name_of(pattern)
     print("ownlm: warning: the tokenizer's split pattern is not one llama.cpp knows; the GGUF uses GPT-2's, "
@@ -58,8 +61,6 @@ def pre_tokenizer(pattern) -> str:
 def vocab_entries(tokenizer, vocab_size: int) -> tuple[list[str], list[int], list[str]]:
     """``(tokens, token_types, merges)`` for GGUF's tokenizer keys, ``vocab_size`` tokens long."""
     from gguf import TokenType
-
-    from ownlm.tokenizer.export import _spell
 
     if tokenizer.n_vocab > vocab_size:
         raise UserError(f"the tokenizer has {tokenizer.n_vocab} tokens but the model only {vocab_size} rows")
@@ -83,8 +84,6 @@ def vocab_entries(tokenizer, vocab_size: int) -> tuple[list[str], list[int], lis
 
 def gguf_tensors(model) -> dict:
     """GGUF tensor name -> float32 numpy array, in llama.cpp's names and layouts (``ownlm.formats.tensor_map``)."""
-    import numpy as np
-
     cfg = model.config
     arch = arch_of(cfg, "GGUF")
     s = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
@@ -99,7 +98,6 @@ def gguf_tensors(model) -> dict:
 def _encode(x, dtype: str):
     """``(array, raw_dtype)`` to store: 1-D tensors (norms, biases) stay f32, as llama.cpp expects; q8_0 needs
     rows that are a whole number of 32-value blocks, other rows fall back to f16."""
-    import numpy as np
     from gguf import GGMLQuantizationType, quants
 
     if dtype == "f32" or x.ndim == 1:

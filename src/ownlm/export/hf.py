@@ -22,11 +22,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ownlm.errors import UserError
 from ownlm.formats import model_config, tensor_map
 from ownlm.formats.model_config import HF_DTYPES
 from ownlm.formats.tensor_map import arch_of
 from ownlm.io import write_json, write_safetensors
+from ownlm.tokenizer.export import save_hf
 
 HF_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
             "tokenizer_config.json", "special_tokens_map.json")  # fmt: skip
@@ -41,8 +44,6 @@ def hf_config(cfg, tokenizer=None, dtype: str = "f32") -> dict:
 def hf_state_dict(model) -> dict:
     """ownlm ``GPT`` -> transformers state dict (fresh contiguous float tensors, a tied head left out), by the
     architecture's tensor map."""
-    import torch
-
     cfg = model.config
     arch = arch_of(cfg, "Hugging Face")
     state = {k: v.detach() for k, v in model.state_dict().items()}
@@ -83,10 +84,6 @@ def generation_config(tokenizer, template=None) -> dict:
 
 def write_hf(model, tokenizer, out: Path, template=None, dtype: str = "f32") -> list[str]:
     """Write the Hugging Face folder into ``out`` (which must exist); return the file names written."""
-    import torch
-
-    from ownlm.tokenizer.export import save_hf
-
     if dtype not in HF_DTYPES:
         raise UserError(
             f"--dtype {dtype} is not available for --to hf (choose one of {', '.join(HF_DTYPES)})"

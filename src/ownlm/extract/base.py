@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ownlm.errors import UserError
+from ownlm.io import load_json_text
+
 
 @dataclass
 class Source:
@@ -91,9 +94,6 @@ class ReaderError(Exception):
 def load_json(data: bytes | str, what_to_do: str) -> Any:
     """JSON from a chat export's bytes, through the one loader (``ownlm.io.load_json_text``: a depth limit,
     line numbers); a problem is a ``ReaderError`` ending with ``what_to_do``."""
-    from ownlm.errors import UserError
-    from ownlm.io import load_json_text
-
     try:
         text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
         return load_json_text(text, "line")

@@ -25,7 +25,7 @@ def _local(tag) -> str:
 
 
 def _xml(data: bytes):
-    import lxml.etree
+    import lxml.etree  # lazy, as in every reader: lxml loads only when a file of this type is read
 
     parser = lxml.etree.XMLParser(recover=True, resolve_entities=False, no_network=True, huge_tree=True)
     return lxml.etree.fromstring(data, parser)

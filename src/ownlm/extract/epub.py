@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from urllib.parse import unquote
 
 from ownlm.extract.base import Document, ExtractOptions, Reader, ReaderError, Source
+from ownlm.extract.html import html_to_text
 
 _DOC_TYPES = ("application/xhtml+xml", "text/html", "application/x-dtbook+xml")
 # Font obfuscation (IDPF, Adobe) is not DRM: anything else in encryption.xml locks the chapters.
@@ -30,7 +31,7 @@ def _local(tag) -> str:
 
 
 def _xml(data: bytes, what: str):
-    import lxml.etree
+    import lxml.etree  # lazy, as in every reader: lxml loads only when a file of this type is read
 
     parser = lxml.etree.XMLParser(recover=True, resolve_entities=False, no_network=True)
     root = lxml.etree.fromstring(data, parser)
@@ -107,8 +108,6 @@ class EpubReader(Reader):
         )
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Document]:
-        from ownlm.extract.html import html_to_text
-
         try:
             zf = zipfile.ZipFile(io.BytesIO(src.data))
         except zipfile.BadZipFile as e:

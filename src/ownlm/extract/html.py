@@ -20,8 +20,10 @@ import codecs
 import re
 from collections.abc import Iterator
 
+from ownlm.errors import UserError
 from ownlm.extract.base import Document, ExtractOptions, Reader, ReaderError, Source
 from ownlm.extract.html_main import main_text_root
+from ownlm.extract.text import decode_text
 
 NEVER_TEXT = (
     "script", "style", "noscript", "template", "iframe", "svg", "math", "canvas", "object", "embed",
@@ -41,8 +43,6 @@ _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
 
 def decode_html(data: bytes) -> str:
     """The page as str: BOM, then the ``<meta charset>`` it declares, then UTF-8 / a guessed encoding."""
-    from ownlm.extract.text import decode_text
-
     if not data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         m = _CHARSET.search(data[:8192])
         if m:
@@ -55,7 +55,7 @@ def decode_html(data: bytes) -> str:
 
 def parse_html(data: bytes | str):
     """lxml document for ``data``; ``ReaderError`` when there is nothing to parse."""
-    import lxml.etree
+    import lxml.etree  # lazy, as in every reader: lxml loads only when a file of this type is read
     import lxml.html
 
     text = decode_html(data) if isinstance(data, bytes) else data
@@ -146,7 +146,7 @@ DEFAULT_ENGINE = "ownlm"
 def trafilatura_text(data: bytes | str) -> str | None:
     """trafilatura's main text of a page (``None`` when it finds none), with the settings of its own
     evaluation: tables kept, comments left out. Raises ``ImportError`` when trafilatura is not installed."""
-    import trafilatura
+    import trafilatura  # optional: ownlm[html]
 
     return trafilatura.extract(data, include_comments=False, include_tables=True)
 
@@ -173,8 +173,6 @@ def html_to_text(data: bytes | str, main_only: bool = True, engine: str = "ownlm
             text = trafilatura_text(data)
         except ImportError:
             if engine == "trafilatura":
-                from ownlm.errors import UserError
-
                 raise UserError(
                     "HTML engine 'trafilatura' is not installed: pip install trafilatura, or use 'ownlm'"
                 ) from None

@@ -58,7 +58,7 @@ _WS = re.compile(r"\s+")
 
 def text_sizes(root) -> dict:
     """Per element: (characters of text inside it, characters of it inside links). One post-order pass."""
-    import lxml.etree
+    import lxml.etree  # lazy, as in every reader: lxml loads only when an HTML file is read
 
     sizes: dict = {}
     for _, el in lxml.etree.iterwalk(root, events=("end",)):

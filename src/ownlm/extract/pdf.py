@@ -34,7 +34,7 @@ def _quiet_pypdf():
 
 
 def _open(data: bytes, password: str | None):
-    import pypdf
+    import pypdf  # lazy, as in every reader: pypdf loads only when a PDF is read
     from pypdf.errors import DependencyError, PdfReadError
 
     try:

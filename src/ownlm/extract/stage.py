@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from tqdm import tqdm
+
 from ownlm.config import opt
 from ownlm.errors import UserError, machine_error
 from ownlm.extract.base import (
@@ -39,8 +41,11 @@ from ownlm.extract.base import (
     pick_reader,
 )
 from ownlm.extract.limits import LimitExceeded, Limits
+from ownlm.extract.redact import redact, redact_names
+from ownlm.extract.signal import export_copies
+from ownlm.extract.slack import export_roots, read_export
 from ownlm.extract.summary import Summary
-from ownlm.io import prepare_output
+from ownlm.io import atomic_write, prepare_output, write_json
 
 MAX_ZIP_DEPTH = 3  # zips inside zips inside zips: deeper is refused
 
@@ -275,7 +280,6 @@ class Extraction:
 
     def signal_members(self, name: str, zf: zipfile.ZipFile, members: list) -> list:
         """The members left once signal-export's copies of each ``chat.md`` are noted and left out."""
-        from ownlm.extract.signal import export_copies
 
         def first_line(member: str) -> str:
             try:
@@ -291,8 +295,6 @@ class Extraction:
 
     def slack_members(self, name: str, zf: zipfile.ZipFile, members: list) -> list:
         """Read the Slack exports inside a zip as bundles; the members left for the other readers."""
-        from ownlm.extract.slack import export_roots
-
         taken = set()
         for root in export_roots([i.filename for i in members]):
             prefix = f"{root}/" if root else ""
@@ -321,8 +323,6 @@ class Extraction:
 
     def bundle(self, root: str, files: dict[str, bytes]) -> None:
         """A Slack export (``root``: its folder or ``archive.zip/folder``), read as one whole."""
-        from ownlm.extract.slack import read_export
-
         size = sum(len(b) for b in files.values())
         self.consume("slack", root or ".", size, lambda: read_export(root, files, self.opts))
 
@@ -367,16 +367,12 @@ class Extraction:
         if isinstance(item, Document):
             text = item.text
             if self.cfg.redact:
-                from ownlm.extract.redact import redact
-
                 text = redact(text)
             if len(text.strip()) < max(self.cfg.min_chars, 1):
                 return None
             return {"id": rid, "text": text, "source": item.source, "meta": item.meta}
         messages = [{"name": m.name, "time": m.time, "text": m.text} for m in item.messages]
         if self.cfg.redact:
-            from ownlm.extract.redact import redact, redact_names
-
             names = redact_names([m["name"] for m in messages])
             for m in messages:
                 m["name"] = names.get(m["name"], m["name"])
@@ -388,8 +384,6 @@ class Extraction:
 
 def _slack_bundles(files: list[tuple[Path, str, bool]], run: Extraction) -> list[tuple[Path, str, bool]]:
     """Read the Slack export folders among ``files`` as wholes; the files left for the other readers."""
-    from ownlm.extract.slack import export_roots
-
     taken: set[str] = set()
     for root in export_roots([name for _, name, _ in files]):
         prefix = f"{root}/" if root else ""
@@ -420,8 +414,6 @@ def _first_line(path: Path) -> str:
 
 def _signal_copies(files: list[tuple[Path, str, bool]], run: Extraction) -> list[tuple[Path, str, bool]]:
     """Leave out the copies signal-export writes beside each ``chat.md`` (noted in the summary)."""
-    from ownlm.extract.signal import export_copies
-
     paths = {name: path for path, name, named in files if not named}
     copies = export_copies(list(paths), lambda name: _first_line(paths[name]))
     for name in sorted(copies):
@@ -438,10 +430,6 @@ def _public_config(cfg: ExtractConfig) -> dict:
 
 def main(cfg: ExtractConfig) -> int:
     """Run ``ownlm extract``; returns 0, or raises ``UserError`` when nothing usable was produced."""
-    from tqdm import tqdm
-
-    from ownlm.io import atomic_write, write_json
-
     if cfg.min_chars < 0:
         raise UserError(f"--min-chars must be >= 0, got {cfg.min_chars}")
     for name in ("max_file_mb", "max_archive_mb"):

@@ -33,6 +33,7 @@ from ownlm.extract.base import (
     ReaderError,
     Source,
 )
+from ownlm.extract.text import decode_text
 from ownlm.io import JSONError, load_json_text
 
 TEXT_FIELDS = ("text", "content", "body", "message", "document", "article", "story", "description", "review")
@@ -244,8 +245,6 @@ class TabularReader(Reader):
     extensions = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".tab")
 
     def read(self, src: Source, opts: ExtractOptions) -> Iterator[Document | Conversation | Problem]:
-        from ownlm.extract.text import decode_text
-
         text, _, _ = decode_text(src.data, opts.encoding_errors)
         text_field = opts.text_field
         if src.suffix in (".jsonl", ".ndjson"):

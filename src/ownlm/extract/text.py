@@ -82,7 +82,7 @@ def _decode(data: bytes, errors: str) -> tuple[str, str, int]:
     western = _as_cp1252(data)
     if western is not None:
         return western, "cp1252", 0
-    from charset_normalizer import from_bytes
+    from charset_normalizer import from_bytes  # lazy: needed (and loaded) only for text that is not UTF-8
 
     best = from_bytes(data[: 1 << 20]).best()
     if best is not None and best.encoding is not None:

@@ -22,7 +22,10 @@ from ownlm.errors import UserError
 DTYPE_ALIASES = {"fp32": "fp32", "float32": "fp32", "f32": "fp32", "bf16": "bf16", "bfloat16": "bf16",
                  "fp16": "fp16", "float16": "fp16", "f16": "fp16"}  # fmt: skip
 TORCH_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-DTYPE = Literal["auto", "fp32", "bf16", "fp16"]  # the --dtype flag of every command that runs the model
+PRECISION = Literal[tuple(TORCH_NAMES)]  # the short names ("fp32", "bf16", "fp16"), one per torch dtype
+DTYPE = Literal[
+    "auto", PRECISION
+]  # the --dtype flag of every command that runs the model (auto: by the machine)
 
 
 def dtype_name(name: str) -> str:

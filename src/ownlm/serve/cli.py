@@ -18,8 +18,10 @@ from pathlib import Path
 
 from ownlm.config import opt, validate
 from ownlm.errors import UserError
-from ownlm.runtime.device import DTYPE
+from ownlm.runtime.device import DTYPE, inference_dtype, inference_layout, pick_device
 from ownlm.runtime.sampling import SamplingConfig
+from ownlm.runtime.text import chat_template_for
+from ownlm.serve.engine import Engine
 
 
 @dataclass
@@ -60,11 +62,10 @@ class ServeConfig:
 
 def build_app(cfg: ServeConfig):
     """Load ``cfg.run`` and make the app (the engine starts with the app). Raises ``UserError``."""
+    # lazy: numpy, regex and the tokenizer load when the command runs, not at `--help`; the app and the guard
+    # need the optional FastAPI and uvicorn (`ownlm serve --help` works without them, `main` says how to add them)
     from ownlm.model.checkpoint import load_model, resolve_checkpoint
-    from ownlm.runtime.device import inference_dtype, inference_layout, pick_device
-    from ownlm.runtime.text import chat_template_for
     from ownlm.serve.app import Limits, create_app
-    from ownlm.serve.engine import Engine
     from ownlm.serve.guard import ClientLimits
 
     validate(cfg)  # configs built in code too (flags and TOML were checked when parsed)
@@ -92,7 +93,7 @@ def build_app(cfg: ServeConfig):
 def server_config(app, **kwargs):
     """The uvicorn settings every way of serving uses: the slow/oversized-client guard (``serve.guard``) with the
     app's limits, and no access log."""
-    import uvicorn
+    import uvicorn  # optional (ownlm[serve]), as the guard built on it
 
     from ownlm.serve.guard import ClientLimits, guarded_protocol
 

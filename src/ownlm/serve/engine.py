@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from ownlm.runtime.sampling import SamplingConfig, apply_repetition_penalty, sample_next
 from ownlm.runtime.text import TextStreamer
 
+# torch, the KV cache and model.checkpoint are imported inside the methods that use them (lazy): this module is
+# imported by `ownlm serve`'s config module (serve/cli.py), which `ownlm serve --help` reads
+
 FINISH_REASONS = ("stop", "length", "timeout", "cancelled", "error")
 
 

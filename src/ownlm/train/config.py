@@ -18,6 +18,7 @@ from typing import Literal
 
 from ownlm.config import opt, validate
 from ownlm.errors import UserError
+from ownlm.runtime.device import DTYPE
 
 
 @dataclass(kw_only=True)
@@ -68,7 +69,7 @@ class TrainingConfig:
     )
     # machine
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to train")
-    dtype: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+    dtype: DTYPE = opt(
         "auto",
         help="precision: auto is bf16 on GPUs with bf16 (else fp16) and on CPUs with AMX/AVX512-BF16, else fp32",
     )

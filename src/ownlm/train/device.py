@@ -15,11 +15,12 @@ import contextlib
 import os
 import time
 from functools import cache
+from typing import get_args
 
 from ownlm.errors import UserError
-from ownlm.runtime.device import pick_device, torch_dtype  # noqa: F401 - the one device picker and dtype table
+from ownlm.runtime.device import DTYPE, pick_device, torch_dtype  # noqa: F401 - the one device picker and dtype table
 
-DTYPES = ("auto", "fp32", "bf16", "fp16")  # the names of ownlm.runtime.device.DTYPE
+DTYPES = get_args(DTYPE)  # ("auto", "fp32", "bf16", "fp16"): the --dtype names, from the one table
 
 
 def ddp_info() -> tuple[int, int, int]:

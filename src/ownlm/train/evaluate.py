@@ -16,6 +16,7 @@ from typing import Literal
 
 from ownlm.config import opt
 from ownlm.errors import UserError
+from ownlm.runtime.device import PRECISION
 
 
 @dataclass(kw_only=True)
@@ -31,7 +32,7 @@ class EvalConfig:
     batch_size: int = opt(8, help="windows per forward pass", bounds="[1, inf)")
     max_tokens: int = opt(0, help="evaluate at most this many tokens (0: the whole split)")
     device: Literal["auto", "cpu", "cuda", "mps"] = opt("auto", help="where to run")
-    dtype: Literal["fp32", "bf16", "fp16"] = opt("fp32", help="precision of the forward pass")
+    dtype: PRECISION = opt("fp32", help="precision of the forward pass")
     json: bool = opt(False, help="print one JSON object instead of text")
     out: str = opt("", help="chat data: write each example's loss and token count to this JSONL file")
 
