@@ -250,6 +250,44 @@ def test_the_adapt_section_is_declared_once_and_nested_by_every_fine_tuning_comm
     )  # flat keys too
 
 
+def test_shared_sections_are_nested_not_copied():
+    """A settings section several commands share is one dataclass nested by each (flat flags, the same names),
+    never its fields copied; --base-dtype and --checkpoint-activations each have one definition in src."""
+    import ast
+    from dataclasses import fields
+    from pathlib import Path
+
+    import ownlm
+    from ownlm.finetune.classify import ClassifyConfig
+    from ownlm.finetune.dpo import DPOConfig
+    from ownlm.finetune.persona import PersonaConfig, TurnsConfig
+    from ownlm.finetune.sft import ChatConfig, SFTConfig
+    from ownlm.model.adapt import AdaptConfig
+    from ownlm.pipeline import BuildConfig
+    from ownlm.tokenizer.cli import BPEConfig
+    from ownlm.tokenizer.cli import TrainConfig as TokenizerTrainConfig
+
+    users = {AdaptConfig: (SFTConfig, ClassifyConfig, DPOConfig, BuildConfig), ChatConfig: (SFTConfig, DPOConfig),
+             TurnsConfig: (PersonaConfig, BuildConfig), BPEConfig: (TokenizerTrainConfig, BuildConfig),
+             TrainingConfig: (SFTConfig, ClassifyConfig, DPOConfig, PretrainConfig, BuildConfig)}  # fmt: skip
+    for section, commands in users.items():
+        names = {f.name for f in fields(section)}
+        for cls in commands:
+            own = {f.name: f.type for f in fields(cls)}
+            assert not names & set(own), (cls.__name__, names & set(own))  # no field copied
+            assert any(t in (section, section.__name__) or t == "PretrainingConfig" for t in own.values())
+            help_text = build_parser(cls, "x").format_help()
+            assert all(f"--{n.replace('_', '-')}" in help_text for n in names), cls.__name__  # flat flags
+    declared = [
+        f"{path.name}:{node.target.id}"
+        for path in Path(ownlm.__file__).parent.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+        and node.target.id in ("base_dtype", "checkpoint_activations")
+    ]  # fmt: skip
+    assert sorted(declared) == ["adapt.py:base_dtype", "config.py:checkpoint_activations"]
+
+
 def test_every_training_command_runs_through_the_driver_with_one_budget_default(tmp_path):
     import ast
     from pathlib import Path

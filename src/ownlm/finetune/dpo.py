@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from ownlm.config import opt
+from ownlm.config import opt, validate
 from ownlm.errors import UserError
 from ownlm.finetune.common import load_base, store_frozen
 from ownlm.finetune.dpo_data import (
@@ -46,7 +46,7 @@ from ownlm.finetune.dpo_data import (
     pair_batch,
     split_pairs,
 )
-from ownlm.finetune.sft import _excerpt, answer, choose_template, rouge_l
+from ownlm.finetune.sft import ChatConfig, _excerpt, answer, choose_template, rouge_l
 from ownlm.io import iter_jsonl, write_bytes, write_jsonl, write_text
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.checkpoint import unwrap
@@ -92,17 +92,8 @@ class DPOConfig:
     label_smoothing: float = opt(
         0.0, help="sigmoid loss: the share of pairs assumed to be labelled the wrong way round (0 to 0.5)"
     )
-    template: Literal["auto", "chatml", "alpaca"] = opt(
-        "auto", help="chat template (auto: the base's own, else alpaca for single-turn prompts, else chatml)"
-    )
-    max_length: int = opt(0, help="longest prompt + reply in tokens (0: the model's context length)")
-    overlong: Literal["truncate", "drop"] = opt(
-        "truncate",
-        help="replies longer than --max-length: keep the start (or the end of a long prompt), or drop",
-    )
-    responses: int = opt(20, help="held-out prompts answered before and after training (0: none)")
-    max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl")
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
+    chat: ChatConfig = opt(ChatConfig(), help="template, length limit and held-out answers")
     adapt: AdaptConfig = opt(AdaptConfig(), help="LoRA adapters or partial fine-tuning")
     train: TrainingConfig = opt(dpo_training_defaults(), help="budget, schedule, evaluation, machine")
 
@@ -385,8 +376,7 @@ def _check(cfg: DPOConfig) -> None:
     if cfg.label_smoothing and cfg.loss != "sigmoid":
         raise UserError("--label-smoothing applies to --loss sigmoid only")
     cfg.train.dtype = cfg.adapt.training_dtype(cfg.train.dtype)
-    if cfg.max_length < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
-        raise UserError("--max-length and --responses must be >= 0 and --max-new-tokens >= 1")
+    validate(cfg.chat)
 
 
 def prepare(cfg: DPOConfig, tokenizer, base_folder: Path):
@@ -398,7 +388,7 @@ def prepare(cfg: DPOConfig, tokenizer, base_folder: Path):
     else:
         train, val = split_pairs(pairs, cfg.val_fraction, cfg.train.seed)
     template = choose_template(
-        cfg.template, base_folder, [{"messages": conversations(p)[0]} for p in train], False
+        cfg.chat.template, base_folder, [{"messages": conversations(p)[0]} for p in train], False
     )
     return template, add_special_tokens(tokenizer, template.special_tokens()), train, val
 
@@ -419,9 +409,9 @@ def make_task(cfg: DPOConfig, run: Run) -> Prepared:
     elif tok.n_vocab > model.config.vocab_size:
         raise UserError(f"{run.folder}: the checkpoint's tokenizer does not match its model")
     block = model.config.block_size
-    max_len = min(cfg.max_length or block, block) + 1
-    train = encode_pairs(train_pairs, template, tok, max_len, cfg.overlong)
-    val = encode_pairs(val_pairs, template, tok, max_len, cfg.overlong) if val_pairs else None
+    max_len = cfg.chat.max_len(block)
+    train = encode_pairs(train_pairs, template, tok, max_len, cfg.chat.overlong)
+    val = encode_pairs(val_pairs, template, tok, max_len, cfg.chat.overlong) if val_pairs else None
     pad_id = tok.eot_id if tok.eot_id is not None else 0
     if not len(train):
         raise UserError(f"none of the {len(train_pairs):,} training pairs fits the model's context of {block} "
@@ -445,8 +435,10 @@ def make_task(cfg: DPOConfig, run: Run) -> Prepared:
             out.mkdir(parents=True, exist_ok=True)
             save_reference(ref_path, reference, tc.dtype)
     before = []
-    if rank == 0 and cfg.responses and val and not resume:
-        before = held_out_answers(model.eval(), tok, template, val.pairs[: cfg.responses], cfg.max_new_tokens)
+    if rank == 0 and cfg.chat.responses and val and not resume:
+        before = held_out_answers(
+            model.eval(), tok, template, val.pairs[: cfg.chat.responses], cfg.chat.max_new_tokens
+        )
         model.train()
     data = {"template": template.name, "train": train.counts(), "val": val.counts() if val else None,
             "steps_per_epoch": per_epoch}  # fmt: skip
@@ -489,9 +481,9 @@ def held_out_answers(model, tokenizer, template, pairs: list[dict], max_new_toke
 def _finish(cfg, out: Path, model, tok, template, val, before: list[dict], summary: dict, device) -> None:
 
     after = []
-    if cfg.responses and val:
-        after = held_out_answers(model.to(device).eval(), tok, template, val.pairs[: cfg.responses],
-                                 cfg.max_new_tokens)  # fmt: skip
+    if cfg.chat.responses and val:
+        after = held_out_answers(model.to(device).eval(), tok, template, val.pairs[: cfg.chat.responses],
+                                 cfg.chat.max_new_tokens)  # fmt: skip
         rows = []
         for i, a in enumerate(after):
             row = dict(a)

@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from ownlm.config import opt, to_dict
+from ownlm.config import opt, to_dict, validate
 from ownlm.errors import UserError
 from ownlm.finetune.common import frozen_autocast, load_base, store_frozen
 from ownlm.finetune.data import load_examples, load_persona_split, split_examples
@@ -62,6 +62,33 @@ def sft_training_defaults(**overrides) -> TrainingConfig:
 
 
 @dataclass(kw_only=True)
+class ChatConfig:
+    """chat: how examples are rendered and cut to the context, and the held-out prompts answered before and after
+    training (``finetune sft`` and ``finetune dpo`` nest this section; flags stay flat: ``--template``)"""
+
+    template: Literal["auto", "chatml", "alpaca"] = opt(
+        "auto", help="chat template (auto: the base's own, else alpaca for single-turn prompts, else chatml)"
+    )
+    max_length: int = opt(
+        0,
+        help="longest example, prompt and reply, in tokens (0: the model's context length)",
+        bounds="[0, inf)",
+    )
+    overlong: Literal["truncate", "drop"] = opt(
+        "truncate",
+        help="examples longer than --max-length: keep the start, or the end when the reply starts later; or drop",
+    )
+    responses: int = opt(
+        20, help="held-out prompts answered before and after training (0: none)", bounds="[0, inf)"
+    )
+    max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl", bounds="[1, inf)")
+
+    def max_len(self, block_size: int) -> int:
+        """Tokens kept of an example (inputs + 1): ``--max-length``, at most the context."""
+        return min(self.max_length or block_size, block_size) + 1
+
+
+@dataclass(kw_only=True)
 class SFTConfig:
     """Fine-tune a model on instructions or conversations (loss on the responses only)."""
 
@@ -78,25 +105,15 @@ class SFTConfig:
     val_fraction: float = opt(
         0.1, help="share of --data held out when --val-data is not given", bounds="[0, 1)"
     )
-    template: Literal["auto", "chatml", "alpaca"] = opt(
-        "auto",
-        help="chat template (auto: the base's own, else alpaca for single-turn instructions, else chatml)",
-    )
     pack: bool = opt(
         False, help="pack several examples per row (attention and loss kept within each example)"
-    )
-    max_length: int = opt(0, help="longest example in tokens (0: the model's context length)")
-    overlong: Literal["truncate", "drop"] = opt(
-        "truncate",
-        help="examples longer than --max-length: keep the start, or the end when the reply starts later",
     )
     patience: int = opt(0, help="stop when the held-out loss has not improved for N evaluations (0: never)")
     restore_best: bool = opt(
         True, help="end on the checkpoint with the lowest held-out loss (else: the last step's)"
     )
-    responses: int = opt(20, help="held-out prompts answered before and after training (0: none)")
-    max_new_tokens: int = opt(128, help="longest answer generated for responses.jsonl", bounds="[1, inf)")
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
+    chat: ChatConfig = opt(ChatConfig(), help="template, length limit and held-out answers")
     adapt: AdaptConfig = opt(AdaptConfig(), help="LoRA adapters or partial fine-tuning")
     train: TrainingConfig = opt(sft_training_defaults(), help="budget, schedule, evaluation, machine")
 
@@ -400,7 +417,7 @@ def prepare(cfg: SFTConfig, tokenizer, base_folder: Path, template_name: str | N
         val_ex = [e for p in cfg.data if Path(p).is_dir() for e in load_persona_split(p, "val")[0]]
     else:
         train_ex, val_ex = split_examples(examples, cfg.val_fraction, cfg.train.seed)
-    template = choose_template(template_name or cfg.template, base_folder, train_ex, persona)
+    template = choose_template(template_name or cfg.chat.template, base_folder, train_ex, persona)
     tokenizer = add_special_tokens(tokenizer, template.special_tokens())
     return template, tokenizer, train_ex, val_ex, counts
 
@@ -467,10 +484,12 @@ def make_task(cfg: SFTConfig, run: Run) -> Prepared:
     elif tok.n_vocab > model.config.vocab_size:
         raise UserError(f"{run.folder}: the checkpoint's tokenizer does not match its model")
     block = model.config.block_size
-    max_len = min(cfg.max_length or block, block) + 1
-    train_enc = encode_examples(train_ex, template, tok, max_len, cfg.overlong)
+    max_len = cfg.chat.max_len(block)
+    train_enc = encode_examples(train_ex, template, tok, max_len, cfg.chat.overlong)
     val_enc = (
-        final_reply_only(encode_examples(val_ex, template, tok, max_len, cfg.overlong)) if val_ex else None
+        final_reply_only(encode_examples(val_ex, template, tok, max_len, cfg.chat.overlong))
+        if val_ex
+        else None
     )
     pad_id = tok.eot_id if tok.eot_id is not None else 0
     if not train_enc.ids:
@@ -485,10 +504,10 @@ def make_task(cfg: SFTConfig, run: Run) -> Prepared:
     batches = SFTBatches(train_enc, tc.batch_size, max_len - 1, pad_id, tc.seed, cfg.pack, rank, world)
     per_epoch = math.ceil(batches.batches_per_epoch() / tc.grad_accum)
     before = []
-    if rank == 0 and cfg.responses and val_enc and not resume:
+    if rank == 0 and cfg.chat.responses and val_enc and not resume:
         t_answers = time.perf_counter()
-        before = held_out_answers(model.to(run.device).eval(), tok, template, val_enc.examples[: cfg.responses],
-                                  cfg.max_new_tokens)  # fmt: skip
+        before = held_out_answers(model.to(run.device).eval(), tok, template,
+                                  val_enc.examples[: cfg.chat.responses], cfg.chat.max_new_tokens)  # fmt: skip
         model.train()
         if tc.max_minutes:  # the budget covers the answers: these, and as long again for those after
             spent = time.perf_counter() - t0 + (time.perf_counter() - t_answers)
@@ -512,8 +531,7 @@ def _check(cfg: SFTConfig) -> None:
         )
     cfg.adapt.check()
     cfg.train.dtype = cfg.adapt.training_dtype(cfg.train.dtype)
-    if cfg.max_length < 0 or cfg.responses < 0 or cfg.max_new_tokens < 1:
-        raise UserError("--max-length and --responses must be >= 0 and --max-new-tokens >= 1")
+    validate(cfg.chat)
 
 
 def _summary_line(model, template, train_enc: Encoded, val_enc: Encoded | None, per_epoch: int, tc) -> str:
@@ -541,9 +559,9 @@ def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], s
               "(--resume continues from it)")  # fmt: skip
         summary = {**summary, "checkpoint": best, "val_loss": summary["best_saved_val_loss"]}
     after = []
-    if cfg.responses and val_enc:
-        after = held_out_answers(model.to(device).eval(), tok, template, val_enc.examples[: cfg.responses],
-                                 cfg.max_new_tokens)  # fmt: skip
+    if cfg.chat.responses and val_enc:
+        after = held_out_answers(model.to(device).eval(), tok, template, val_enc.examples[: cfg.chat.responses],
+                                 cfg.chat.max_new_tokens)  # fmt: skip
         rows = []
         for i, a in enumerate(after):
             row = dict(a)
