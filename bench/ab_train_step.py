@@ -50,7 +50,8 @@ def make_step(side: str, lever: str, dtype: str, a):
         model.to(torch.bfloat16)
         params = [p for p in model.parameters()]
         master = [p.detach().float().requires_grad_() for p in params]
-        groups = param_groups(torch.nn.ParameterList(master), 0.1)
+        groups = [{"params": [m for m in master if m.dim() >= 2], "weight_decay": 0.1},
+                  {"params": [m for m in master if m.dim() < 2], "weight_decay": 0.0}]  # fmt: skip
         opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.99), fused=True)
 
         def step():

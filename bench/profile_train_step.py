@@ -1,12 +1,13 @@
 """Where a training step's time goes: torch.profiler over ownlm's step on the 124M shape, grouped by part.
 
-One step as ``ownlm pretrain`` runs it (forward under ``--dtype``'s autocast, the summed loss, backward, gradient
-clipping, AdamW), profiled for a few steps after a warm-up. Each operator's *self* time goes to one part:
+One step as ``ownlm pretrain`` runs it (forward under ``--dtype``'s autocast, the summed loss through the fused
+head, backward, gradient clipping, AdamW; ``--plain-loss`` for cross-entropy over fp32 logits), profiled for a few steps after a warm-up. Each operator's *self* time goes to one part:
 
 - ``matmul``: the linear layers and the output head (``addmm``, ``mm``, ``bmm``, ``linear``'s products);
 - ``attention``: ``scaled_dot_product_attention``'s fused kernel, forward and backward;
 - ``norm``: LayerNorm / RMSNorm, forward and backward;
-- ``loss``: log-softmax and NLL over the vocabulary, forward and backward;
+- ``loss``: log-softmax and NLL over the vocabulary, forward and backward (the fused head's own chunk work,
+  exp, scatter, included);
 - ``cast``: dtype conversions (``_to_copy``, ``copy_``: autocast's weight casts, the fp32 logits, gradients
   going back to fp32);
 - ``optimizer``: AdamW (fused or not) and zeroing; ``clip``: the gradient norm and its scaling;
@@ -27,7 +28,10 @@ from collections import defaultdict
 PARTS = [  # (part, substrings of aten operator names), first match wins
     ("attention", ("scaled_dot_product", "flash_attention")),
     ("norm", ("layer_norm", "rms_norm")),
-    ("loss", ("log_softmax", "nll_loss", "cross_entropy", "logsumexp")),
+    (
+        "loss",
+        ("log_softmax", "nll_loss", "cross_entropy", "logsumexp", "exp", "scatter", "gather", "HeadCross"),
+    ),
     ("optimizer", ("adam", "_foreach_", "zero_")),
     ("clip", ("linalg_vector_norm", "norm", "clamp", "stack")),
     ("matmul", ("addmm", "aten::mm", "bmm", "matmul", "linear")),
@@ -54,6 +58,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="profiled steps")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--top", type=int, default=15, help="operators to list")
+    ap.add_argument(
+        "--plain-loss", action="store_true", help="F.cross_entropy over fp32 logits, not the fused head"
+    )
     a = ap.parse_args()
 
     import torch
@@ -69,6 +76,7 @@ def main() -> None:
     dtype = choose_dtype(a.dtype, device, log=print)
     model = GPT(config_from_preset("gpt2", vocab_size=50304, block_size=a.block))
     model.train()
+    model.fused_head_loss = not a.plain_loss
     opt = make_optimizer(model, 1e-4, 0.1, device=device)
     x = torch.randint(0, 50304, (a.batch, a.block))
     y = torch.randint(0, 50304, (a.batch, a.block))
@@ -76,7 +84,7 @@ def main() -> None:
     def step():
         with record_function("## forward"):
             with autocast(device, dtype):
-                loss = model(x, y, reduction="sum")[1]
+                loss = model(x, y, reduction="sum", scored_only=True)[1]  # as `ownlm pretrain` scores
         with record_function("## backward"):
             (loss / y.numel()).backward()
         with record_function("## clip"):
