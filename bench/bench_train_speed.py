@@ -6,7 +6,9 @@ subprocess, so peak memory (max RSS on CPU, max allocated on CUDA) belongs to th
 
 - transformers fp32 (its default: SDPA attention, foreach AdamW) — the baseline;
 - transformers with bf16 autocast (its best setting where bf16 helps);
-- ownlm fp32 (like for like) and ownlm at ``--dtype auto`` (what ``ownlm pretrain`` picks from the hardware's capabilities).
+- ownlm fp32 (like for like) and ownlm at ``--dtype auto`` (what ``ownlm pretrain`` picks from the hardware's
+  capabilities), each with what the Trainer does on a CPU (``keep_freed_memory``: glibc keeps freed blocks);
+- ownlm ``--compile`` (the auto dtype, then ``torch.compile``).
 
 Two MFU columns. ``MFU`` is against the machine's square-matmul peak (``ownlm.train.device.peak_flops``: 1024 x
 1024 on CPU, the faster of bf16 and fp32). ``roof`` is against what this machine does on THIS model's own matmuls
@@ -62,7 +64,11 @@ def one(shape: str, setting: str, steps: int, warmup: int, threads: int) -> dict
             return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten())
     else:
         from ownlm.model.gpt import GPT, GPTConfig
+        from ownlm.train.device import keep_freed_memory
         from ownlm.train.optim import make_optimizer
+
+        if device.type == "cpu":  # as the Trainer does for CPU training
+            keep_freed_memory()
 
         model = GPT(GPTConfig(vocab_size=s["vocab"], block_size=s["block"], n_layer=s["n_layer"],
                               n_head=s["n_head"], n_embd=s["n_embd"])).to(device)  # fmt: skip

@@ -309,3 +309,31 @@ def test_pretrain_with_checkpointed_activations_follows_the_plain_run(tokens, tm
         curves.append([(r["train_loss"], r["val_loss"]) for r in records])
     assert len(curves[0]) == 2
     np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_cpu_training_chooses_glibcs_memory_mode(tokens, tmp_path, monkeypatch, checkpointing):
+    """CPU training keeps freed blocks for the next step (speed); --checkpoint-activations gives them back (memory)."""
+    from ownlm.train import device
+
+    calls = []
+    monkeypatch.setattr(device, "keep_freed_memory", lambda: calls.append("keep"))
+    monkeypatch.setattr(device, "return_freed_memory", lambda: calls.append("return"))
+    args = [*TINY, "--max-iters", "1", "--eval-iters", "1"] + (
+        ["--checkpoint-activations"] if checkpointing else []
+    )
+    assert main(["pretrain", "--data", str(tokens), "--out", str(tmp_path / "run"), *args]) == 0
+    assert calls == (["return"] if checkpointing else ["keep"])
+
+
+def test_glibc_memory_modes_apply_here():
+    import sys
+
+    from ownlm.train.device import keep_freed_memory, return_freed_memory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt is Linux-only")
+    try:
+        assert keep_freed_memory()
+    finally:
+        assert return_freed_memory()  # the suite goes on with memory given back (the stricter mode)

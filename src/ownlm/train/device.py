@@ -178,12 +178,8 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
-def return_freed_memory() -> bool:
-    """Ask glibc to give freed memory back to the system at once: allocations of 64 KiB and more get their own
-    mapping, unmapped when freed, and the heap is trimmed on every free. Training with activation checkpointing
-    frees and reallocates the same large tensors each block; with glibc's defaults the freed blocks stay in the
-    process (SmolLM2-135M LoRA at 8 x 512: 2.4 GB resident instead of 1.0 GB). Returns False where there is no
-    glibc (macOS, Windows, musl): nothing changes there."""
+def _mallopt(*settings: tuple[int, int]) -> bool:
+    """glibc's ``mallopt`` for each (parameter, value); False where there is no glibc (macOS, Windows, musl)."""
     import ctypes
     import ctypes.util
     import sys
@@ -192,7 +188,30 @@ def return_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 65536)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 0))
+        return all(bool(libc.mallopt(param, value)) for param, value in settings)
     except (OSError, AttributeError):
         return False
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # from glibc's malloc.h
+
+
+def return_freed_memory() -> bool:
+    """Ask glibc to give freed memory back to the system at once: allocations of 64 KiB and more get their own
+    mapping, unmapped when freed, and the heap is trimmed on every free. Training with activation checkpointing
+    frees and reallocates the same large tensors each block; with glibc's defaults the freed blocks stay in the
+    process (SmolLM2-135M LoRA at 8 x 512: 2.4 GB resident instead of 1.0 GB). Returns False where there is no
+    glibc (macOS, Windows, musl): nothing changes there."""
+    return _mallopt((M_MMAP_THRESHOLD, 65536), (M_MMAP_MAX, 65536), (M_TRIM_THRESHOLD, 0))
+
+
+def keep_freed_memory() -> bool:
+    """The opposite, for speed: large blocks come from the heap and freed ones stay for the next step.
+
+    With glibc's defaults every allocation over 32 MiB (the logits, the embedding's gradient, attention's
+    buffers on the 124M shape) is a fresh mapping, so each step pays the kernel to fault in and zero ~1 GB of
+    new pages, then to unmap them: ~270,000 page faults and a seventh of the step's CPU time at batch 4 x 256
+    (``bench/ab_train_step.py malloc``). A training step allocates the same sizes every time, so the heap settles
+    at the peak after the first steps; peak memory grows by a few percent. CPU training only (CUDA has its own
+    caching allocator); False where there is no glibc."""
+    return _mallopt((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**30))

@@ -197,6 +197,12 @@ class Trainer:
         self.raw = unwrap(self.model).to(device)
         if cfg.checkpoint_activations:
             checkpoint_activations(self.raw)
+        elif (
+            device.type == "cpu"
+        ):  # steps reuse freed blocks instead of faulting in fresh pages (see the function)
+            from ownlm.train.device import keep_freed_memory
+
+            keep_freed_memory()
 
         dtype = state.dtype or choose_dtype(cfg.dtype, device, self.log if self.master else (lambda s: None))
         if self.world > 1:  # machines of a multi-node run may differ: all use process 0's choice
