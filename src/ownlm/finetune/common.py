@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ownlm.errors import UserError
 from ownlm.model.checkpoint import load_model, resolve_checkpoint
+from ownlm.model.resize import fit_vocab
 
 
 def load_base(base: str, resume_folder: Path | None, kinds=("lm", "lm+lora")):
@@ -26,6 +27,15 @@ def load_base(base: str, resume_folder: Path | None, kinds=("lm", "lm+lora")):
             f"{folder}: the model has no tokenizer.json; fine-tuning needs the tokenizer it was trained with"
         )
     return model, tok, folder
+
+
+def match_vocab(model, base_n_vocab: int, tokenizer, resume_folder: Path | None) -> None:
+    """The embedding and the tokenizer agree: a fresh run grows the base's rows for the special tokens its chat
+    template added (``model.resize.fit_vocab``); a resumed checkpoint must already have them."""
+    if resume_folder is None:
+        fit_vocab(model, base_n_vocab, tokenizer.n_vocab)
+    elif tokenizer.n_vocab > model.config.vocab_size:
+        raise UserError(f"{resume_folder}: the checkpoint's tokenizer does not match its model")
 
 
 def store_frozen(model, dtype: str) -> int:

@@ -37,7 +37,7 @@ import numpy as np
 
 from ownlm.config import opt, validate
 from ownlm.errors import UserError
-from ownlm.finetune.common import load_base, store_frozen
+from ownlm.finetune.common import load_base, match_vocab, store_frozen
 from ownlm.finetune.dpo_data import (
     EncodedPairs,
     conversations,
@@ -50,7 +50,6 @@ from ownlm.finetune.sft import ChatConfig, _excerpt, answer, choose_template, ro
 from ownlm.io import iter_jsonl, write_bytes, write_jsonl, write_text
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.checkpoint import unwrap
-from ownlm.model.resize import fit_vocab
 from ownlm.tokenizer.chat import add_special_tokens, save_template
 from ownlm.train.config import TrainingConfig
 from ownlm.train.device import choose_dtype
@@ -404,10 +403,7 @@ def make_task(cfg: DPOConfig, run: Run) -> Prepared:
     model, tok, folder = load_base(cfg.base, run.folder)
     base_n_vocab = tok.n_vocab
     template, tok, train_pairs, val_pairs = prepare(cfg, tok, folder)
-    if not resume:
-        fit_vocab(model, base_n_vocab, tok.n_vocab)
-    elif tok.n_vocab > model.config.vocab_size:
-        raise UserError(f"{run.folder}: the checkpoint's tokenizer does not match its model")
+    match_vocab(model, base_n_vocab, tok, run.folder)
     block = model.config.block_size
     max_len = cfg.chat.max_len(block)
     train = encode_pairs(train_pairs, template, tok, max_len, cfg.chat.overlong)

@@ -37,12 +37,11 @@ import numpy as np
 
 from ownlm.config import opt, to_dict, validate
 from ownlm.errors import UserError
-from ownlm.finetune.common import frozen_autocast, load_base, store_frozen
+from ownlm.finetune.common import frozen_autocast, load_base, match_vocab, store_frozen
 from ownlm.finetune.data import load_examples, load_persona_split, split_examples
 from ownlm.io import iter_jsonl, removed_on_failure, write_jsonl, write_text
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.checkpoint import load_model, resolve_checkpoint, save_model
-from ownlm.model.resize import fit_vocab
 from ownlm.model.run import RunFolder
 from ownlm.runtime.decode import generate
 from ownlm.tokenizer.chat import add_special_tokens, get_template, load_template, save_template
@@ -479,10 +478,7 @@ def make_task(cfg: SFTConfig, run: Run) -> Prepared:
     model, tok, folder = load_base(cfg.base, run.folder)
     base_n_vocab = tok.n_vocab
     template, tok, train_ex, val_ex, counts = prepare(cfg, tok, folder)
-    if not resume:
-        fit_vocab(model, base_n_vocab, tok.n_vocab)
-    elif tok.n_vocab > model.config.vocab_size:
-        raise UserError(f"{run.folder}: the checkpoint's tokenizer does not match its model")
+    match_vocab(model, base_n_vocab, tok, run.folder)
     block = model.config.block_size
     max_len = cfg.chat.max_len(block)
     train_enc = encode_examples(train_ex, template, tok, max_len, cfg.chat.overlong)
