@@ -88,8 +88,9 @@ def run_ownlm(a, enc, pad_id: int) -> dict:
     validation set, so an "eval" is only the metrics record) to read each step's time."""
     import torch
 
-    from ownlm.finetune.sft import SFTBatches, SFTTask, sft_training_defaults
+    from ownlm.finetune.sft import SFT_TRAINING, SFTBatches, SFTTask
     from ownlm.model.gpt import GPT, GPTConfig
+    from ownlm.train.config import fine_tuning_defaults
     from ownlm.train.trainer import Trainer
 
     torch.manual_seed(0)
@@ -100,7 +101,7 @@ def run_ownlm(a, enc, pad_id: int) -> dict:
         apply_lora(model, LoRAConfig(rank=8, alpha=16.0, targets=["attn"]))
     rss_model = peak_rss_mib()
     total = a.warmup + a.steps
-    tc = sft_training_defaults(max_iters=total, batch_size=a.batch_size, eval_interval=1, device=a.device,
+    tc = fine_tuning_defaults(**SFT_TRAINING, max_iters=total, batch_size=a.batch_size, eval_interval=1, device=a.device,
                                dtype=a.dtype, threads=a.threads, progress=False, seed=0,
                                checkpoint_interval=10**9, keep_checkpoints=1)  # fmt: skip
     records: list[dict] = []

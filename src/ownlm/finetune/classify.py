@@ -50,17 +50,13 @@ from ownlm.io import atomic_write, iter_jsonl, prepare_output, write_json
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.checkpoint import load_model
 from ownlm.model.run import RunFolder
-from ownlm.train.config import TrainingConfig
+from ownlm.train.config import TrainingConfig, fine_tuning_defaults
 from ownlm.train.device import pick_device
 from ownlm.train.driver import Prepared, Run, run_training
 from ownlm.train.trainer import RunContext, Task
 
-
-def classify_training_defaults() -> TrainingConfig:
-    """A new head on trained weights: a moderate rate, small batches, an evaluation every tenth of the run."""
-    return TrainingConfig(
-        lr=2e-4, min_lr=2e-5, batch_size=16, warmup_frac=0.05, weight_decay=0.1, evals=10, eval_iters=10
-    )
+# a new head on trained weights: a moderate rate, batches of 16, an evaluation every tenth of the run
+CLASSIFY_TRAINING = dict(lr=2e-4, min_lr=2e-5, batch_size=16, evals=10, eval_iters=10)
 
 
 @dataclass(kw_only=True)
@@ -104,7 +100,9 @@ class ClassifyConfig:
     adapt: AdaptConfig = opt(
         AdaptConfig(), help="LoRA adapters (the new head always trains) or partial fine-tuning"
     )
-    train: TrainingConfig = opt(classify_training_defaults(), help="budget, schedule, evaluation, machine")
+    train: TrainingConfig = opt(
+        fine_tuning_defaults(**CLASSIFY_TRAINING), help="budget, schedule, evaluation, machine"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- batches

@@ -51,7 +51,7 @@ from ownlm.io import iter_jsonl, write_bytes, write_jsonl, write_text
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.checkpoint import unwrap
 from ownlm.tokenizer.chat import add_special_tokens, save_template
-from ownlm.train.config import TrainingConfig
+from ownlm.train.config import TrainingConfig, fine_tuning_defaults
 from ownlm.train.device import choose_dtype
 from ownlm.train.driver import Prepared, Run, run_training
 from ownlm.train.trainer import RunContext, Task
@@ -67,12 +67,8 @@ METRICS = (
 )
 
 
-def dpo_training_defaults(**overrides) -> TrainingConfig:
-    """Preference tuning moves a fine-tuned model a little: a low peak rate, a 10% warm-up, small batches."""
-    values = dict(
-        lr=5e-6, min_lr=5e-7, batch_size=8, warmup_frac=0.1, weight_decay=0.0, evals=5, eval_iters=20
-    )
-    return TrainingConfig(**{**values, **overrides})
+# preference tuning moves a fine-tuned model a little: a low peak rate, a 10 % warm-up, no weight decay
+DPO_TRAINING = dict(lr=5e-6, min_lr=5e-7, warmup_frac=0.1, weight_decay=0.0)
 
 
 @dataclass(kw_only=True)
@@ -94,7 +90,9 @@ class DPOConfig:
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
     chat: ChatConfig = opt(ChatConfig(), help="template, length limit and held-out answers")
     adapt: AdaptConfig = opt(AdaptConfig(), help="LoRA adapters or partial fine-tuning")
-    train: TrainingConfig = opt(dpo_training_defaults(), help="budget, schedule, evaluation, machine")
+    train: TrainingConfig = opt(
+        fine_tuning_defaults(**DPO_TRAINING), help="budget, schedule, evaluation, machine"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the loss

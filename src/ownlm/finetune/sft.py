@@ -45,19 +45,15 @@ from ownlm.model.checkpoint import load_model, resolve_checkpoint, save_model
 from ownlm.model.run import RunFolder
 from ownlm.runtime.decode import generate
 from ownlm.tokenizer.chat import add_special_tokens, get_template, load_template, save_template
-from ownlm.train.config import TrainingConfig
+from ownlm.train.config import TrainingConfig, fine_tuning_defaults
 from ownlm.train.driver import Prepared, Run, run_training
 from ownlm.train.trainer import RunContext, Task
 
 IGNORE = -100
 
 
-def sft_training_defaults(**overrides) -> TrainingConfig:
-    """Fine-tuning starts from trained weights: a lower peak rate, a short warm-up, smaller batches."""
-    values = dict(
-        lr=1e-4, min_lr=1e-5, batch_size=8, warmup_frac=0.05, weight_decay=0.1, evals=5, eval_iters=20
-    )
-    return TrainingConfig(**{**values, **overrides})
+# fine-tuning starts from trained weights: a peak rate 20 times below pretraining's (the rest: fine_tuning_defaults)
+SFT_TRAINING = dict(lr=1e-4, min_lr=1e-5)
 
 
 @dataclass(kw_only=True)
@@ -114,7 +110,9 @@ class SFTConfig:
     resume: bool = opt(False, help="continue the run in --out from its latest checkpoint")
     chat: ChatConfig = opt(ChatConfig(), help="template, length limit and held-out answers")
     adapt: AdaptConfig = opt(AdaptConfig(), help="LoRA adapters or partial fine-tuning")
-    train: TrainingConfig = opt(sft_training_defaults(), help="budget, schedule, evaluation, machine")
+    train: TrainingConfig = opt(
+        fine_tuning_defaults(**SFT_TRAINING), help="budget, schedule, evaluation, machine"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- data
