@@ -129,6 +129,48 @@ def describe(run: Path) -> str:
             f"{info['val_loss']:.3f}")  # fmt: skip
 
 
+def base_flags(base: Path, config: type) -> list[str]:
+    """The flags ``ownlm build --base`` gives its fine-tuning stages (LoRA rank 8 on a frozen bf16 base,
+    checkpointing, packing, rows of 512 tokens: ``pipeline._adapt_values``), as command-line flags of the
+    command whose config class is ``config`` (``SFTConfig``, ``ClassifyConfig``), keeping those it takes.
+
+    >>> from ownlm.finetune.sft import SFTConfig
+    >>> base_flags(Path("smol"), SFTConfig)  # doctest: +NORMALIZE_WHITESPACE
+    ['--lora-rank', '8', '--lora-alpha', '16.0', '--lora-targets', 'attn', '--lora-dropout', '0.0',
+     '--train-layers', 'all', '--checkpoint-activations', '--pack', '--base-dtype', 'bf16', '--max-length', '512']
+    """
+    import dataclasses
+
+    from ownlm.model.adapt import AdaptConfig
+    from ownlm.pipeline import BuildConfig, _adapt_values
+
+    known = {f.name for f in dataclasses.fields(config)}
+    if "adapt" in known:  # the adapter flags sit in a nested section of the command's config
+        known |= {f.name for f in dataclasses.fields(AdaptConfig)}
+    flags: list[str] = []
+    for key, value in _adapt_values(BuildConfig(out="-", base=str(base))).items():
+        if key not in known:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def describe_imported(base: Path) -> str:
+    """One line about an imported base: its folder, parameters, shape and vocabulary."""
+    from ownlm.model.checkpoint import resolve_checkpoint
+
+    cfg = json.loads((resolve_checkpoint(base) / "config.json").read_text())
+    m = cfg.get("model", cfg)
+    return (f"imported base {base}: {m.get('n_layer')} layers x {m.get('n_head')} heads x {m.get('n_embd')} wide, "
+            f"context {m.get('block_size')}, vocabulary {m.get('vocab_size'):,}")  # fmt: skip
+
+
 if __name__ == "__main__":
     import argparse
 

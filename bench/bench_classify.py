@@ -3,13 +3,16 @@ TF-IDF + logistic regression, then the full unbalanced collection with ``--balan
 
     .venv/bin/python bench/bench_classify.py                      # everything (about 30-40 minutes on 2 cores)
     .venv/bin/python bench/bench_classify.py --only baseline      # the classical baselines alone (a minute)
+    .venv/bin/python bench/bench_classify.py --base smol/ --seeds 1 2 --work /tmp/cls-smol   # an imported model
 
 Protocol (Raschka, *Build a Large Language Model (From Scratch)*, ch. 6): down-sample ham to the 747 spam
 messages, shuffle with a fixed seed, split 70/10/20. ``ownlm finetune classify --balance downsample`` does exactly
 that, and the baselines are fitted on the very same rows (``prepare_splits`` with the same flags). Each ownlm run
 gets at most ``--minutes`` of fine-tuning (``--max-minutes``, set-up included) and ``--epochs`` passes.
 
-The pretrained base is ownlm's own: ``bench/_pretrained.py`` runs extract -> corpus -> tokenizer train -> encode
+With ``--base DIR`` (an ``ownlm import`` folder) that model is fine-tuned instead, with the adapter settings
+``ownlm build --base`` gives its fine-tuning stages (``_pretrained.base_flags``: LoRA rank 8; the head trains in
+full), on the balanced protocol only. Otherwise the pretrained base is ownlm's own: ``bench/_pretrained.py`` runs extract -> corpus -> tokenizer train -> encode
 -> pretrain on the 58 Gutenberg books and caches the result under /tmp/ownlm-bench (shared with the other
 fine-tuning benchmarks). The random base has the same shape and tokenizer, freshly initialised.
 
@@ -94,7 +97,7 @@ def random_base(pretrained: Path, seed: int = 1337) -> Path:
     return folder
 
 
-def finetune(name: str, base: Path, balance: str, a, seed: int = SEED) -> dict:
+def finetune(name: str, base: Path, balance: str, a, seed: int = SEED, extra: list[str] = ()) -> dict:
     """Run ``ownlm finetune classify`` (cached: a finished run is read back) and return its metrics."""
     out = WORK / (name if seed == SEED else f"{name}-seed{seed}")
     if not (out / "metrics.json").is_file():
@@ -104,8 +107,8 @@ def finetune(name: str, base: Path, balance: str, a, seed: int = SEED) -> dict:
         cmd = [sys.executable, "-m", "ownlm", "finetune", "classify", str(base), "--data", str(SMS),
                "--text-field", "2", "--label-field", "1", "--balance", balance, "--out", str(out),
                "--max-minutes", str(a.minutes), "--epochs", str(a.epochs), "--threads", str(a.threads),
-               "--lr", str(a.lr), "--batch-size", str(a.batch_size), "--evals", str(a.evals),
-               "--seed", str(seed), "--no-progress", "--log-seconds", "60"]  # fmt: skip
+               "--lr", str(a.lr), "--batch-size", str(a.batch_size), "--evals", str(a.evals), "--eval-iters", str(a.eval_iters),
+               "--seed", str(seed), "--no-progress", "--log-seconds", "60", *extra]  # fmt: skip
         print("$", " ".join(cmd[2:]), flush=True)
         t0 = time.perf_counter()
         r = subprocess.run(cmd, text=True, capture_output=True)
@@ -132,6 +135,7 @@ def _wait_for_another_build(work: Path, hours: float = 1.0) -> None:
 
 
 def main() -> None:
+    global WORK
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["baseline", "balanced", "all"], default="all")
     ap.add_argument(
@@ -145,16 +149,41 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--evals", type=int, default=10)
+    ap.add_argument(
+        "--eval-iters", type=int, default=10, help="training batches scored for the train accuracy"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="*", default=[], help="more seeds for the balanced comparison")
+    ap.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="fine-tune this imported model (`ownlm import`) with the LoRA settings `ownlm build --base` "
+        "uses, on the balanced protocol, instead of ownlm's own pretrained and random bases",
+    )
+    ap.add_argument("--work", type=Path, default=WORK, help="where the runs and results.json go")
     a = ap.parse_args()
+    WORK = a.work
     if not SMS.is_file():
         raise SystemExit(f"{SMS} not found (the shared SMS Spam Collection)")
     WORK.mkdir(parents=True, exist_ok=True)
     results: dict = {"settings": vars(a)}
     results["baseline_balanced"] = baselines("downsample")
     results["baseline_unbalanced"] = baselines("none")
-    if a.only != "baseline":
+    if a.only != "baseline" and a.base is not None:
+        from _pretrained import base_flags, describe_imported
+
+        from ownlm.finetune.classify import ClassifyConfig
+
+        extra = base_flags(a.base, ClassifyConfig)
+        results["base"] = {"run": str(a.base), "description": describe_imported(a.base), "flags": extra}
+        print(results["base"]["description"] + "; " + " ".join(extra), flush=True)
+        results["ownlm_pretrained"] = finetune("imported-balanced", a.base, "downsample", a, extra=extra)
+        for seed in a.seeds:
+            results[f"seed_{seed}"] = {"baseline": baselines("downsample", seed),
+                                       "pretrained": finetune("imported-balanced", a.base, "downsample", a, seed,
+                                                              extra)}  # fmt: skip
+    elif a.only != "baseline":
         from _pretrained import describe, pretrained_base
 
         t0 = time.perf_counter()
@@ -185,7 +214,7 @@ def _print_tables(results: dict, a) -> None:
     print(f"\n{'balanced (747 + 747), test split':<{w}} {'accuracy':>9} {'macro-F1':>9}  notes")
     rows = [("TF-IDF words + LR", results["baseline_balanced"]["tfidf-word"]),
             ("TF-IDF char n-grams + LR", results["baseline_balanced"]["tfidf-char"]),
-            ("ownlm, Gutenberg-pretrained base", results.get("ownlm_pretrained")),
+            (f"ownlm, {'imported' if a.base else 'Gutenberg-pretrained'} base", results.get("ownlm_pretrained")),
             ("ownlm, random initialisation", results.get("ownlm_random")),
             ("unbalanced (4,827 + 747): TF-IDF words + LR", results["baseline_unbalanced"]["tfidf-word"]),
             ("unbalanced: TF-IDF char n-grams + LR", results["baseline_unbalanced"]["tfidf-char"]),
@@ -200,11 +229,11 @@ def _print_tables(results: dict, a) -> None:
         )
         print(f"{'seed':>6} {'TF-IDF words':>13} {'TF-IDF chars':>13} {'pretrained':>11} {'random':>8}")
         first = {"baseline": results["baseline_balanced"], "pretrained": results["ownlm_pretrained"],
-                 "random": results["ownlm_random"]}  # fmt: skip
+                 "random": results.get("ownlm_random")}  # fmt: skip
         for seed in [SEED, *a.seeds]:
             r = first if seed == SEED else results[f"seed_{seed}"]
-            acc = [r["baseline"]["tfidf-word"], r["baseline"]["tfidf-char"], r["pretrained"], r["random"]]
-            print(f"{seed:>6} " + " ".join(f"{100 * x['test_accuracy']:>{n}.2f}%"
+            acc = [r["baseline"]["tfidf-word"], r["baseline"]["tfidf-char"], r["pretrained"], r.get("random")]
+            print(f"{seed:>6} " + " ".join(f"{100 * x['test_accuracy']:>{n}.2f}%" if x else f"{'-':>{n + 1}}"
                                             for x, n in zip(acc, (12, 12, 10, 7))))  # fmt: skip
     print(f"results: {WORK / 'results.json'}")
 

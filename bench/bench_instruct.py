@@ -11,6 +11,13 @@ the end, and the ROUGE-L F1 of greedy answers against the reference responses be
 
     python bench/bench_instruct.py                      # 8-minute Gutenberg base, 2 epochs of fine-tuning
     python bench/bench_instruct.py --epochs 1 --responses 40
+    python bench/bench_instruct.py --base smol/ --epochs 1 --responses 40 --work /tmp/instruct-smol
+
+With ``--base DIR`` (an ``ownlm import`` folder, e.g. SmolLM2-135M-Instruct) that model is fine-tuned instead of the
+Gutenberg base, in its own chat template (``--template auto``) and with the settings ``ownlm build --base`` gives
+its fine-tuning stages (``_pretrained.base_flags``: LoRA rank 8 on a frozen bf16 base, activation checkpointing,
+packing into rows of 512 tokens). ``--responses N`` answers the first N test entries only (the loss is still
+scored on all 110).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _pretrained import DATA, ROOT, pretrained_base  # noqa: E402
+from _pretrained import DATA, ROOT, base_flags, describe_imported, pretrained_base  # noqa: E402
 
 INSTRUCTIONS = DATA / "instructions" / "instruction-data.json"
 
@@ -47,10 +54,23 @@ def main() -> None:
     ap.add_argument("--responses", type=int, default=110, help="test prompts answered before and after")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-iters", type=int, default=0, help="fine-tuning steps at most (0: --epochs alone)")
+    ap.add_argument("--evals", type=int, default=2, help="held-out evaluations after the one at step 0")
+    ap.add_argument(
+        "--base", type=Path, default=None, help="fine-tune this imported model instead (see above)"
+    )
+    ap.add_argument("--work", type=Path, default=ROOT / "instruct", help="where the data and the run go")
     a = ap.parse_args()
 
-    base = pretrained_base("gutenberg", a.base_minutes, a.threads)
-    work = ROOT / "instruct"
+    if a.base is not None:
+        from ownlm.finetune.sft import SFTConfig
+
+        base, template, extra = a.base, "auto", base_flags(a.base, SFTConfig)
+        print(describe_imported(a.base) + "; " + " ".join(extra))
+    else:
+        base, template, extra = pretrained_base("gutenberg", a.base_minutes, a.threads), "alpaca", []
+    work = a.work
     work.mkdir(parents=True, exist_ok=True)
     train, test, val = book_split(json.loads(INSTRUCTIONS.read_text(encoding="utf-8")))
     for name, part in (("train", train), ("test", test), ("val", val)):
@@ -61,11 +81,11 @@ def main() -> None:
     out = work / "ft"
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "ownlm", "finetune", "sft", str(base), "--data", str(work / "train.json"),
-           "--val-data", str(work / "test.json"), "--out", str(out), "--template", "alpaca",
-           "--epochs", str(a.epochs), "--lr", str(a.lr), "--min-lr", str(a.lr / 10), "--batch-size", "8",
+           "--val-data", str(work / "test.json"), "--out", str(out), "--template", template,
+           "--epochs", str(a.epochs), "--max-iters", str(a.max_iters), "--lr", str(a.lr), "--min-lr", str(a.lr / 10), "--batch-size", str(a.batch_size),
            "--responses", str(a.responses), "--max-new-tokens", str(a.max_new_tokens), "--eval-iters", "100000",
-           "--evals", "2", "--threads", str(a.threads), "--seed", "1337", "--no-progress",
-           "--keep-checkpoints", "1"]  # fmt: skip
+           "--evals", str(a.evals), "--no-restore-best", "--threads", str(a.threads), "--seed", "1337", "--no-progress",
+           "--keep-checkpoints", "1", *extra]  # fmt: skip
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0

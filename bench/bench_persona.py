@@ -23,6 +23,20 @@ replies. ``--people N`` repeats the comparison for the N eligible speakers with 
     python bench/bench_persona.py                       # 8-minute base (reused when present), 60 steps each
     python bench/bench_persona.py --base-minutes 12 --people 8
     python bench/bench_persona.py --steps 100 --person PETRUCHIO
+    python bench/bench_persona.py --base smol/ --person PETRUCHIO --steps 8 --then-steps 4 --control \
+        --batch-size 1 --style-replies 14 --work /tmp/persona-smol
+
+``--base DIR`` fine-tunes an imported model (``ownlm import``, e.g. SmolLM2-135M-Instruct) instead of the
+tinyshakespeare base, in its own chat template (``--template auto``) and with the settings ``ownlm build --base``
+gives its fine-tuning stages (``_pretrained.base_flags``: LoRA rank 8 on a frozen bf16 base, activation
+checkpointing, examples packed into rows of 512 tokens — so a step is ``--batch-size`` rows of 512 tokens). Its
+runs are not evaluated while they train: every model is scored afterwards, as ``ownlm eval`` scores it (the loss
+per token of each held-out example's final reply and its end-of-turn token).
+
+``--style-replies N`` adds the "sounds like them" score of ``ownlm persona score``: a character n-gram style
+classifier trained on the training period (the person's replies against everyone else's, ``ownlm persona
+--others``) applied to each model's sampled reply (≤ ``--max-new-tokens`` tokens, seed 0) to the person's latest N
+held-out contexts, beside its rate on the real replies.
 """
 
 from __future__ import annotations
@@ -107,42 +121,67 @@ def everyone_examples(convs: list[dict], before: str, context_turns: int) -> lis
 
 def finetune(base: Path, out: Path, data: list[str], val: list[str], a, steps: int = 0) -> dict:
     """``ownlm finetune sft`` with the benchmark's budget (``steps``, default ``--steps``); the first and last
-    metrics records, and the wall seconds."""
+    metrics records (scored on ``val``, or a persona folder's own), and the wall seconds. From an imported base
+    (``a.base``): its template and ``build --base``'s settings, and no evaluation during the run (``val`` is
+    ignored; a persona folder is read as its ``train.jsonl``): ``before`` and ``after`` are then None."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    extra = ["--val-data", *val] if val else []
-    ownlm("finetune", "sft", str(base), "--data", *data, *extra, "--out", str(out), "--template", "chatml",
-          "--max-iters", str(steps or a.steps), "--lr", str(a.lr), "--min-lr", str(a.lr / 10), "--batch-size", "8",
-          "--responses", "0", "--eval-iters", "100000", "--evals", "2", "--threads", str(a.threads),
-          "--seed", "1337", "--no-progress", "--keep-checkpoints", "1")  # fmt: skip
+    if a.base:
+        data = [str(Path(d) / "train.jsonl") if Path(d).is_dir() else d for d in data]
+        extra = ["--template", "auto", "--val-fraction", "0", "--evals", "1", *a.base_flags]
+    else:
+        extra = ["--val-data", *val] if val else []
+        extra += ["--template", "chatml", "--evals", "2"]
+    ownlm("finetune", "sft", str(base), "--data", *data, *extra, "--out", str(out),
+          "--max-iters", str(steps or a.steps), "--lr", str(a.lr), "--min-lr", str(a.lr / 10),
+          "--batch-size", str(a.batch_size), "--responses", "0", "--eval-iters", "100000", "--threads", str(a.threads),
+          "--seed", "1337", "--no-progress", "--keep-checkpoints", "1", "--no-restore-best")  # fmt: skip
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     scored = [r for r in rows if r.get("val_loss") is not None]
-    return {"before": scored[0], "after": scored[-1], "wall_s": time.perf_counter() - t0}
+    first, last = (scored[0], scored[-1]) if scored else (None, None)
+    return {"before": first, "after": last, "wall_s": time.perf_counter() - t0}
 
 
 def per_reply_losses(run: Path, examples: list[dict]) -> np.ndarray:
-    """(n, 2): each held-out reply's summed masked loss and its scored tokens, under the run's model, encoded
-    exactly as ``ownlm finetune sft`` scores them (``encode_examples``, truncated to the context)."""
-    import torch
-    import torch.nn.functional as F
+    """(n, 2): each held-out reply's summed loss and its scored tokens under the run's model, as ``ownlm eval``
+    and the fine-tuning's held-out loss score them (the final reply and its end-of-turn token, fp32)."""
+    from ownlm.finetune.score import score_examples
 
-    from ownlm.finetune.sft import encode_examples
-    from ownlm.model.checkpoint import load_model, resolve_checkpoint
-    from ownlm.tokenizer.chat import load_template
+    rows, _, dropped = score_examples(str(run), examples, True)
+    assert not dropped and len(rows) == len(examples), "a held-out reply does not fit the context"
+    return np.asarray([(r["loss"] * r["tokens"], r["tokens"]) for r in rows])
 
-    model, tok, _ = load_model(run)
-    template = load_template(resolve_checkpoint(run))
-    enc = encode_examples(examples, template, tok, model.config.block_size + 1, "truncate")
-    out = []
-    with torch.no_grad():
-        for ids, mask in zip(enc.ids, enc.mask):
-            logits = model(torch.from_numpy(ids[None, :-1]))[0][0]  # (T, V)
-            ce = F.cross_entropy(logits.float(), torch.from_numpy(ids[1:]), reduction="none")
-            m = torch.from_numpy(mask[1:].astype(np.float32))
-            out.append((float((ce * m).sum()), float(m.sum())))
-    return np.asarray(out)
+
+def style_rates(runs: dict[str, Path], folder: Path, val: list[dict], a) -> dict[str, float]:
+    """The share of each model's sampled replies (and of the real ones, ``"real"``) to the person's latest
+    ``a.style_replies`` held-out contexts that the style classifier of ``ownlm persona score`` calls the
+    person's."""
+    from ownlm.chat import load_chat_model, sample_replies
+    from ownlm.finetune.persona_score import _last_replies, person_probability, style_classifier
+    from ownlm.runtime.sampling import SamplingConfig
+
+    clf = style_classifier(_last_replies(folder / "train.jsonl"), _last_replies(folder / "others.jsonl"))
+    chosen = val[-a.style_replies :]
+    texts = {"real": [ex["messages"][-1]["content"] for ex in chosen]}
+    from ownlm.errors import UserError
+
+    for name, run in runs.items():
+        try:
+            model, tok, template = load_chat_model(str(run))
+        except UserError:  # a base that is not a chat model (the tinyshakespeare one): nothing to sample
+            continue
+        sampling = SamplingConfig(max_new_tokens=a.max_new_tokens, seed=0)
+        texts[name] = [
+            r["reply"] for r in sample_replies(model, tok, template, chosen, sampling, 0, progress=False)
+        ]
+    rates = {name: float(np.mean([p > 0.5 for p in person_probability(clf, t)])) for name, t in texts.items()}
+    for name, t in texts.items():
+        print(
+            f"  style: {name:<9} {rates[name]:.2f} of {len(t)} replies called the person's; first: {t[0][:100]!r}"
+        )
+    return rates
 
 
 def paired_bootstrap(
@@ -174,12 +213,33 @@ def main() -> None:
     ap.add_argument(
         "--control", action="store_true", help="with --then-steps: everyone's model for as many steps"
     )
+    ap.add_argument(
+        "--batch-size", type=int, default=8, help="fine-tuning batch (rows of 512 tokens with --base)"
+    )
+    ap.add_argument(
+        "--base", type=Path, default=None, help="fine-tune this imported model instead (see above)"
+    )
+    ap.add_argument(
+        "--style-replies", type=int, default=0, help="held-out contexts answered for the style score"
+    )
+    ap.add_argument(
+        "--max-new-tokens", type=int, default=48, help="longest sampled reply for the style score"
+    )
+    ap.add_argument("--work", type=Path, default=ROOT / "persona", help="scratch folder of the runs")
     a = ap.parse_args()
 
     from ownlm.io import write_jsonl
 
-    base = pretrained_base("shakespeare", a.base_minutes, a.threads)
-    work = ROOT / "persona"
+    if a.base is not None:
+        from _pretrained import base_flags, describe_imported
+
+        from ownlm.finetune.sft import SFTConfig
+
+        base, a.base_flags = a.base, base_flags(a.base, SFTConfig)
+        print(describe_imported(a.base) + "; " + " ".join(a.base_flags))
+    else:
+        base = pretrained_base("shakespeare", a.base_minutes, a.threads)
+    work = a.work
     work.mkdir(parents=True, exist_ok=True)
     text = SHAKESPEARE.read_text(encoding="utf-8")
     convs = play_conversations(text)
@@ -238,7 +298,7 @@ def one_person(
     folder = work / f"persona-{tag}"
     shutil.rmtree(folder, ignore_errors=True)  # the benchmark's own scratch folder, rebuilt each run
     ownlm("persona", str(work / "plays.jsonl"), "--person", *person, "--out", str(folder),
-          "--context-turns", str(a.context_turns), "--val-fraction", "0.1")  # fmt: skip
+          "--context-turns", str(a.context_turns), "--val-fraction", "0.1", "--others")  # fmt: skip
     val = [json.loads(line) for line in (folder / "val.jsonl").read_text().splitlines() if line]
     train = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines() if line]
     cutoff = min(ex["time"] for ex in val)
@@ -247,17 +307,22 @@ def one_person(
     n_msgs = sum(len(c["messages"]) for c in convs)
     print(f"\n{len(convs):,} conversations, {n_msgs:,} speeches; person {' / '.join(person)}: {len(train)} training "
           f"replies, {len(val)} held out (from {cutoff}); everyone: {len(everyone):,} replies of all speakers "
-          f"before that; {a.steps} steps x batch 8 each, lr {a.lr:g}, {a.threads} threads")  # fmt: skip
+          f"before that; {a.steps} steps x batch {a.batch_size} each, lr {a.lr:g}, {a.threads} threads")  # fmt: skip
     val_files = [str(folder / "val.jsonl")]
     res_everyone = finetune(
         base, work / f"ft-everyone-{tag}", [str(work / f"everyone-{tag}.jsonl")], val_files, a
     )
     res_persona = finetune(base, work / f"ft-persona-{tag}", [str(folder)], [], a)
-    base_loss = res_persona["before"]["val_loss"]
-    check = res_everyone["before"]["val_loss"]
-    assert abs(base_loss - check) < 1e-3, f"the two runs scored the base differently: {base_loss} vs {check}"
-    ev, pe = res_everyone["after"]["val_loss"], res_persona["after"]["val_loss"]
-    tokens = res_persona["before"].get("val_tokens")
+    ours = per_reply_losses(work / f"ft-persona-{tag}", val)
+    theirs = per_reply_losses(work / f"ft-everyone-{tag}", val)
+    base_rows = per_reply_losses(base, val)
+    pooled = lambda x: float(x[:, 0].sum() / x[:, 1].sum())  # noqa: E731
+    base_loss, ev, pe = pooled(base_rows), pooled(theirs), pooled(ours)
+    if not a.base:  # the runs' own held-out loss is the same number
+        check = res_persona["after"]["val_loss"]
+        assert abs(check - pe) < 1e-3, f"per-reply scoring disagrees with the run's: {pe} vs {check}"
+    tokens = int(base_rows[:, 1].sum())
+    chars = sum(len(ex["messages"][-1]["content"]) for ex in val)
     print(f"masked loss on {person[0]}'s {len(val)} held-out replies ({tokens} scored tokens):")
     print(f"  base                      {base_loss:.4f}")
     print(f"  fine-tuned on everyone    {ev:.4f}   ({res_everyone['wall_s']:.0f} s)")
@@ -265,26 +330,23 @@ def one_person(
     best = pe < ev and pe < base_loss
     print(f"persona margin: {ev - pe:+.4f} nats/token vs everyone, {base_loss - pe:+.4f} vs base; "
           f"target (persona best): {'met' if best else 'missed'}")  # fmt: skip
-    ours = per_reply_losses(work / f"ft-persona-{tag}", val)
-    theirs = per_reply_losses(work / f"ft-everyone-{tag}", val)
-    assert abs(ours[:, 0].sum() / ours[:, 1].sum() - pe) < 1e-3, "per-reply scoring disagrees with the run's"
     margin, lo, hi = paired_bootstrap(theirs, ours)
     wins = int((theirs[:, 0] / theirs[:, 1] > ours[:, 0] / ours[:, 1]).sum())
     print(f"paired bootstrap over the {len(ours)} replies: margin {margin:+.4f} nats/token, 95 % interval "
           f"[{lo:+.4f}, {hi:+.4f}]; the persona model is better on {wins} of {len(ours)} replies")  # fmt: skip
-    row = {"person": person, "train": len(train), "val": len(val), "val_tokens": tokens,
+    row = {"person": person, "train": len(train), "val": len(val), "val_tokens": tokens, "val_chars": chars,
            "everyone_examples": len(everyone), "steps": a.steps, "base": base_loss, "everyone": ev, "persona": pe,
            "target_met": best, "margin_ci95": [lo, hi], "replies_won": wins}  # fmt: skip
+    runs = {"everyone": work / f"ft-everyone-{tag}", "persona": work / f"ft-persona-{tag}"}
     then = None
     if a.then_steps:  # everyone's replies first, then the person's: the general dialogue, then the voice
-        res_then = finetune(
-            work / f"ft-everyone-{tag}", work / f"ft-then-{tag}", [str(folder)], [], a, a.then_steps
-        )
+        finetune(work / f"ft-everyone-{tag}", work / f"ft-then-{tag}", [str(folder)], [], a, a.then_steps)
         then = per_reply_losses(work / f"ft-then-{tag}", val)
+        runs["then"] = work / f"ft-then-{tag}"
         tm, tlo, thi = paired_bootstrap(theirs, then)
         twins = int((theirs[:, 0] / theirs[:, 1] > then[:, 0] / then[:, 1]).sum())
-        row.update(then=res_then["after"]["val_loss"], then_margin_ci95=[tlo, thi], then_replies_won=twins)
-        print(f"  everyone, then {a.then_steps} steps on {person[0]}: {res_then['after']['val_loss']:.4f}; margin over "
+        row.update(then=pooled(then), then_margin_ci95=[tlo, thi], then_replies_won=twins)
+        print(f"  everyone, then {a.then_steps} steps on {person[0]}: {pooled(then):.4f}; margin over "
               f"everyone {tm:+.4f} [{tlo:+.4f}, {thi:+.4f}], better on {twins} of {len(then)} replies")  # fmt: skip
     control = None
     if (
@@ -294,8 +356,19 @@ def one_person(
         everyone_files = [str(work / f"everyone-{tag}.jsonl")]
         res_ctrl = finetune(base, work / f"ft-control-{tag}", everyone_files, val_files, a, steps)
         control = per_reply_losses(work / f"ft-control-{tag}", val)
-        row.update(control=res_ctrl["after"]["val_loss"])
-        print(f"  everyone for {steps} steps (control): {res_ctrl['after']['val_loss']:.4f}")
+        runs["control"] = work / f"ft-control-{tag}"
+        cm, clo, chi = paired_bootstrap(control, then)
+        cwins = int((control[:, 0] / control[:, 1] > then[:, 0] / then[:, 1]).sum())
+        row.update(control=pooled(control), then_vs_control=cm, then_vs_control_ci95=[clo, chi],
+                   then_vs_control_won=cwins)  # fmt: skip
+        print(f"  everyone for {steps} steps (control): {pooled(control):.4f} ({res_ctrl['wall_s']:.0f} s); everyone "
+              f"then {person[0]} against it: {cm:+.4f} [{clo:+.4f}, {chi:+.4f}], better on {cwins} of {len(then)}")  # fmt: skip
+    row["nats_per_char"] = {name: float(x[:, 0].sum() / chars) for name, x in
+                            (("base", base_rows), ("everyone", theirs), ("persona", ours), ("then", then),
+                             ("control", control)) if x is not None}  # fmt: skip
+    print("  nats per reply character: " + ", ".join(f"{k} {v:.4f}" for k, v in row["nats_per_char"].items()))
+    if a.style_replies:
+        row["style"] = style_rates({"base": base, **runs}, folder, val, a)
     print(json.dumps(row))
     for run in ("everyone", "persona", "then", "control"):
         shutil.rmtree(
