@@ -205,7 +205,7 @@ def main() -> None:
             results[f"seed_{seed}"] = {"baseline": baselines("downsample", seed),
                                        "pretrained": finetune("pretrained-balanced", base, "downsample", a, seed),
                                        "random": finetune("random-balanced", rand, "downsample", a, seed)}  # fmt: skip
-    (WORK / "results.json").write_text(json.dumps(results, indent=1))
+    (WORK / "results.json").write_text(json.dumps(results, indent=1, default=str))
     _print_tables(results, a)
 
 
@@ -227,7 +227,8 @@ def _print_tables(results: dict, a) -> None:
         print(
             "\nbalanced, test accuracy by seed (each seed: its own split, down-sampling, head start, batch order)"
         )
-        print(f"{'seed':>6} {'TF-IDF words':>13} {'TF-IDF chars':>13} {'pretrained':>11} {'random':>8}")
+        ours = "imported" if a.base else "pretrained"
+        print(f"{'seed':>6} {'TF-IDF words':>13} {'TF-IDF chars':>13} {ours:>11} {'random':>8}")
         first = {"baseline": results["baseline_balanced"], "pretrained": results["ownlm_pretrained"],
                  "random": results.get("ownlm_random")}  # fmt: skip
         for seed in [SEED, *a.seeds]:
