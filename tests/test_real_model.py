@@ -141,3 +141,29 @@ def test_generate_chat_renders_the_template_and_prints_the_reply_alone(smol, cap
     assert cli(args) == 0
     out = capsys.readouterr().out
     assert "Paris" in out and "What is the capital" not in out and "<|im_end|>" not in out
+
+
+@pytest.mark.slow
+def test_lora_sft_at_batch_8_by_512_peaks_under_1_5_gb_for_the_whole_command(smol, tmp_path):
+    """The issue's memory goal, measured as the kernel counts it (peak resident set of the whole process)."""
+    import json
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    words = "the a river stone light morning garden letter window music winter road city friend".split()
+    data = [{"instruction": f"Write a few lines about {w}.", "input": "", "output": " ".join(rng.choice(words, 200))}
+            for w in words * 6]  # fmt: skip
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    code = ("import resource, sys\nfrom ownlm.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)")  # fmt: skip
+    args = ["finetune", "sft", str(smol), "--data", str(tmp_path / "data.json"), "--lora-rank", "8",
+            "--base-dtype", "bf16", "--checkpoint-activations", "--pack", "--max-length", "512", "--batch-size",
+            "8", "--max-iters", "1", "--val-fraction", "0", "--responses", "0", "--no-progress",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": src}, timeout=1800)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak = int(proc.stdout.split("maxrss_kb")[-1]) * 1024  # Linux counts ru_maxrss in KiB
+    assert peak < 1.5e9, f"peak {peak / 1e9:.2f} GB"

@@ -235,3 +235,45 @@ def test_clean_stale_temps_removes_dead_writers_leftovers_only(tmp_path):
 def test_marker_names_the_kind(tmp_path):
     mark_output(tmp_path, "ownlm-corpus")
     assert json.loads((tmp_path / OUTPUT_MARKER).read_text())["kind"] == "ownlm-corpus"
+
+
+# ---------------------------------------------------------------------------------------------- safetensors
+
+
+def test_safetensors_written_and_read_one_tensor_at_a_time_round_trip_with_the_reference_library(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ownlm.io import read_safetensors, write_safetensors
+
+    torch.manual_seed(0)
+    tensors = {"a": torch.randn(3, 5), "b": torch.randn(7).to(torch.bfloat16), "c": torch.arange(4),
+               "empty": torch.zeros(0, 3), "flag": torch.tensor([True, False])}  # fmt: skip
+    write_safetensors(tmp_path / "ours.safetensors", tensors, metadata={"format": "x"})
+    save_file(tensors, tmp_path / "theirs.safetensors")
+    for name in ("ours", "theirs"):  # each reader reads each writer's file
+        path = tmp_path / f"{name}.safetensors"
+        for read in (dict(read_safetensors(path)), load_file(path)):
+            assert read.keys() == tensors.keys()
+            for k, v in tensors.items():
+                assert read[k].dtype == v.dtype and torch.equal(read[k], v), (name, k)
+    assert [k for k, _ in read_safetensors(tmp_path / "ours.safetensors", ["c", "a"])] == ["c", "a"]
+
+
+def test_a_damaged_safetensors_file_is_a_user_error_naming_it(tmp_path):
+    import torch
+
+    from ownlm.io import read_safetensors, write_safetensors
+
+    path = tmp_path / "m.safetensors"
+    write_safetensors(path, {"w": torch.ones(64, 64)})
+    data = path.read_bytes()
+    cases = {"truncated": data[:-100], "no header": b"\xff" * 16, "empty": b"",
+             "offsets": data.replace(b"[0,16384]", b"[0,99999]")}  # fmt: skip
+    for blob in cases.values():
+        path.write_bytes(blob)
+        with pytest.raises(UserError, match="m.safetensors"):
+            dict(read_safetensors(path))
+    path.write_bytes(data)
+    with pytest.raises(UserError, match="no tensor 'x'"):
+        dict(read_safetensors(path, ["x"]))

@@ -332,6 +332,28 @@ def test_lora_on_a_bf16_base_trains_fp32_adapters(base, tmp_path):
     assert load_model(out)[0](torch.randint(0, 256, (1, 8)))[0].isfinite().all()
 
 
+def test_a_frozen_base_is_read_straight_into_bf16_and_partial_training_keeps_fp32(base):
+    from ownlm.finetune.common import frozen_layout, store_frozen
+    from ownlm.model.adapt import AdaptConfig
+    from ownlm.model.lora import adapt_model
+
+    original = load_file(base / "model" / "model.safetensors")
+    for adapt in (AdaptConfig(lora_rank=4, lora_targets=["all"], base_dtype="bf16"),
+                  AdaptConfig(train_layers="1", base_dtype="bf16")):  # fmt: skip
+        direct, _, _ = load_model(base / "model", merge_lora=False, prepare=frozen_layout(adapt))
+        cast, _, _ = load_model(base / "model", merge_lora=False)  # the old way: fp32, then cast
+        for m in (direct, cast):
+            adapt_model(m, adapt)
+            store_frozen(m, "bf16")
+        a, b = direct.state_dict(), cast.state_dict()
+        assert a.keys() == b.keys()
+        for k in original:  # the same dtype and the same values as loading in fp32 and casting
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), (adapt, k)
+        assert {a[k].dtype for k in original} == {torch.bfloat16, torch.float32}
+        assert a["transformer.wte.weight"].dtype == torch.float32  # the tied head stays fp32
+    assert frozen_layout(AdaptConfig(lora_rank=4)) is None  # fp32: nothing to plan
+
+
 def test_base_dtype_needs_frozen_weights(base, tmp_path, capsys):
     args = ["finetune", "sft", str(base / "model"), "--data", str(base / "data.json"), "--out", str(tmp_path / "x"),
             "--base-dtype", "bf16", *FAST[:2], "--no-progress"]  # fmt: skip

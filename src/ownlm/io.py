@@ -172,6 +172,62 @@ def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str
                 f.write(memoryview(t.view(-1).view(torch.uint8).numpy()))
 
 
+def read_safetensors(
+    path: str | os.PathLike, names: Iterable[str] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """``(name, tensor)`` for each tensor of a ``.safetensors`` file (or those in ``names``), read one at a time
+    with ordinary file reads into a fresh tensor of the stored dtype. Unlike a memory-mapped read, the file's
+    pages never count in the process's memory, and only the tensor being read exists besides the caller's copy.
+    A damaged file (header, dtype, offsets) is a ``UserError`` naming it."""
+    import torch  # here, not at the top: io serves commands that never load torch
+
+    path = Path(path)
+    header, start, size = safetensors_header(path)
+    by_kind = {v: getattr(torch, k) for k, v in SAFETENSORS_DTYPES.items()}
+    with open(path, "rb") as f:
+        for name in sorted(set(header) - {"__metadata__"}) if names is None else names:
+            entry = header.get(name)
+            if name == "__metadata__" or not isinstance(entry, dict):
+                raise UserError(f"{path}: no tensor {name!r} in the file")
+            try:
+                dtype, shape, (a, b) = (
+                    by_kind[entry["dtype"]],
+                    [int(n) for n in entry["shape"]],
+                    entry["data_offsets"],
+                )
+                t = torch.empty(shape, dtype=dtype)
+                ok = 0 <= a <= b <= size - start and b - a == t.numel() * t.element_size()
+            except (KeyError, TypeError, ValueError, RuntimeError):
+                ok = False
+            if not ok:
+                raise UserError(f"{path}: tensor {name!r} has a damaged entry in the header ({entry}); "
+                                "the file is damaged, write it again")  # fmt: skip
+            if t.numel():
+                f.seek(start + a)
+                if f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy())) != b - a:
+                    raise UserError(f"{path}: the file ends inside tensor {name!r}; it is truncated")
+            yield name, t
+
+
+def safetensors_header(path: str | os.PathLike) -> tuple[dict, int, int]:
+    """``(header, where the data starts, file size)`` of a ``.safetensors`` file; a ``UserError`` if it has none."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n > min(size - 8, 100 << 20):
+                raise ValueError("header length out of range")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not an object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a safetensors file ({e})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read weights ({e.strerror or e})") from None
+    return header, 8 + n, size
+
+
 # Deeper JSON is refused: no format of ours nests past a dozen levels, and Python's parser (and every
 # recursive walk of its result) would hit the interpreter's recursion limit near 1,000.
 MAX_JSON_DEPTH = 256

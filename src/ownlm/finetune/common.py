@@ -17,11 +17,12 @@ from ownlm.model.checkpoint import load_model, resolve_checkpoint
 from ownlm.model.resize import fit_vocab
 
 
-def load_base(base: str, resume_folder: Path | None, kinds=("lm", "lm+lora")):
+def load_base(base: str, resume_folder: Path | None, kinds=("lm", "lm+lora"), prepare=None):
     """(model, tokenizer, folder) of the base (or of the checkpoint a resumed run continues). A fresh run merges
-    LoRA adapters the base may carry; a resumed one keeps its own adapters separate, to train on."""
+    LoRA adapters the base may carry; a resumed one keeps its own adapters separate, to train on. ``prepare``:
+    see ``load_model`` (``frozen_layout`` reads a frozen base straight into bf16)."""
     folder = resolve_checkpoint(resume_folder or base)
-    model, tok, _ = load_model(folder, merge_lora=resume_folder is None, kinds=kinds)
+    model, tok, _ = load_model(folder, merge_lora=resume_folder is None, kinds=kinds, prepare=prepare)
     if tok is None:
         raise UserError(
             f"{folder}: the model has no tokenizer.json; fine-tuning needs the tokenizer it was trained with"
@@ -62,6 +63,30 @@ def store_frozen(model, dtype: str) -> int:
             saved += p.numel() * (p.element_size() - torch.empty((), dtype=target).element_size())
             p.data = p.data.to(target)
     return saved
+
+
+def frozen_layout(adapt):
+    """A ``prepare`` hook for ``load_model``: give the still-empty (meta) model the dtypes that ``adapt_model``
+    then ``store_frozen(model, adapt.base_dtype)`` would leave its weights in, so each frozen weight is read from the file
+    straight into bf16 — the base never exists in fp32 beside its bf16 copy. None for ``--base-dtype fp32``."""
+    dtype = adapt.base_dtype
+    if dtype == "fp32":
+        return None
+
+    def prepare(model) -> None:
+        import copy
+
+        from ownlm.model.lora import adapt_model
+
+        probe = copy.deepcopy(model)  # on the meta device: no memory, and the real model stays unadapted
+        adapt_model(probe, adapt)
+        store_frozen(probe, dtype)
+        planned = {k: v.dtype for k, v in probe.state_dict(keep_vars=True).items()}
+        for name, p in model.named_parameters():
+            if name in planned and planned[name] != p.dtype:
+                p.data = p.data.to(planned[name])
+
+    return prepare
 
 
 def frozen_autocast(model):

@@ -37,7 +37,7 @@ import numpy as np
 
 from ownlm.config import opt, validate
 from ownlm.errors import UserError
-from ownlm.finetune.common import load_base, match_vocab, store_frozen
+from ownlm.finetune.common import frozen_layout, load_base, match_vocab, store_frozen
 from ownlm.finetune.dpo_data import (
     EncodedPairs,
     conversations,
@@ -398,7 +398,7 @@ def make_task(cfg: DPOConfig, run: Run) -> Prepared:
     from ownlm.model.lora import adapt_model
 
     tc, resume, rank, world, device, out = cfg.train, run.resume, run.rank, run.world, run.device, run.out
-    model, tok, folder = load_base(cfg.base, run.folder)
+    model, tok, folder = load_base(cfg.base, run.folder, prepare=frozen_layout(cfg.adapt))
     base_n_vocab = tok.n_vocab
     template, tok, train_pairs, val_pairs = prepare(cfg, tok, folder)
     match_vocab(model, base_n_vocab, tok, run.folder)

@@ -37,7 +37,7 @@ import numpy as np
 
 from ownlm.config import opt, to_dict, validate
 from ownlm.errors import UserError
-from ownlm.finetune.common import frozen_autocast, load_base, match_vocab, store_frozen
+from ownlm.finetune.common import frozen_autocast, frozen_layout, load_base, match_vocab, store_frozen
 from ownlm.finetune.data import load_examples, load_persona_split, split_examples
 from ownlm.io import iter_jsonl, removed_on_failure, write_jsonl, write_text
 from ownlm.model.adapt import AdaptConfig
@@ -46,6 +46,7 @@ from ownlm.model.run import RunFolder
 from ownlm.runtime.decode import generate
 from ownlm.tokenizer.chat import add_special_tokens, get_template, load_template, save_template
 from ownlm.train.config import TrainingConfig, fine_tuning_defaults
+from ownlm.train.device import return_freed_memory
 from ownlm.train.driver import Prepared, Run, run_training
 from ownlm.train.trainer import RunContext, Task
 
@@ -473,7 +474,9 @@ def make_task(cfg: SFTConfig, run: Run) -> Prepared:
     tc, resume, rank, world = cfg.train, run.resume, run.rank, run.world
     if resume:
         check_resume_settings(cfg, run.state)
-    model, tok, folder = load_base(cfg.base, run.folder)
+    if tc.checkpoint_activations:  # the low-memory mode gives freed memory back from the start (loading too)
+        return_freed_memory()
+    model, tok, folder = load_base(cfg.base, run.folder, prepare=frozen_layout(cfg.adapt))
     base_n_vocab = tok.n_vocab
     template, tok, train_ex, val_ex, counts = prepare(cfg, tok, folder)
     match_vocab(model, base_n_vocab, tok, run.folder)

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from ownlm.errors import UserError
-from ownlm.io import read_json, write_json, write_safetensors
+from ownlm.io import read_json, read_safetensors, safetensors_header, write_json, write_safetensors
 from ownlm.model.kinds import get as get_kind
 from ownlm.model.kinds import kind_of, unwrap
 from ownlm.model.run import WEIGHTS, RunFolder
@@ -140,16 +140,22 @@ def check_shapes(weights: Path, expected: dict[str, tuple]) -> None:
                             "(was config.json edited?)")  # fmt: skip
 
 
-def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("lm", "lm+lora")):
+def load_model(
+    path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("lm", "lm+lora"), prepare=None
+):
     """``(model, tokenizer or None, GPTConfig)`` from a checkpoint or run folder, in eval mode.
 
     LoRA adapters are merged into the weights (``merge_lora=False`` keeps them separate, to train on).
     ``kinds``: what the caller can use; another kind is a ``UserError`` naming what the folder holds. A kind
     that a task package registered (``classifier``) is built by that package's ``build`` hook (import the
-    package first); its config is the trunk's."""
+    package first); its config is the trunk's.
+
+    The weights are read one tensor at a time into the model's own tensors, each cast on the way: the process
+    holds the model once plus one tensor of the file, not the file's whole state dict beside the model.
+    ``prepare(model)`` runs on the model while it is still on the meta device, before anything is allocated: it
+    may give parameters another dtype (``ownlm.finetune.common.frozen_layout`` keeps a frozen base in bf16), and
+    the file's tensors are read straight into it."""
     import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     from ownlm.model.gpt import GPT, GPTConfig
     from ownlm.model.lora import load_adapter
@@ -174,20 +180,22 @@ def load_model(path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("
             model = kind.build(model, meta, folder)
     gpt, head_key = kind.gpt(model), kind.prefix() + "lm_head.weight"
     check_shapes(folder / WEIGHTS, {k: tuple(v.shape) for k, v in model.state_dict().items()})
-    try:
-        state = load_file(folder / WEIGHTS, device=str(device))
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{folder / WEIGHTS}: cannot read weights ({e})") from None
-    if cfg.tie_embeddings:
-        state.pop(head_key, None)
+    wanted = set(model.state_dict()) - ({head_key} if cfg.tie_embeddings else set())  # persistent tensors
+    header, _, _ = safetensors_header(folder / WEIGHTS)
+    stored = set(header) - {"__metadata__"} - ({head_key} if cfg.tie_embeddings else set())
+    missing, unexpected = sorted(wanted - stored), sorted(stored - wanted)
+    if missing or unexpected:
+        raise UserError(f"{folder / WEIGHTS}: weights do not match config.json "
+                        f"(missing {missing[:5]}, unexpected {unexpected[:5]})")  # fmt: skip
+    if prepare is not None:
+        prepare(model)
     model.to_empty(device=device)
     if cfg.tie_embeddings:
         gpt.lm_head.weight = gpt.transformer.wte.weight  # to_empty un-ties; tie again
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not (cfg.tie_embeddings and k == head_key)]
-    if missing or result.unexpected_keys:
-        raise UserError(f"{folder / WEIGHTS}: weights do not match config.json "
-                        f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})")  # fmt: skip
+    targets = model.state_dict(keep_vars=True)  # the model's own tensors, by name
+    with torch.no_grad():
+        for key, tensor in read_safetensors(folder / WEIGHTS, sorted(stored)):
+            targets[key].copy_(tensor)  # one tensor at a time, cast into the model's dtype
     gpt.reset_buffers()
     if (folder / "adapter.json").is_file():
         load_adapter(folder, model)

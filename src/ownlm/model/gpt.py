@@ -391,7 +391,9 @@ class GPT(nn.Module):
         # activation checkpointing (Chen et al. 2016): training keeps one tensor per block, not every
         # intermediate, and recomputes a block's forward during backward — ~30 % more compute, far less memory
         self.checkpoint_activations = False
-        self.head_chunk = 1024  # positions whose logits exist at once when checkpointing activations
+        # positions whose logits exist at once when checkpointing activations: about 8M logits (32 MB in fp32;
+        # the cross-entropy's forward and backward hold a few such tensors), 170 positions of a 49k vocabulary
+        self.head_chunk = max(64, (1 << 23) // cfg.vocab_size)
         # scored_only's loss through head_loss_sum (gradient of the logits computed in the forward pass, no fp32
         # logits); False: the plain F.cross_entropy path (the same loss, for comparison)
         self.fused_head_loss = True

@@ -132,7 +132,9 @@ class LoRALinear(nn.Linear):
         return new
 
     def _new_lora_parameters(self) -> None:
-        kw = dict(device=self.weight.device, dtype=self.weight.dtype)
+        # fp32 over a bf16 (or int8) frozen base, as QLoRA keeps its adapters over a 4-bit one
+        dtype = self.weight.dtype if self.weight.dtype in (torch.float32, torch.float64) else torch.float32
+        kw = dict(device=self.weight.device, dtype=dtype)
         self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **kw))  # (r, in)
         self.lora_B = nn.Parameter(torch.empty(self.out_features, self.rank, **kw))  # (out, r)
         self.reset_lora_parameters()
