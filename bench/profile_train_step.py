@@ -1,7 +1,9 @@
 """Where a training step's time goes: torch.profiler over ownlm's step on the 124M shape, grouped by part.
 
 One step as ``ownlm pretrain`` runs it (forward under ``--dtype``'s autocast, the summed loss through the fused
-head, backward, gradient clipping, AdamW; ``--plain-loss`` for cross-entropy over fp32 logits), profiled for a few steps after a warm-up. Each operator's *self* time goes to one part:
+head, backward, gradient clipping, AdamW, with the Trainer's ``keep_freed_memory``; ``--plain-loss`` for
+cross-entropy over fp32 logits, ``--glibc-defaults`` for malloc's own settings), profiled for a few steps after a
+warm-up. Each operator's *self* time goes to one part:
 
 - ``matmul``: the linear layers and the output head (``addmm``, ``mm``, ``bmm``, ``linear``'s products);
 - ``attention``: ``scaled_dot_product_attention``'s fused kernel, forward and backward;
@@ -61,16 +63,19 @@ def main() -> None:
     ap.add_argument(
         "--plain-loss", action="store_true", help="F.cross_entropy over fp32 logits, not the fused head"
     )
+    ap.add_argument("--glibc-defaults", action="store_true", help="malloc as it is (no keep_freed_memory)")
     a = ap.parse_args()
 
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from ownlm.model.gpt import GPT, config_from_preset
-    from ownlm.train.device import autocast, choose_dtype
+    from ownlm.train.device import autocast, choose_dtype, keep_freed_memory
     from ownlm.train.optim import make_optimizer
 
     torch.set_num_threads(a.threads)
+    if not a.glibc_defaults:  # as the Trainer does for CPU training
+        keep_freed_memory()
     torch.manual_seed(0)
     device = torch.device("cpu")
     dtype = choose_dtype(a.dtype, device, log=print)
