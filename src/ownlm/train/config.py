@@ -80,7 +80,7 @@ class TrainingConfig:
     )
     compile: bool = opt(False, help="torch.compile the model (faster steps after a slow first one)")
     checkpoint_activations: bool = opt(
-        False, help="recompute each block's activations in the backward pass: less memory, ~30%% more time"
+        False, help="recompute each block's activations in the backward pass: less memory, ~30% more time"
     )
     threads: int = opt(0, help="CPU threads for PyTorch (0: PyTorch's default)")
     seed: int = opt(1337, help="random seed (weights and batches)")
