@@ -122,6 +122,25 @@ def test_gguf_export_of_the_import_runs_in_llama_cpp_with_the_same_greedy_text(s
     assert generate(model, torch.tensor(ids), 16, temperature=0)[0] == theirs
 
 
+def test_hf_export_of_the_import_gives_transformers_the_same_ids_and_logits(smol, tmp_path):
+    """The imported vocabulary keeps its special tokens at ids 0-16, below the bytes: the exported
+    tokenizer.json must give transformers those same ids (a chat turn's markers included), and the exported
+    weights the same logits."""
+    transformers = pytest.importorskip("transformers")
+    assert cli(["export", str(smol), "--to", "hf", "--out", str(tmp_path / "hf")]) == 0
+    model, tok, _ = load_model(smol)
+    text = "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n"
+    ids = tok.encode(text, allowed_special="all")
+    assert ids[0] == 1 and 2 in ids
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert hf_tok(text, add_special_tokens=False)["input_ids"] == ids
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+    with torch.no_grad():
+        ours = model(torch.tensor([ids]))[0]
+        theirs = hf(torch.tensor([ids])).logits
+    torch.testing.assert_close(ours, theirs, atol=2e-4, rtol=1e-4)
+
+
 def test_serve_answers_the_openai_client_with_the_models_own_template(smol):
     openai = pytest.importorskip("openai")
     pytest.importorskip("fastapi")

@@ -329,12 +329,15 @@ def to_hf_json(tok: Tokenizer) -> dict:
     """A Hugging Face ``tokenizer.json`` (as a dict) that encodes exactly like ``tok``.
 
     Split(regex) isolates the same pieces as our pattern, ByteLevel(use_regex=False) spells their bytes,
-    the BPE model applies our merges by rank, and special tokens are ``added_tokens``.
+    the BPE model applies our merges by rank, and special tokens are ``added_tokens`` (and in the model's vocabulary, at their own ids).
 
     >>> import tokenizers, json  # doctest: +SKIP
     >>> hf = tokenizers.Tokenizer.from_str(json.dumps(to_hf_json(tok)))  # doctest: +SKIP
     """
     vocab = {_spell(b): i for i, b in sorted(tok.vocab.items())}
+    # Special tokens are in the model's vocabulary too: HF places an added token that the model lacks after
+    # the model's last id, whatever id it is given (an imported vocabulary has its specials at 0, 1, 2...).
+    vocab |= {s: i for s, i in tok.special_tokens.items() if s not in vocab}
     merges = [f"{_spell(tok.vocab[a])} {_spell(tok.vocab[b])}" for a, b in tok.merges]
     added = [
         {"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
