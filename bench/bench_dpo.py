@@ -137,6 +137,9 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=str(ROOT / "dpo"))
+    ap.add_argument(
+        "--speed-only", action="store_true", help="only the speed comparison (reuses the DPO run in --work)"
+    )
     ap.add_argument("--trl-worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.trl_worker:
@@ -155,7 +158,9 @@ def main() -> None:
     print(f"{PREFS.name}: {len(train)} train / {len(test)} test / {len(val)} val (book order); base {base}; "
           f"{a.threads} threads, {a.dtype}")  # fmt: skip
     start = base
-    if a.sft_epochs:
+    if a.sft_epochs and a.speed_only:
+        start = work / "sft"
+    elif a.sft_epochs:
         sft = work / "sft"
         shutil.rmtree(sft, ignore_errors=True)
         _, wall, peak = run([sys.executable, "-m", "ownlm", "finetune", "sft", str(base), "--data", str(work / "train.json"),
@@ -168,8 +173,16 @@ def main() -> None:
               f"{m[-1]['val_loss']:.3f}")  # fmt: skip
         start = sft
     out = work / "dpo"
-    shutil.rmtree(out, ignore_errors=True)
     lora = ["--lora-rank", str(a.lora_rank), "--lora-targets", "all"] if a.lora_rank else []
+    if not a.speed_only:
+        quality(a, start, out, work, lora, common)
+    if a.trl_steps:
+        speed(a, start, out, work, train, lora, common)
+
+
+def quality(a, start: Path, out: Path, work: Path, lora: list[str], common: list[str]) -> None:
+    """The DPO run: held-out reward accuracy and margin before and after, and some answers."""
+    shutil.rmtree(out, ignore_errors=True)
     stdout, wall, peak = run([sys.executable, "-m", "ownlm", "finetune", "dpo", str(start), "--data",
                               str(work / "train.json"), "--val-data", str(work / "test.json"), "--out", str(out),
                               "--epochs", str(a.epochs), "--lr", str(a.lr), "--beta", str(a.beta), "--template", a.template,
@@ -192,37 +205,37 @@ def main() -> None:
         print(f"\nprompt: {turn['content']} {turn.get('input', '')}\n  chosen: {r['chosen']}\n  "
               f"rejected: {r['rejected']}\n  before: {r.get('response_before')}\n  after: {r['response']}")  # fmt: skip
 
-    if a.trl_steps:
-        from ownlm.model.checkpoint import resolve_checkpoint
-        from ownlm.tokenizer.chat import load_template
 
-        hf = work / "hf"
-        shutil.rmtree(hf, ignore_errors=True)
-        run([sys.executable, "-m", "ownlm", "export", str(start), "--to", "hf", "--out", str(hf)], "export")
-        template = load_template(resolve_checkpoint(out))
-        spec = {"hf": str(hf), "pairs": trl_pairs(train, template), "beta": a.beta, "lr": a.lr,
-                "steps": a.trl_steps, "batch_size": a.batch_size, "dtype": a.dtype, "threads": a.threads,
-                "lora_rank": a.lora_rank, "lora_alpha": 16.0, "out": str(work / "trl"),
-                "max_length": json.loads((resolve_checkpoint(out) / "config.json").read_text())["model"]["block_size"]}  # fmt: skip
-        (work / "trl_spec.json").write_text(json.dumps(spec))
-        stdout, _, trl_peak = run(
-            [sys.executable, __file__, "--trl-worker", str(work / "trl_spec.json")], "trl"
-        )
-        got = json.loads(stdout.strip().splitlines()[-1])
-        # ownlm for as many steps, in its own process, for a like-for-like peak memory
-        speed = work / "dpo-speed"
-        shutil.rmtree(speed, ignore_errors=True)
-        _, _, own_peak = run([sys.executable, "-m", "ownlm", "finetune", "dpo", str(start), "--data",
-                              str(work / "train.json"), "--val-data", str(work / "test.json"), "--out", str(speed),
-                              "--max-iters", str(a.trl_steps), "--lr", str(a.lr), "--beta", str(a.beta), "--template", a.template,
-                              "--batch-size", str(a.batch_size), "--responses", "0", "--eval-iters", "1",
-                              "--evals", "1", *lora, *common], "ownlm finetune dpo (speed)")  # fmt: skip
-        own = [r for r in metrics(speed) if r.get("tokens_per_s")]
-        own_tok_s = own[-1]["tokens_per_s"]
-        print(f"\nspeed, {a.trl_steps} steps of {a.batch_size} pairs, {a.dtype}, {a.threads} threads: ownlm "
-              f"{own_tok_s:,.0f} tok/s, peak RSS {own_peak:,.0f} MiB; trl {got['tokens_per_s']:,.0f} tok/s, "
-              f"peak RSS {trl_peak:,.0f} MiB; ratio {own_tok_s / got['tokens_per_s']:.2f}x, memory "
-              f"{own_peak / trl_peak:.2f}x")  # fmt: skip
+def speed(a, start: Path, out: Path, work: Path, train: list, lora: list[str], common: list[str]) -> None:
+    """trl's DPOTrainer and ownlm for ``a.trl_steps`` steps each, in their own processes."""
+    from ownlm.model.checkpoint import resolve_checkpoint
+    from ownlm.tokenizer.chat import load_template
+
+    hf = work / "hf"
+    shutil.rmtree(hf, ignore_errors=True)
+    run([sys.executable, "-m", "ownlm", "export", str(start), "--to", "hf", "--out", str(hf)], "export")
+    template = load_template(resolve_checkpoint(out))
+    spec = {"hf": str(hf), "pairs": trl_pairs(train, template), "beta": a.beta, "lr": a.lr,
+            "steps": a.trl_steps, "batch_size": a.batch_size, "dtype": a.dtype, "threads": a.threads,
+            "lora_rank": a.lora_rank, "lora_alpha": 16.0, "out": str(work / "trl"),
+            "max_length": json.loads((resolve_checkpoint(out) / "config.json").read_text())["model"]["block_size"]}  # fmt: skip
+    (work / "trl_spec.json").write_text(json.dumps(spec))
+    stdout, _, trl_peak = run([sys.executable, __file__, "--trl-worker", str(work / "trl_spec.json")], "trl")
+    got = json.loads(stdout.strip().splitlines()[-1])
+    # ownlm for as many steps, in its own process, for a like-for-like peak memory
+    speed_run = work / "dpo-speed"
+    shutil.rmtree(speed_run, ignore_errors=True)
+    _, _, own_peak = run([sys.executable, "-m", "ownlm", "finetune", "dpo", str(start), "--data",
+                          str(work / "train.json"), "--val-data", str(work / "test.json"), "--out", str(speed_run),
+                          "--max-iters", str(a.trl_steps), "--lr", str(a.lr), "--beta", str(a.beta), "--template", a.template,
+                          "--batch-size", str(a.batch_size), "--responses", "0", "--eval-iters", "1",
+                          "--evals", "1", *lora, *common], "ownlm finetune dpo (speed)")  # fmt: skip
+    own = [r for r in metrics(speed_run) if r.get("tokens_per_s")]
+    own_tok_s = own[-1]["tokens_per_s"]
+    print(f"\nspeed, {a.trl_steps} steps of {a.batch_size} pairs, {a.dtype}, {a.threads} threads: ownlm "
+          f"{own_tok_s:,.0f} tok/s, peak RSS {own_peak:,.0f} MiB; trl {got['tokens_per_s']:,.0f} tok/s, "
+          f"peak RSS {trl_peak:,.0f} MiB; ratio {own_tok_s / got['tokens_per_s']:.2f}x, memory "
+          f"{own_peak / trl_peak:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":
