@@ -272,6 +272,7 @@ def test_zero_steps_score_one_half_and_a_run_learns_the_preference(base, tmp_pat
     assert first["step"] == 0 and first["reward_accuracy"] == 0.5 and first["reward_margin"] == 0.0
     assert first["chosen_reward"] == first["rejected_reward"] == 0.0
     assert first["val_loss"] == pytest.approx(np.log(2), abs=1e-12)
+    assert first["val_ppl"] is None, "a DPO loss is per pair: its exp is no perplexity"
     assert last["step"] == 12 and last["reward_accuracy"] > 0.9 and last["reward_margin"] > 0
     ref = load_file(out / "reference.safetensors")
     assert set(ref) == {"train_chosen", "train_rejected", "val_chosen", "val_rejected"}

@@ -187,6 +187,8 @@ def score_split(
 class ClassifyTask(Task):
     """Cross-entropy of the head's logits against the labels (each row one loss item)."""
 
+    loss_per_token = False  # a loss per example, not per token: no perplexity
+
     def __init__(self, train: ClassBatches, val: Encoded, labels: list[str], *, weights=None, eval_rows: int = 0,
                  max_length: int = 0, truncate: str = "right"):  # fmt: skip
         self.train, self.val, self.labels, self.weights = train, val, labels, weights

@@ -250,6 +250,8 @@ class DPOTask(Task):
     """The DPO loss summed over a batch's pairs (the Trainer divides by the pairs in the step); evaluation scores
     the held-out pairs against their reference log-probabilities."""
 
+    loss_per_token = False  # a loss per pair, not per token: no perplexity
+
     def __init__(self, train: PairBatches, val: EncodedPairs | None, reference: dict, cfg: DPOConfig, template,
                  pad_id: int, eval_batches: int = 0):  # fmt: skip
         self.train, self.val, self.ref, self.cfg = train, val, reference, cfg

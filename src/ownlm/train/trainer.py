@@ -118,6 +118,9 @@ class Task:
         False  # True: evaluate() runs as many forward passes on every process (--strategy fsdp needs it)
     )
 
+    # True: val_loss is a mean negative log-likelihood per token, and metrics carry its exp as val_ppl
+    loss_per_token = True
+
     def batch(self, index: int) -> dict:
         raise NotImplementedError
 
@@ -387,7 +390,7 @@ class Trainer:
         mfu = self.flops_per_token * tok_s / self.world / self.peak if self.peak else 0.0
         train_loss = w["loss"] / w["steps"] if w["steps"] else None
         record = {"step": self.state.step, "train_loss": train_loss, "val_loss": val,
-                  "val_ppl": math.exp(min(val, 50)) if val is not None else None,
+                  "val_ppl": math.exp(min(val, 50)) if val is not None and self.task.loss_per_token else None,
                   **{k: v for k, v in result.items() if k != "val_loss"}, "lr": w["lr"],
                   "tokens": self.state.tokens_seen, "tokens_per_s": tok_s, "mfu": mfu,
                   "elapsed_s": time.perf_counter() - self.t_start}  # fmt: skip
