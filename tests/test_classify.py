@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ownlm.cli import main
+from ownlm.errors import UserError
 from ownlm.extract.base import ExtractOptions, Source
 from ownlm.extract.tabular import Table, TabularReader, has_header
 from ownlm.finetune.classifier import Classifier, GPTClassifier, encode_text, pad_batch
@@ -517,3 +518,17 @@ def test_runs_resume_and_classify(base, tmp_path, capsys, how):
         == 2
     )
     assert "kind 'classifier'" in capsys.readouterr().err  # a language-model command refuses a classifier
+
+
+def test_a_row_with_more_fields_than_the_header_is_refused_with_its_line(base, tmp_path, capsys):
+    rows = "text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(20))
+    err = _bad(base, tmp_path, capsys, "extra.csv", rows + "a bad, long film,neg\n")
+    assert "extra.csv:42:" in err and "3 fields, but the header names 2" in err and "quote" in err
+    from ownlm.finetune.classify_data import open_records
+
+    (tmp_path / "texts.csv").write_text(
+        "review\nthe good\na bad, sad film\n"
+    )  # what `ownlm classify --file` reads
+    fields, records = open_records(tmp_path / "texts.csv", min_columns=1)
+    with pytest.raises(UserError, match=r"texts.csv:3: 2 fields, but the header names 1"):
+        list(records)

@@ -176,6 +176,7 @@ class Table:
         self.width = max((len(r) for r in rows), default=0)
         self.header = has_header(rows) if header is None else bool(header and rows)
         names = [c.strip() for c in rows[0]] if self.header else []
+        self.header_width = len(names)  # 0 without a header
         self.fields = [n if n and n not in names[:j] else str(j + 1) for j, n in enumerate(names)]
         self.fields += [str(j + 1) for j in range(len(self.fields), self.width)]
         if self.header:

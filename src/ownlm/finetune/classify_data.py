@@ -69,6 +69,12 @@ def open_records(path, header: str = "auto", delimiter: str = "auto", min_column
             for item in table:
                 if isinstance(item, Problem):
                     raise UserError(f"{item.where}: {item.message}")
+                line, rec = item
+                # cells beyond the header's names: an error, not a column named "3"
+                if table.header and len(rec) > table.header_width:
+                    raise UserError(f"{path}:{line}: {len(rec)} fields, but the header names {table.header_width}; "
+                                    "quote the text if it contains the delimiter, or add the missing names to the "
+                                    "header")  # fmt: skip
                 yield item
 
     return table.fields, rows()
