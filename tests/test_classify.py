@@ -219,14 +219,15 @@ def test_activation_checkpointing_in_the_classifier_gives_the_same_loss_and_grad
         torch.testing.assert_close(results[0][1][k], results[1][1][k], msg=k)
 
 
-def test_lora_classifier_on_a_bf16_base_trains(base, tmp_path):
+@pytest.mark.parametrize("dtype", ["bf16", "int8"])
+def test_lora_classifier_on_a_bf16_or_int8_base_trains(base, tmp_path, dtype):
     """--base-dtype bf16 with LoRA: the frozen trunk is stored in bf16 (the run goes to bf16 autocast by itself),
     the adapters and the new head stay fp32, validation loss falls, the test split is scored and the saved
     classifier loads and predicts; without frozen weights the flag is refused."""
     out = tmp_path / "run"
     args = ["finetune", "classify", str(base / "model"), "--data", str(base / "toy.csv"), "--out", str(out),
             "--max-iters", "40", "--lr", "1e-2", "--evals", "2", "--lora-rank", "4", "--lora-targets", "all",
-            "--base-dtype", "bf16", "--checkpoint-activations", "--threads", "1", "--no-progress"]  # fmt: skip
+            "--base-dtype", dtype, "--checkpoint-activations", "--threads", "1", "--no-progress"]  # fmt: skip
     assert main(args) == 0
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["val_loss"] < records[0]["val_loss"]
@@ -235,7 +236,9 @@ def test_lora_classifier_on_a_bf16_base_trains(base, tmp_path):
     from safetensors.torch import load_file
 
     weights, adapter = load_file(step / "model.safetensors"), load_file(step / "adapter.safetensors")
-    assert weights["gpt.transformer.h.0.attn.c_attn.weight"].dtype == torch.bfloat16
+    assert weights["gpt.transformer.h.0.attn.c_attn.weight"].dtype == getattr(
+        torch, {"bf16": "bfloat16"}.get(dtype, dtype)
+    )
     assert weights["score.weight"].dtype == torch.float32
     assert adapter and all(v.dtype == torch.float32 for v in adapter.values())
     assert 0 <= json.loads((out / "metrics.json").read_text())["test_accuracy"] <= 1

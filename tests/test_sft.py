@@ -339,19 +339,99 @@ def test_a_frozen_base_is_read_straight_into_bf16_and_partial_training_keeps_fp3
 
     original = load_file(base / "model" / "model.safetensors")
     for adapt in (AdaptConfig(lora_rank=4, lora_targets=["all"], base_dtype="bf16"),
-                  AdaptConfig(train_layers="1", base_dtype="bf16")):  # fmt: skip
+                  AdaptConfig(train_layers="1", base_dtype="bf16"), AdaptConfig(lora_rank=4, base_dtype="int8"),
+                  AdaptConfig(train_layers="1", base_dtype="int8")):  # fmt: skip
         direct, _, _ = load_model(base / "model", merge_lora=False, prepare=frozen_layout(adapt))
         cast, _, _ = load_model(base / "model", merge_lora=False)  # the old way: fp32, then cast
         for m in (direct, cast):
             adapt_model(m, adapt)
-            store_frozen(m, "bf16")
+            store_frozen(m, adapt.base_dtype)
         a, b = direct.state_dict(), cast.state_dict()
-        assert a.keys() == b.keys()
+        assert a.keys() == b.keys(), (adapt, sorted(set(a) ^ set(b)))
         for k in original:  # the same dtype and the same values as loading in fp32 and casting
             assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), (adapt, k)
-        assert {a[k].dtype for k in original} == {torch.bfloat16, torch.float32}
+        assert {a[k].dtype for k in original} == {{"bf16": torch.bfloat16, "int8": torch.int8}[adapt.base_dtype],
+                                                  torch.float32}  # fmt: skip
+        assert type(direct.transformer.h[0].mlp.c_fc) is type(cast.transformer.h[0].mlp.c_fc)
         assert a["transformer.wte.weight"].dtype == torch.float32  # the tied head stays fp32
     assert frozen_layout(AdaptConfig(lora_rank=4)) is None  # fp32: nothing to plan
+
+
+def test_an_int8_base_forward_is_close_to_fp32_and_its_gradients_are_exact(base):
+    from ownlm.finetune.common import store_frozen
+    from ownlm.model.adapt import AdaptConfig
+    from ownlm.model.lora import adapt_model
+    from ownlm.model.quantize import FrozenInt8Linear, dequantize_rows
+
+    x = torch.randint(0, 256, (2, 24))
+    models = {}
+    for dtype in ("fp32", "bf16", "int8"):
+        torch.manual_seed(0)
+        models[dtype] = load_model(base / "model")[0]
+        adapt_model(models[dtype], AdaptConfig(lora_rank=4))
+        store_frozen(models[dtype], dtype)
+    int8 = models["int8"]
+    assert isinstance(int8.transformer.h[0].mlp.c_fc, FrozenInt8Linear)  # layers without adapters too
+    assert int8.transformer.h[0].attn.c_attn.weight.dtype == torch.int8
+    with torch.no_grad():
+        ref = models["fp32"](x)[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = {d: models[d](x)[0].float() for d in ("bf16", "int8")}
+
+    def rel(a):
+        return ((a - ref).norm() / ref.norm()).item()
+
+    # stated tolerance: int8 weights with per-row absmax scales, under bf16 autocast, are within 2 % (relative L2)
+    # of the fp32 logits, and no more than 3x as far as the bf16 base is
+    assert rel(got["int8"]) < 0.02 and rel(got["int8"]) < 3 * max(rel(got["bf16"]), 1e-3), (
+        rel(got["int8"]),
+        rel(got["bf16"]),
+    )
+    # the backward pass: the same adapter gradients as a float model holding the dequantized weights exactly
+    twin = load_model(base / "model")[0]
+    torch.manual_seed(0)
+    adapt_model(twin, AdaptConfig(lora_rank=4))
+    twin.load_state_dict(
+        {k: v for k, v in int8.state_dict().items() if not k.endswith("weight_scale")}, strict=False
+    )
+    with torch.no_grad():
+        for name, m in int8.named_modules():
+            if getattr(m, "weight_scale", None) is not None:
+                twin.get_submodule(name).weight.copy_(dequantize_rows(m.weight, m.weight_scale))
+                twin.get_submodule(name).lora_B.normal_() if hasattr(m, "lora_B") else None
+                if hasattr(m, "lora_B"):
+                    m.lora_B.copy_(twin.get_submodule(name).lora_B)
+    for m in (int8, twin):
+        m.zero_grad()
+        m(x, x)[1].backward()
+    for (n, a), b in zip(int8.named_parameters(), twin.parameters()):
+        if a.requires_grad:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_lora_on_an_int8_base_trains_saves_and_every_command_reads_it(base, tmp_path):
+    out = tmp_path / "int8"
+    args = ["finetune", "sft", str(base / "model"), "--data", str(base / "data.json"), "--out", str(out),
+            "--max-iters", "12", "--lr", "1e-2", "--lora-rank", "4", "--lora-targets", "all", "--responses", "1",
+            "--max-new-tokens", "4", "--base-dtype", "int8", "--checkpoint-activations", "--pack",
+            "--threads", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["val_loss"] < records[0]["val_loss"]
+    step = out / (out / "latest").read_text().strip()
+    saved = load_file(step / "model.safetensors")
+    assert saved["transformer.h.0.mlp.c_fc.weight"].dtype == torch.int8
+    assert saved["transformer.h.0.mlp.c_fc.weight_scale"].shape == (
+        saved["transformer.h.0.mlp.c_fc.weight"].shape[0],
+    )
+    merged = load_model(out)[0]  # a plain float model: the int8 base dequantized, the adapters folded in
+    assert merged.transformer.h[0].mlp.c_fc.weight.dtype == torch.float32
+    assert merged(torch.randint(0, 256, (1, 8)))[0].isfinite().all()
+    assert main(["finetune", "merge", str(out), "--out", str(tmp_path / "merged")]) == 0
+    assert main(["generate", str(tmp_path / "merged"), "--prompt", "cat", "--max-new-tokens", "3"]) == 0
+    assert (
+        main([*args[:-1], "--resume", "--max-iters", "14", "--no-progress"]) == 0
+    )  # resumes over the int8 base
 
 
 def test_base_dtype_needs_frozen_weights(base, tmp_path, capsys):

@@ -24,7 +24,7 @@ from ownlm.errors import UserError
 
 # --base-dtype: how the frozen weights are stored (what is trained stays fp32). The one table of choices: every
 # one but fp32 runs under bf16 autocast; `finetune.common.store_frozen` says how each is stored.
-BaseDtype = Literal["fp32", "bf16"]
+BaseDtype = Literal["fp32", "bf16", "int8"]
 BASE_DTYPES = get_args(BaseDtype)
 
 
@@ -50,8 +50,8 @@ class AdaptConfig:
     )
     base_dtype: BaseDtype = opt(
         "fp32",
-        help="with --lora-rank or --train-layers: keep the frozen weights in bf16 (half the memory; runs under "
-        "--dtype bf16); what is trained stays fp32",
+        help="with --lora-rank or --train-layers: keep the frozen weights in bf16 (half the memory) or int8 (a "
+        "quarter, one scale per output row); runs under --dtype bf16; what is trained stays fp32",
     )
 
     def check(self) -> None:

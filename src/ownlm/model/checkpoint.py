@@ -140,6 +140,12 @@ def check_shapes(weights: Path, expected: dict[str, tuple]) -> None:
                             "(was config.json edited?)")  # fmt: skip
 
 
+def _int8_scales(keys: set[str], dtypes: dict[str, str]) -> dict[str, str]:
+    """``{weight: its scale}`` for the int8 weights stored with per-row scales (``NAME.weight`` of dtype int8
+    beside ``NAME.weight_scale``: a frozen int8 base, ``ownlm.model.quantize``)."""
+    return {k: k + "_scale" for k in keys if dtypes.get(k) == "I8" and k + "_scale" in keys}
+
+
 def load_model(
     path, device="cpu", dtype=None, merge_lora: bool = True, kinds=("lm", "lm+lora"), prepare=None
 ):
@@ -160,6 +166,7 @@ def load_model(
     from ownlm.model.gpt import GPT, GPTConfig
     from ownlm.model.lora import load_adapter
     from ownlm.model.lora import merge_lora as merge
+    from ownlm.model.quantize import dequantize_rows, quantize_rows
 
     folder = resolve_checkpoint(path)
     meta = read_checkpoint_config(folder)
@@ -180,22 +187,36 @@ def load_model(
             model = kind.build(model, meta, folder)
     gpt, head_key = kind.gpt(model), kind.prefix() + "lm_head.weight"
     check_shapes(folder / WEIGHTS, {k: tuple(v.shape) for k, v in model.state_dict().items()})
-    wanted = set(model.state_dict()) - ({head_key} if cfg.tie_embeddings else set())  # persistent tensors
     header, _, _ = safetensors_header(folder / WEIGHTS)
     stored = set(header) - {"__metadata__"} - ({head_key} if cfg.tie_embeddings else set())
-    missing, unexpected = sorted(wanted - stored), sorted(stored - wanted)
+    file_scales = _int8_scales(stored, {k: v.get("dtype") for k, v in header.items() if isinstance(v, dict)})
+    if prepare is not None:
+        prepare(model)
+    model_state = model.state_dict()
+    model_scales = _int8_scales(
+        set(model_state), {k: "I8" if v.dtype == torch.int8 else "" for k, v in model_state.items()}
+    )
+    wanted = set(model_state) - set(model_scales.values()) - ({head_key} if cfg.tie_embeddings else set())
+    missing, unexpected = sorted(wanted - stored), sorted(stored - set(file_scales.values()) - wanted)
     if missing or unexpected:
         raise UserError(f"{folder / WEIGHTS}: weights do not match config.json "
                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")  # fmt: skip
-    if prepare is not None:
-        prepare(model)
     model.to_empty(device=device)
     if cfg.tie_embeddings:
         gpt.lm_head.weight = gpt.transformer.wte.weight  # to_empty un-ties; tie again
     targets = model.state_dict(keep_vars=True)  # the model's own tensors, by name
+    scales = dict(read_safetensors(folder / WEIGHTS, sorted(file_scales.values())))
     with torch.no_grad():
-        for key, tensor in read_safetensors(folder / WEIGHTS, sorted(stored)):
-            targets[key].copy_(tensor)  # one tensor at a time, cast into the model's dtype
+        for key, tensor in read_safetensors(folder / WEIGHTS, sorted(wanted)):
+            if key in file_scales:  # stored as int8 with per-row scales (a run over an int8 base)
+                tensor = dequantize_rows(tensor, scales[file_scales[key]])
+            # kept as int8 (``prepare`` planned an int8 base): quantized on the way in
+            if key in model_scales:
+                q, scale = quantize_rows(tensor)
+                targets[key].copy_(q)
+                targets[model_scales[key]].copy_(scale)
+            else:
+                targets[key].copy_(tensor)  # one tensor at a time, cast into the model's dtype
     gpt.reset_buffers()
     if (folder / "adapter.json").is_file():
         load_adapter(folder, model)

@@ -39,6 +39,7 @@ from ownlm.errors import UserError
 from ownlm.io import read_json, write_bytes, write_json
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.kinds import unwrap
+from ownlm.model.quantize import dequantize_rows, int8_linear
 
 FORMAT = "ownlm-lora"
 VERSION = 1
@@ -123,8 +124,13 @@ class LoRALinear(nn.Linear):
         """Wrap ``linear``'s own weight and bias (the same Parameter objects, no copy) with a fresh adapter."""
         w = linear.weight
         new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, rank=rank,
-                  alpha=alpha, dropout=dropout, device="meta", dtype=w.dtype)  # fmt: skip
+                  alpha=alpha, dropout=dropout, device="meta",
+                  dtype=w.dtype if w.is_floating_point() else None)  # fmt: skip
         new.weight, new.bias = linear.weight, linear.bias
+        if (
+            getattr(linear, "weight_scale", None) is not None
+        ):  # an int8 base (``quantize.quantize_frozen_linear``)
+            new.register_buffer("weight_scale", linear.weight_scale)
         new._new_lora_parameters()  # on the base weight's device now
         if hasattr(linear, "residual_scale"):  # GPT.init_weights reads it
             new.residual_scale = linear.residual_scale
@@ -147,7 +153,10 @@ class LoRALinear(nn.Linear):
         nn.init.zeros_(self.lora_B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)  # (..., out): the frozen base
+        if self.weight.dtype == torch.int8:  # the frozen base stored as int8 (--base-dtype int8)
+            y = int8_linear(x, self.weight, self.weight_scale, self.bias)
+        else:
+            y = F.linear(x, self.weight, self.bias)  # (..., out): the frozen base
         h = F.linear(self.lora_dropout(x), self.lora_A)  # (..., r)
         return y + F.linear(h, self.lora_B) * self.scale  # (..., out)
 
@@ -158,7 +167,12 @@ class LoRALinear(nn.Linear):
     def merged(self) -> nn.Linear:
         """A plain ``nn.Linear`` holding this layer's weight (updated in place) with the adapter folded in."""
         with torch.no_grad():
-            self.weight.copy_((self.weight.float() + self.delta_weight()).to(self.weight.dtype))
+            if self.weight.dtype == torch.int8:  # an int8 base: the merged layer is float32
+                self.weight = nn.Parameter(dequantize_rows(self.weight, self.weight_scale) + self.delta_weight(),
+                                           requires_grad=False)  # fmt: skip
+                del self.weight_scale
+            else:
+                self.weight.copy_((self.weight.float() + self.delta_weight()).to(self.weight.dtype))
         plain = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
         plain.weight, plain.bias = self.weight, self.bias
         if hasattr(self, "residual_scale"):
