@@ -369,3 +369,19 @@ def test_llama_cpp_runs_the_file_like_ownlm(tmp_path, tok, name, dtype):
             if len(ours) == len(greedy):
                 break
         assert ours == greedy
+
+
+def test_the_readmes_export_pair_works_as_written(tmp_path, tok, monkeypatch, capsys):
+    """README: `--to hf --out export/mymodel-hf`, then `--to gguf --out export/` gives export/mymodel-f16.gguf
+    beside the first export (the folder holds it, so the second writes one file there, not a folder export)."""
+    make_run(tmp_path / "runs" / "mymodel", tok)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["export", "runs/mymodel", "--to", "hf", "--out", "export/mymodel-hf"]) == 0
+    assert cli(["export", "runs/mymodel", "--to", "gguf", "--out", "export/"]) == 0
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["mymodel-f16.gguf", "mymodel-hf"]
+    assert read(tmp_path / "export" / "mymodel-f16.gguf")[0]["general.file_type"] == 1  # f16
+    assert (
+        cli(["export", "runs/mymodel", "--to", "gguf", "--out", "export/"]) == 2
+    )  # replaced only with --force
+    assert "--force" in capsys.readouterr().err
+    assert cli(["export", "runs/mymodel", "--to", "gguf", "--out", "export/", "--force"]) == 0

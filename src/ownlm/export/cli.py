@@ -92,6 +92,10 @@ def main(cfg: ExportConfig) -> int:
     run_name = Path(os.path.abspath(cfg.run)).name
     out = Path(cfg.out)
     to_file = cfg.to == "gguf" and out.suffix.lower() == ".gguf"
+    if cfg.to == "gguf" and not to_file and out.is_dir() and any(out.iterdir()) and not output_marker(out):
+        # a folder of the user's (export/ beside an earlier export/mymodel-hf): one file goes into it, the
+        # folder is not taken over; the file is replaced only as --out NAME.gguf would be
+        out, to_file = out / f"{run_name}-{dtype}.gguf", True
     stale: list[str] = []
     if to_file:
         plan_file(out, cfg.force, [folder])
