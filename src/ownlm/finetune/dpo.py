@@ -46,8 +46,8 @@ from ownlm.finetune.dpo_data import (
     pair_batch,
     split_pairs,
 )
-from ownlm.finetune.sft import ChatConfig, _excerpt, answer, choose_template, rouge_l
-from ownlm.io import iter_jsonl, write_bytes, write_jsonl, write_text
+from ownlm.finetune.sft import ChatConfig, _excerpt, answer, choose_template, rouge_l, write_before_after
+from ownlm.io import iter_jsonl, write_bytes, write_text
 from ownlm.model.adapt import AdaptConfig
 from ownlm.model.checkpoint import unwrap
 from ownlm.tokenizer.chat import add_special_tokens, save_template
@@ -480,15 +480,9 @@ def _finish(cfg, out: Path, model, tok, template, val, before: list[dict], summa
     if cfg.chat.responses and val:
         after = held_out_answers(model.to(device).eval(), tok, template, val.pairs[: cfg.chat.responses],
                                  cfg.chat.max_new_tokens)  # fmt: skip
-        rows = []
-        for i, a in enumerate(after):
-            row = dict(a)
-            if i < len(before):
-                row["response_before"] = before[i]["response"]
-                row["rouge_l_chosen_before"] = before[i]["rouge_l_chosen"]
-                row["rouge_l_rejected_before"] = before[i]["rouge_l_rejected"]
-            rows.append(row)
-        write_jsonl(out / "responses.jsonl", rows)
+        write_before_after(
+            out / "responses.jsonl", after, before, ("response", "rouge_l_chosen", "rouge_l_rejected")
+        )
     metrics = [r for _, r in iter_jsonl(out / "metrics.jsonl", errors="skip") if isinstance(r, dict)]
     write_dpo_report(out, cfg, metrics, before, after, template)
     last = next((m for m in reversed(metrics) if m.get("reward_accuracy") is not None), {})

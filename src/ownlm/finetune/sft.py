@@ -559,13 +559,7 @@ def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], s
     if cfg.chat.responses and val_enc:
         after = held_out_answers(model.to(device).eval(), tok, template, val_enc.examples[: cfg.chat.responses],
                                  cfg.chat.max_new_tokens)  # fmt: skip
-        rows = []
-        for i, a in enumerate(after):
-            row = dict(a)
-            if i < len(before):
-                row["response_before"], row["rouge_l_before"] = before[i]["response"], before[i]["rouge_l"]
-            rows.append(row)
-        write_jsonl(out / "responses.jsonl", rows)
+        write_before_after(out / "responses.jsonl", after, before, ("response", "rouge_l"))
     metrics = [r for _, r in iter_jsonl(out / "metrics.jsonl", errors="skip") if isinstance(r, dict)]
     kept = int(Path(summary["checkpoint"]).name.removeprefix("step_"))
     warning = short_run_warning(summary["step"], summary.get("needed_steps", 0))
@@ -600,6 +594,16 @@ def _excerpt(text: str, limit: int = 300) -> str:
     """One line of at most ``limit`` characters for the report (line breaks and runs of spaces collapsed)."""
     flat = " ".join(text.split())
     return (flat[:limit] + " …" if len(flat) > limit else flat) or "(nothing)"
+
+
+def write_before_after(path: Path, after: list[dict], before: list[dict], keys: tuple[str, ...]) -> None:
+    """``responses.jsonl``: each held-out answer after training, with ``keys`` of the same prompt's answer before
+    training beside it as ``KEY_before`` (``finetune sft`` and ``dpo``)."""
+    rows = [
+        {**a, **({f"{k}_before": before[i][k] for k in keys} if i < len(before) else {})}
+        for i, a in enumerate(after)
+    ]
+    write_jsonl(path, rows)
 
 
 def write_sft_report(
