@@ -144,12 +144,12 @@ def finetune(base: Path, out: Path, data: list[str], val: list[str], a, steps: i
     return {"before": first, "after": last, "wall_s": time.perf_counter() - t0}
 
 
-def per_reply_losses(run: Path, examples: list[dict]) -> np.ndarray:
+def per_reply_losses(run: Path, examples: list[dict], dtype: str = "fp32") -> np.ndarray:
     """(n, 2): each held-out reply's summed loss and its scored tokens under the run's model, as ``ownlm eval``
-    and the fine-tuning's held-out loss score them (the final reply and its end-of-turn token, fp32)."""
+    and the fine-tuning's held-out loss score them (the final reply and its end-of-turn token)."""
     from ownlm.finetune.score import score_examples
 
-    rows, _, dropped = score_examples(str(run), examples, True)
+    rows, _, dropped = score_examples(str(run), examples, True, dtype=dtype)
     assert not dropped and len(rows) == len(examples), "a held-out reply does not fit the context"
     return np.asarray([(r["loss"] * r["tokens"], r["tokens"]) for r in rows])
 
@@ -225,6 +225,8 @@ def main() -> None:
     ap.add_argument(
         "--max-new-tokens", type=int, default=48, help="longest sampled reply for the style score"
     )
+    ap.add_argument("--style-models", nargs="*", default=["base", "everyone", "persona", "then", "control"],
+                    help="the models whose replies are sampled for the style score")  # fmt: skip
     ap.add_argument("--work", type=Path, default=ROOT / "persona", help="scratch folder of the runs")
     a = ap.parse_args()
 
@@ -235,10 +237,10 @@ def main() -> None:
 
         from ownlm.finetune.sft import SFTConfig
 
-        base, a.base_flags = a.base, base_flags(a.base, SFTConfig)
+        base, a.base_flags, a.score_dtype = a.base, base_flags(a.base, SFTConfig), "bf16"
         print(describe_imported(a.base) + "; " + " ".join(a.base_flags))
     else:
-        base = pretrained_base("shakespeare", a.base_minutes, a.threads)
+        base, a.score_dtype = pretrained_base("shakespeare", a.base_minutes, a.threads), "fp32"
     work = a.work
     work.mkdir(parents=True, exist_ok=True)
     text = SHAKESPEARE.read_text(encoding="utf-8")
@@ -313,9 +315,9 @@ def one_person(
         base, work / f"ft-everyone-{tag}", [str(work / f"everyone-{tag}.jsonl")], val_files, a
     )
     res_persona = finetune(base, work / f"ft-persona-{tag}", [str(folder)], [], a)
-    ours = per_reply_losses(work / f"ft-persona-{tag}", val)
-    theirs = per_reply_losses(work / f"ft-everyone-{tag}", val)
-    base_rows = per_reply_losses(base, val)
+    ours = per_reply_losses(work / f"ft-persona-{tag}", val, a.score_dtype)
+    theirs = per_reply_losses(work / f"ft-everyone-{tag}", val, a.score_dtype)
+    base_rows = per_reply_losses(base, val, a.score_dtype)
     pooled = lambda x: float(x[:, 0].sum() / x[:, 1].sum())  # noqa: E731
     base_loss, ev, pe = pooled(base_rows), pooled(theirs), pooled(ours)
     if not a.base:  # the runs' own held-out loss is the same number
@@ -341,7 +343,7 @@ def one_person(
     then = None
     if a.then_steps:  # everyone's replies first, then the person's: the general dialogue, then the voice
         finetune(work / f"ft-everyone-{tag}", work / f"ft-then-{tag}", [str(folder)], [], a, a.then_steps)
-        then = per_reply_losses(work / f"ft-then-{tag}", val)
+        then = per_reply_losses(work / f"ft-then-{tag}", val, a.score_dtype)
         runs["then"] = work / f"ft-then-{tag}"
         tm, tlo, thi = paired_bootstrap(theirs, then)
         twins = int((theirs[:, 0] / theirs[:, 1] > then[:, 0] / then[:, 1]).sum())
@@ -355,7 +357,7 @@ def one_person(
         steps = a.steps + a.then_steps
         everyone_files = [str(work / f"everyone-{tag}.jsonl")]
         res_ctrl = finetune(base, work / f"ft-control-{tag}", everyone_files, val_files, a, steps)
-        control = per_reply_losses(work / f"ft-control-{tag}", val)
+        control = per_reply_losses(work / f"ft-control-{tag}", val, a.score_dtype)
         runs["control"] = work / f"ft-control-{tag}"
         cm, clo, chi = paired_bootstrap(control, then)
         cwins = int((control[:, 0] / control[:, 1] > then[:, 0] / then[:, 1]).sum())
@@ -368,7 +370,8 @@ def one_person(
                              ("control", control)) if x is not None}  # fmt: skip
     print("  nats per reply character: " + ", ".join(f"{k} {v:.4f}" for k, v in row["nats_per_char"].items()))
     if a.style_replies:
-        row["style"] = style_rates({"base": base, **runs}, folder, val, a)
+        chosen = {k: v for k, v in {"base": base, **runs}.items() if k in a.style_models}
+        row["style"] = style_rates(chosen, folder, val, a)
     print(json.dumps(row))
     for run in ("everyone", "persona", "then", "control"):
         shutil.rmtree(
