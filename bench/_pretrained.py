@@ -130,25 +130,39 @@ def describe(run: Path) -> str:
 
 
 def base_flags(base: Path, config: type) -> list[str]:
-    """The flags ``ownlm build --base`` gives its fine-tuning stages (LoRA rank 8 on a frozen bf16 base,
-    checkpointing, packing, rows of 512 tokens: ``pipeline._adapt_values``), as command-line flags of the
-    command whose config class is ``config`` (``SFTConfig``, ``ClassifyConfig``), keeping those it takes.
+    """The flags ``ownlm build --base`` gives its fine-tuning stages (LoRA rank 8 on a frozen bf16 base, packing
+    into rows of 512 tokens: ``pipeline._adapt_values``; activation checkpointing: ``pipeline._sft_train``), as
+    command-line flags of the command whose config class is ``config`` (``SFTConfig``, ``ClassifyConfig``),
+    keeping those it takes (its own fields and those of its sections).
 
     >>> from ownlm.finetune.sft import SFTConfig
-    >>> base_flags(Path("smol"), SFTConfig)  # doctest: +NORMALIZE_WHITESPACE
-    ['--lora-rank', '8', '--lora-alpha', '16.0', '--lora-targets', 'attn', '--lora-dropout', '0.0',
-     '--train-layers', 'all', '--checkpoint-activations', '--pack', '--base-dtype', 'bf16', '--max-length', '512']
+    >>> flags = base_flags(Path("smol"), SFTConfig)
+    >>> [f for f in flags if f in ("--lora-rank", "--base-dtype", "--pack", "--checkpoint-activations", "--max-length")]
+    ['--lora-rank', '--base-dtype', '--pack', '--max-length', '--checkpoint-activations']
     """
     import dataclasses
 
-    from ownlm.model.adapt import AdaptConfig
-    from ownlm.pipeline import BuildConfig, _adapt_values
+    from ownlm.pipeline import BuildConfig, _adapt_values, _sft_train
 
-    known = {f.name for f in dataclasses.fields(config)}
-    if "adapt" in known:  # the adapter flags sit in a nested section of the command's config
-        known |= {f.name for f in dataclasses.fields(AdaptConfig)}
+    def names(cls: type) -> set[str]:
+        out = set()
+        for f in dataclasses.fields(cls):
+            out.add(f.name)
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(
+                default
+            ):  # a section (chat, adapt, train): its flags are the command's
+                out |= names(type(default))
+        return out
+
+    known = names(config)
+    cfg = BuildConfig(out="-", base=str(base))
+    values = {
+        **_adapt_values(cfg),
+        **{k: v for k, v in _sft_train(cfg).items() if k == "checkpoint_activations"},
+    }
     flags: list[str] = []
-    for key, value in _adapt_values(BuildConfig(out="-", base=str(base))).items():
+    for key, value in values.items():
         if key not in known:
             continue
         flag = "--" + key.replace("_", "-")

@@ -120,19 +120,21 @@ def run_ownlm(a, enc, pad_id: int) -> dict:
 
     torch.manual_seed(0)
     if a.base:  # the real weights, adapted as `ownlm build --base` adapts them
-        from ownlm.finetune.common import return_freed_memory, store_frozen
+        from ownlm.finetune.common import store_frozen
         from ownlm.model.adapt import AdaptConfig
         from ownlm.model.checkpoint import load_model
         from ownlm.model.lora import adapt_model
-        from ownlm.pipeline import BuildConfig, _adapt_values
+        from ownlm.pipeline import BuildConfig, _adapt_values, _sft_train
+        from ownlm.train.device import return_freed_memory
 
         model, _, _ = load_model(a.base)
-        values = _adapt_values(BuildConfig(out="-", base=a.base))
+        build = BuildConfig(out="-", base=a.base)
+        values = _adapt_values(build)
+        recompute = _sft_train(build)["checkpoint_activations"]  # the Trainer applies it to the model
         adapt_model(
             model, AdaptConfig(**{k: v for k, v in values.items() if k in AdaptConfig.__dataclass_fields__})
         )
         store_frozen(model, values["base_dtype"])
-        model.checkpoint_activations = values["checkpoint_activations"]
         return_freed_memory()
         rss_model = _vm_rss_mib()
         reset_peak_rss()
@@ -143,10 +145,11 @@ def run_ownlm(a, enc, pad_id: int) -> dict:
 
             apply_lora(model, LoRAConfig(rank=8, alpha=16.0, targets=["attn"]))
         rss_model = peak_rss_mib()
+        recompute = False
     total = a.warmup + a.steps
     tc = fine_tuning_defaults(**SFT_TRAINING, max_iters=total, batch_size=a.batch_size, eval_interval=1, device=a.device,
                                dtype=a.dtype, threads=a.threads, progress=False, seed=0,
-                               checkpoint_interval=10**9, keep_checkpoints=1)  # fmt: skip
+                               checkpoint_interval=10**9, keep_checkpoints=1, checkpoint_activations=recompute)  # fmt: skip
     records: list[dict] = []
     peak: list[float] = []
 
