@@ -44,6 +44,11 @@ MIXED = (
     "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
 )
 
+# Surrogates and unassigned characters are left out: the fast engine (tiktoken's Rust regex) and the reference
+# (the `regex` module) read \p{L} from Unicode tables of different versions, so a character assigned after
+# Python's Unicode 14 (e.g. U+32C80, Unicode 17) is a letter to one and unassigned to the other.
+ASSIGNED_ONLY = ("Cs", "Cn")
+
 
 def spell(b: bytes) -> str:
     table = bytes_to_unicode()
@@ -110,7 +115,9 @@ def test_synthetic_gguf_keeps_its_ids(synthetic):
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    st.text(st.characters(blacklist_categories=("Cs",)) | st.sampled_from(list("the .\x04\t1")), max_size=50)
+    st.text(
+        st.characters(blacklist_categories=ASSIGNED_ONLY) | st.sampled_from(list("the .\x04\t1")), max_size=50
+    )
 )
 def test_synthetic_gguf_encodes_like_its_source(synthetic, base, s):
     """Same text, same tokens: the imported ids are the source's ids renumbered (the missing byte dropped)."""
@@ -197,7 +204,8 @@ def test_smollm_vocabulary(smollm):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.text(
-        st.characters(blacklist_categories=("Cs",)) | st.sampled_from(list(" \n\t0123456789")), max_size=60
+        st.characters(blacklist_categories=ASSIGNED_ONLY) | st.sampled_from(list(" \n\t0123456789")),
+        max_size=60,
     )
 )
 def test_smollm_fast_engine_equals_the_reference(smollm, s):
@@ -393,9 +401,9 @@ def test_hf_folder_encodes_like_tokenizers(tmp_path_factory, split, ignore_merge
         ["THEY'LL", "don't", " 12345", "\n\n", "  ", "\t", "\u00e9", "e\u0301", "\u212b", "fox", "<|eot_id|>"]
     )
     text = data.draw(
-        st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=6) | pieces, max_size=8).map(
-            "".join
-        )
+        st.lists(
+            st.text(st.characters(blacklist_categories=ASSIGNED_ONLY), max_size=6) | pieces, max_size=8
+        ).map("".join)
     )
     ids = tok.encode(text, allowed_special="all")
     assert tok._tiktoken() is not None  # the fast engine, on ranks mapped to the file's ids
