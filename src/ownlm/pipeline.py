@@ -140,6 +140,12 @@ class BuildConfig:
         40,
         help="persona: held-out contexts each model answers for the 'sounds like them' score (0: no score stage)",
     )
+    score_minutes: float = opt(
+        0.0,
+        help="persona: wall-time budget of that score stage (0: half of --sft-minutes); its sampling stops there "
+        "and the report says how many contexts were answered",
+        bounds="[0, inf)",
+    )
     # model and pretraining: the same sections as `ownlm pretrain`
     model: ModelShape = opt(ModelShape(), help="the model's size and block")
     train: PretrainingConfig = opt(
@@ -443,13 +449,15 @@ def _fine_tune(
                    "train": sft_train}, _sha(base_fp, data_fp), out / "sft",
                    f"fine-tuning on {what} ({budget}, whichever ends first)")  # fmt: skip
     if cfg.person and cfg.score_replies and stats["examples"]["val"]:
+        score_minutes = cfg.score_minutes or cfg.sft_minutes / 2
         everyone = str(out / "sft-others") if n_others else ""
         p.run("persona-score", ("persona", "score"), {"persona": str(persona), "model": str(out / "sft"),
               "everyone": everyone, "base": str(run), "out": str(out / "persona-score"),
-              "max_replies": cfg.score_replies, "device": cfg.train.device, "sampling": {"seed": cfg.train.seed, "max_new_tokens": 64}},
+              "max_replies": cfg.score_replies, "max_minutes": score_minutes, "device": cfg.train.device,
+              "sampling": {"seed": cfg.train.seed, "max_new_tokens": 64}},
               _sha(sft_fp, base_fp, run_fp), out / "persona-score",
               f"how much like {cfg.person[0]} the model sounds: held-out reply loss and a style classifier "
-              f"on {cfg.score_replies} sampled replies")  # fmt: skip
+              f"on {cfg.score_replies} sampled replies ({score_minutes:g} minutes at most)")  # fmt: skip
     elif cfg.person:
         p.total -= 1
     if cfg.person and cfg.export_gguf and _exportable(out / "sft"):

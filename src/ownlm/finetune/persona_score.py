@@ -21,10 +21,11 @@ the style rate is left out and said so.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ownlm.config import opt
+from ownlm.config import opt, validate
 from ownlm.errors import UserError
 from ownlm.runtime.sampling import SamplingConfig
 
@@ -39,6 +40,12 @@ class PersonaScoreConfig:
     base: str = opt("", help="the model both started from, to compare with")
     out: str = opt(help="output folder: metrics.json, replies.jsonl, report.md")
     max_replies: int = opt(40, help="held-out contexts answered by each model (0: all)")
+    max_minutes: float = opt(
+        0.0,
+        help="wall-time budget for the command (0: none): sampling stops when it runs out, each model answering "
+        "the same contexts, and the report says how many",
+        bounds="[0, inf)",
+    )
     sampling: SamplingConfig = opt(
         SamplingConfig(max_new_tokens=64, seed=0), help="how the replies are sampled"
     )
@@ -79,14 +86,16 @@ def _last_replies(path: Path) -> list[str]:
     return [rec["messages"][-1]["content"] for _, rec in iter_jsonl(path) if isinstance(rec, dict)]
 
 
-def score_persona(cfg: PersonaScoreConfig) -> dict:
-    """Compute the metrics (and write replies.jsonl into ``cfg.out``); see the module docstring."""
+def score_persona(cfg: PersonaScoreConfig, clock=time.monotonic) -> dict:
+    """Compute the metrics (and write replies.jsonl into ``cfg.out``); see the module docstring. ``clock``: the
+    time source of ``--max-minutes`` (a test passes a fake one)."""
     from ownlm.chat import load_chat_model, sample_replies
     from ownlm.finetune.data import load_persona_split
     from ownlm.finetune.score import pooled_loss, score_examples
     from ownlm.io import write_jsonl
     from ownlm.runtime.device import pick_device
 
+    start = clock()
     folder = Path(cfg.persona)
     val, _ = load_persona_split(folder, "val")
     if not val:
@@ -99,12 +108,25 @@ def score_persona(cfg: PersonaScoreConfig) -> dict:
         rows, _, _ = score_examples(run, val, True, 8, device)
         metrics["loss"][name] = pooled_loss(rows)
     chosen = val if not cfg.max_replies else val[-cfg.max_replies :]
+    planned = len(chosen)
     replies: dict[str, list[dict]] = {}
-    for name in ("everyone", "persona"):
-        if name in models:
-            model, tok, template = load_chat_model(models[name], device)
-            seed = cfg.sampling.seed if cfg.sampling.seed is not None else random.randrange(2**31)
-            replies[name] = sample_replies(model, tok, template, chosen, cfg.sampling, seed, progress=False)
+    seed = cfg.sampling.seed if cfg.sampling.seed is not None else random.randrange(2**31)
+    sampled = [n for n in ("everyone", "persona") if n in models]
+    for k, name in enumerate(sampled):
+        model, tok, template = load_chat_model(models[name], device)
+        # the budget left is shared by the models still to sample; each answers at least one context, and
+        # every later model answers the contexts the first ones answered, no more (the same contexts for all)
+        left = cfg.max_minutes * 60 - (clock() - start) if cfg.max_minutes else None
+        until = clock() + left / (len(sampled) - k) if left is not None else None
+        rows = []
+        for i, ex in enumerate(chosen):
+            if rows and until is not None and clock() >= until:
+                break
+            rows += sample_replies(model, tok, template, [ex], cfg.sampling, seed + i, progress=False)
+        replies[name] = rows
+        if len(rows) < len(chosen):  # cut by the budget: the earlier models keep as many as this one has
+            chosen = chosen[: len(rows)]
+            replies = {n: r[: len(rows)] for n, r in replies.items()}
     person_train = _last_replies(folder / "train.jsonl")
     others_train = _last_replies(folder / "others.jsonl")
     clf = (
@@ -125,6 +147,8 @@ def score_persona(cfg: PersonaScoreConfig) -> dict:
             "fewer than 5 training replies of the person or of the others")  # fmt: skip
         metrics["style_missing"] = why
     metrics["replies_sampled"] = len(chosen)
+    if len(chosen) < planned:
+        metrics["replies_cut"] = {"planned": planned, "max_minutes": cfg.max_minutes}
     metrics["empty_replies"] = {
         name: sum(not r["reply"].strip() for r in rows) for name, rows in replies.items()
     }
@@ -161,6 +185,11 @@ def write_persona_report(out: Path, metrics: dict, rows: list[dict]) -> Path:
                   f"reply to {metrics['replies_sampled']} held-out contexts."]  # fmt: skip
     else:
         lines += ["", f"No style score: {metrics.get('style_missing')}."]
+    cut = metrics.get("replies_cut")
+    if cut:
+        lines += ["", f"**Note:** sampling stopped at the stage's time budget ({cut['max_minutes']:g} minutes): "
+                  f"{metrics['replies_sampled']} of {cut['planned']} planned held-out contexts were answered, by "
+                  "every model alike; the style rates are noisier for it."]  # fmt: skip
     verdict = []
     if "everyone" in loss and loss["persona"] >= loss["everyone"]:
         verdict.append("the persona model predicts the person's replies no better than the model tuned on everyone: "
@@ -196,6 +225,7 @@ def main(cfg: PersonaScoreConfig) -> int:
     from ownlm.io import iter_jsonl, mark_output, prepare_output, write_json
 
     cfg.sampling.check()
+    validate(cfg)
     out = prepare_output(cfg.out, kind="ownlm-persona-score", folder=True, inputs=[cfg.persona])
     out.mkdir(parents=True, exist_ok=True)
     metrics = score_persona(cfg)
