@@ -126,6 +126,8 @@ def finetune(base: Path, out: Path, data: list[str], val: list[str], a, steps: i
     ignored; a persona folder is read as its ``train.jsonl``): ``before`` and ``after`` are then None."""
     import shutil
 
+    if a.reuse and (out / "latest").exists():  # a finished run of an interrupted benchmark
+        return {"before": None, "after": None, "wall_s": 0.0}
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     if a.base:
@@ -147,9 +149,11 @@ def finetune(base: Path, out: Path, data: list[str], val: list[str], a, steps: i
 def per_reply_losses(run: Path, examples: list[dict], dtype: str = "fp32") -> np.ndarray:
     """(n, 2): each held-out reply's summed loss and its scored tokens under the run's model, as ``ownlm eval``
     and the fine-tuning's held-out loss score them (the final reply and its end-of-turn token)."""
+    import torch
+
     from ownlm.finetune.score import score_examples
 
-    rows, _, dropped = score_examples(str(run), examples, True, dtype=dtype)
+    rows, _, dropped = score_examples(str(run), examples, True, device=torch.device("cpu"), dtype=dtype)
     assert not dropped and len(rows) == len(examples), "a held-out reply does not fit the context"
     return np.asarray([(r["loss"] * r["tokens"], r["tokens"]) for r in rows])
 
@@ -228,6 +232,9 @@ def main() -> None:
     ap.add_argument("--style-models", nargs="*", default=["base", "everyone", "persona", "then", "control"],
                     help="the models whose replies are sampled for the style score")  # fmt: skip
     ap.add_argument("--work", type=Path, default=ROOT / "persona", help="scratch folder of the runs")
+    ap.add_argument(
+        "--reuse", action="store_true", help="keep the fine-tuned runs a stopped benchmark finished"
+    )
     a = ap.parse_args()
 
     from ownlm.io import write_jsonl
