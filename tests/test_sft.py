@@ -554,3 +554,23 @@ def test_a_time_budget_keeps_the_epoch_cap_and_a_short_run_says_so(base, tmp_pat
     assert main(args) == 0
     assert "only 3 steps: expect noise" in capsys.readouterr().out
     assert "**Warning:** only 3 steps" in (short / "report.md").read_text()
+
+
+def test_held_out_answers_start_no_new_answer_after_the_deadline(monkeypatch):
+    """The answers before and after training are part of --max-minutes: none starts once the deadline has passed
+    (a clock that moves 20 s per answer, a deadline at 50 s: answers start at 0, 20 and 40 s), one always does."""
+    import ownlm.finetune.sft as sft
+
+    now = [0.0]
+
+    def slow_answer(*args, **kwargs):
+        now[0] += 20
+        return "an answer"
+
+    monkeypatch.setattr(sft, "clock", lambda: now[0])
+    monkeypatch.setattr(sft, "answer", slow_answer)
+    examples = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}] * 10
+    assert len(sft.held_out_answers(None, None, None, examples, 8, deadline=50.0)) == 3
+    assert now[0] == 60
+    assert len(sft.held_out_answers(None, None, None, examples, 8, deadline=50.0)) == 1
+    assert len(sft.held_out_answers(None, None, None, examples, 8)) == 10

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -372,11 +373,17 @@ def answer(model, tokenizer, template, messages: list[dict], max_new_tokens: int
     return tokenizer.decode(out).strip()
 
 
-def held_out_answers(model, tokenizer, template, examples: list[dict], max_new_tokens: int) -> list[dict]:
+clock = time.perf_counter  # the time the answers' deadline is read on (tests set their own)
+
+
+def held_out_answers(model, tokenizer, template, examples: list[dict], max_new_tokens: int,
+                     deadline: float | None = None) -> list[dict]:  # fmt: skip
     """For each example: its prompt (up to the last assistant turn), the reference reply, the model's reply and
-    their ROUGE-L."""
+    their ROUGE-L. With a ``deadline`` (a ``clock()`` time), no new answer starts after it (one always does)."""
     rows = []
     for ex in examples:
+        if rows and deadline is not None and clock() >= deadline:
+            break
         msgs = ex["messages"]
         last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
         reply = answer(model, tokenizer, template, msgs[:last], max_new_tokens)
@@ -464,13 +471,12 @@ def check_resume_settings(cfg, state) -> None:
 def make_task(cfg: SFTConfig, run: Run) -> Prepared:
     """The base (or the resumed checkpoint) with its adapters, the examples encoded with the chat template, and
     the held-out answers before training (for the report)."""
-    import time
 
     import torch  # torch and LoRA: imported when the run starts, not at `ownlm finetune sft --help`
 
     from ownlm.model.lora import adapt_model
 
-    t0 = time.perf_counter()  # --max-minutes bounds the whole command: loading and answers included
+    t0 = clock()  # --max-minutes bounds the whole command: loading and answers included
     tc, resume, rank, world = cfg.train, run.resume, run.rank, run.world
     if resume:
         check_resume_settings(cfg, run.state)
@@ -501,13 +507,16 @@ def make_task(cfg: SFTConfig, run: Run) -> Prepared:
     batches = SFTBatches(train_enc, tc.batch_size, max_len - 1, pad_id, tc.seed, cfg.pack, rank, world)
     per_epoch = math.ceil(batches.batches_per_epoch() / tc.grad_accum)
     before = []
+    # the answers after training stop at the end of the budget; those before at a quarter of it
+    deadline = t0 + 60 * tc.max_minutes if tc.max_minutes else None
     if rank == 0 and cfg.chat.responses and val_enc and not resume:
-        t_answers = time.perf_counter()
+        t_answers = clock()
         before = held_out_answers(model.to(run.device).eval(), tok, template,
-                                  val_enc.examples[: cfg.chat.responses], cfg.chat.max_new_tokens)  # fmt: skip
+                                  val_enc.examples[: cfg.chat.responses], cfg.chat.max_new_tokens,
+                                  deadline=t0 + 15 * tc.max_minutes if tc.max_minutes else None)  # fmt: skip
         model.train()
         if tc.max_minutes:  # the budget covers the answers: these, and as long again for those after
-            spent = time.perf_counter() - t0 + (time.perf_counter() - t_answers)
+            spent = clock() - t0 + (clock() - t_answers)
             tc.max_minutes = max(tc.max_minutes - spent / 60, tc.max_minutes / 10)
     data = {"template": template.name, "train": train_enc.counts(), "val": val_enc.counts() if val_enc else None,
             "read": counts, "steps_per_epoch": per_epoch}  # fmt: skip
@@ -516,7 +525,7 @@ def make_task(cfg: SFTConfig, run: Run) -> Prepared:
         steps_per_epoch=per_epoch, data=data,
         announce=lambda: _summary_line(model, template, train_enc, val_enc, per_epoch, tc),
         finish=lambda summary: _finish(cfg, run.out, model, tok, template, val_enc, before,
-                                       {**summary, "needed_steps": min(50, per_epoch)}, run.device),
+                                       {**summary, "needed_steps": min(50, per_epoch)}, run.device, deadline),
         eval_at_start=True, flops_seq_len=block, time_keeps_epochs=True,
     )  # fmt: skip
 
@@ -546,7 +555,8 @@ def _summary_line(model, template, train_enc: Encoded, val_enc: Encoded | None, 
             f"{per_epoch} steps per epoch; budget {budget}; {trainable_summary(model)}")  # fmt: skip
 
 
-def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], summary: dict, device) -> None:
+def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], summary: dict, device,
+            deadline: float | None = None) -> None:  # fmt: skip
 
     best = summary.get("best_checkpoint")
     if cfg.restore_best and best and Path(best) != Path(summary["checkpoint"]):
@@ -557,12 +567,17 @@ def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], s
         summary = {**summary, "checkpoint": best, "val_loss": summary["best_saved_val_loss"]}
     after = []
     if cfg.chat.responses and val_enc:
-        after = held_out_answers(model.to(device).eval(), tok, template, val_enc.examples[: cfg.chat.responses],
-                                 cfg.chat.max_new_tokens)  # fmt: skip
+        planned = min(cfg.chat.responses, len(before) or cfg.chat.responses, len(val_enc.examples))
+        after = held_out_answers(model.to(device).eval(), tok, template, val_enc.examples[:planned],
+                                 cfg.chat.max_new_tokens, deadline=deadline)  # fmt: skip
+        if len(after) < planned:
+            print(f"answers: {len(after)} of {planned} held-out prompts answered within the time budget")
         write_before_after(out / "responses.jsonl", after, before, ("response", "rouge_l"))
     metrics = [r for _, r in iter_jsonl(out / "metrics.jsonl", errors="skip") if isinstance(r, dict)]
     kept = int(Path(summary["checkpoint"]).name.removeprefix("step_"))
-    warning = short_run_warning(summary["step"], summary.get("needed_steps", 0))
+    warning = short_run_warning(
+        summary["step"], summary.get("needed_steps", 0), sum(p.numel() for p in model.parameters())
+    )
     if warning:
         print("warning: " + warning)
     write_sft_report(out, cfg, metrics, before, after, template, kept_step=kept, warning=warning)
@@ -570,15 +585,19 @@ def _finish(cfg, out: Path, model, tok, template, val_enc, before: list[dict], s
     print(f"done: step {summary['step']}{vl}; checkpoint {summary['checkpoint']}; report {out / 'report.md'}")
 
 
-def short_run_warning(steps: int, needed: int) -> str:
+def short_run_warning(steps: int, needed: int, parameters: int = 0) -> str:
     """What to say when a run took fewer optimiser steps than one pass over its data (or 50): ``""`` otherwise.
+    A base of 50M parameters or more is taken to be a real one already (no advice to start from one).
 
     >>> short_run_warning(22, 50)
-    'only 22 steps: expect noise; give it --max-minutes N, or start from a real base with --base'
+    'only 22 steps: expect noise; give it --max-minutes N (build: --sft-minutes N), or start from a real base with --base'
+    >>> short_run_warning(1, 50, parameters=134_515_008)
+    'only 1 steps: expect noise; give it --max-minutes N (build: --sft-minutes N)'
     """
     if steps >= needed:
         return ""
-    return f"only {steps} steps: expect noise; give it --max-minutes N, or start from a real base with --base"
+    advice = "" if parameters >= 50_000_000 else ", or start from a real base with --base"
+    return f"only {steps} steps: expect noise; give it --max-minutes N (build: --sft-minutes N){advice}"
 
 
 def restore_best(out: Path, folder: Path, device):
