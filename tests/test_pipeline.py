@@ -213,6 +213,8 @@ def test_build_with_person_goes_from_a_chat_export_to_a_chat_model(tmp_path, cap
     ]
     sft_config = json.loads((out / "sft" / "config.json").read_text())
     assert Path(sft_config["base"]) == out / "sft-others"  # the person's stage continues the others' model
+    # the everyone stage spends its budget on training: no answers before and after (persona-score samples it)
+    assert not (out / "sft-others" / "responses.jsonl").exists()
     step = out / "sft" / (out / "sft" / "latest").read_text().strip()
     assert json.loads((step / "chat_template.json").read_text())["name"] == "chatml"
     assert "## Fine-tuning" in (out / "report.md").read_text()

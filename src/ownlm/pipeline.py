@@ -439,6 +439,7 @@ def _fine_tune(
             base_fp = p.run("sft-others", ("finetune", "sft"), {"base": str(run),
                             "data": [str(persona / "others.jsonl")], "val_data": person_val,
                             "out": str(base), **_adapt_values(cfg), "epochs": 1.0, "template": template,
+                            "responses": 0,  # no answers before and after: persona-score samples this model
                             "train": {**_sft_train(cfg), "max_minutes": minutes}}, _sha(run_fp, persona_fp), base,
                             f"fine-tuning on the other senders' {n_others:,} replies (1 epoch or {minutes:g} "
                             "minutes, whichever ends first)")  # fmt: skip
