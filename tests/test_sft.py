@@ -313,16 +313,22 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(a, b)
 
 
-def test_lora_on_a_bf16_base_trains_fp32_adapters(base, tmp_path):
-    out = tmp_path / "bf16"
+def lora_run_on_a_frozen_base(base, out, base_dtype: str):
+    """12 LoRA steps over a frozen base stored in ``base_dtype``; the held-out loss must fall. Returns the last
+    step's folder and the command's arguments."""
     args = ["finetune", "sft", str(base / "model"), "--data", str(base / "data.json"), "--out", str(out),
             "--max-iters", "12", "--lr", "1e-2", "--lora-rank", "4", "--lora-targets", "all", "--responses", "1",
-            "--max-new-tokens", "4", "--base-dtype", "bf16", "--checkpoint-activations", "--pack",
+            "--max-new-tokens", "4", "--base-dtype", base_dtype, "--checkpoint-activations", "--pack",
             "--threads", "1", "--no-progress"]  # fmt: skip
     assert main(args) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["val_loss"] < records[0]["val_loss"]
-    step = out / (out / "latest").read_text().strip()
+    return out / (out / "latest").read_text().strip(), args
+
+
+def test_lora_on_a_bf16_base_trains_fp32_adapters(base, tmp_path):
+    out = tmp_path / "bf16"
+    step, args = lora_run_on_a_frozen_base(base, out, "bf16")
     adapter = load_file(step / "adapter.safetensors")
     assert all(v.dtype == torch.float32 for v in adapter.values())
     saved, original = load_file(step / "model.safetensors"), load_file(base / "model" / "model.safetensors")
@@ -411,14 +417,7 @@ def test_an_int8_base_forward_is_close_to_fp32_and_its_gradients_are_exact(base)
 
 def test_lora_on_an_int8_base_trains_saves_and_every_command_reads_it(base, tmp_path):
     out = tmp_path / "int8"
-    args = ["finetune", "sft", str(base / "model"), "--data", str(base / "data.json"), "--out", str(out),
-            "--max-iters", "12", "--lr", "1e-2", "--lora-rank", "4", "--lora-targets", "all", "--responses", "1",
-            "--max-new-tokens", "4", "--base-dtype", "int8", "--checkpoint-activations", "--pack",
-            "--threads", "1", "--no-progress"]  # fmt: skip
-    assert main(args) == 0
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["val_loss"] < records[0]["val_loss"]
-    step = out / (out / "latest").read_text().strip()
+    step, args = lora_run_on_a_frozen_base(base, out, "int8")
     saved = load_file(step / "model.safetensors")
     assert saved["transformer.h.0.mlp.c_fc.weight"].dtype == torch.int8
     assert saved["transformer.h.0.mlp.c_fc.weight_scale"].shape == (
