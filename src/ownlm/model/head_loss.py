@@ -57,17 +57,23 @@ class _HeadCrossEntropy(torch.autograd.Function):
         return grad_h, grad_w, None, None
 
 
+# fp32 log-probabilities held at a time: 32 rows of a 50k vocabulary; a small vocabulary takes more rows at once
+# (a byte vocabulary's whole batch), so its loss is not a Python loop of tiny pieces
+CHUNK_VALUES = 32 * 50_304
+
+
 def head_loss_sum(
-    h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 32
+    h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 0
 ) -> torch.Tensor:
     """The summed cross-entropy of ``h @ weight.T`` (hidden states h (N, C), head weight (V, C)) against
     ``targets`` (N,), -100 ignored; a 0-d fp32 tensor. Under autocast the head runs in autocast's dtype, as
-    ``F.linear`` would; ``chunk`` rows of fp32 log-probabilities exist at a time.
+    ``F.linear`` would; ``chunk`` rows of fp32 log-probabilities exist at a time (0: ``CHUNK_VALUES`` / V).
 
     >>> h, w, t = torch.randn(5, 8), torch.randn(11, 8), torch.tensor([1, 2, -100, 4, 0])
     >>> bool(torch.isclose(head_loss_sum(h, w, t), F.cross_entropy(h @ w.t(), t, reduction="sum")))
     True
     """
+    chunk = chunk or max(32, CHUNK_VALUES // weight.shape[0])
     kind = h.device.type
     if torch.is_autocast_enabled(kind):
         dtype = torch.get_autocast_dtype(kind)
