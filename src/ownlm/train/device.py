@@ -43,10 +43,15 @@ def ddp_setup(device) -> None:
     dist.init_process_group(backend=backend)
 
 
-def ddp_cleanup() -> None:
+def ddp_cleanup(barrier: bool = False) -> None:
+    """Leave the process group. ``barrier``: first wait until every process gets here (after a run that ended
+    well), so that none tears its connections down while another is still in a collective or about to finish
+    one (gloo aborts such a process: "terminate called without an active exception")."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -106,6 +106,7 @@ def run_training(cfg, prepare: Callable[[Run], Prepared], inputs=()) -> int:
         device = pick_device(tc.device)
         if world > 1:
             ddp_setup(device)
+        ended_well = False
         try:
             run = Run(cfg, out, resume, rank, world, device)
             job = prepare(run)
@@ -124,9 +125,10 @@ def run_training(cfg, prepare: Callable[[Run], Prepared], inputs=()) -> int:
                               eval_at_start=job.eval_at_start, flops_seq_len=job.flops_seq_len,
                               patience=job.patience).fit()  # fmt: skip
             summary["seconds"] = time.perf_counter() - t0  # this command's training time (set-up included)
+            ended_well = True
         finally:
             if world > 1:
-                ddp_cleanup()
+                ddp_cleanup(barrier=ended_well)
         if rank == 0 and summary["status"] == "done":  # still holding the run's lock: reports may write there
             if job.finish is not None:
                 job.finish(summary)
