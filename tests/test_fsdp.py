@@ -48,7 +48,9 @@ def torchrun(args: list[str], **kw) -> subprocess.Popen:
 
 def finish(proc: subprocess.Popen) -> str:
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-6000:]  # torchrun's traceback last, the failing process' own output above
+    assert proc.returncode == 0, err[
+        -6000:
+    ]  # torchrun's traceback last, the failing process' own output above
     return out + err
 
 
@@ -150,7 +152,9 @@ def test_fsdp_sft_matches_one_process(tmp_path):
             "--device", "cpu", "--lr", "1e-3"]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*args, "--out", str(one), "--batch-size", "4"]) == 0
-    run_torchrun([*args, "--out", str(two), "--batch-size", "2", "--strategy", "fsdp", "--checkpoint-activations"])
+    run_torchrun(
+        [*args, "--out", str(two), "--batch-size", "2", "--strategy", "fsdp", "--checkpoint-activations"]
+    )
     a, b = curve(one), curve(two)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 3, 6]
     for ra, rb in zip(a, b):
