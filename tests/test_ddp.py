@@ -45,6 +45,19 @@ def one_and_two_processes(args: list[str], one, two, batch: int) -> None:
     run_torchrun([*args, "--out", str(two), "--batch-size", str(batch // 2)])
 
 
+def say_it_twice(folder) -> None:
+    """A small random model in ``folder/base`` and 60 instruction rows in ``folder/d.json`` (repeat the input)."""
+    from ownlm.model.checkpoint import save_model
+    from ownlm.model.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=320, block_size=192, n_layer=2, n_head=2, n_embd=32, pos="rope", bias=False)
+    save_model(folder / "base", GPT(cfg), Tokenizer(special_tokens={"<|endoftext|>": 256}))
+    rows = [{"instruction": "Say it twice.", "input": w * (1 + i % 4), "output": (w * (1 + i % 4) + " ") * 2}
+            for i, w in enumerate(["cat", "dog", "sun", "moon", "tree"] * 12)]  # fmt: skip
+    (folder / "d.json").write_text(json.dumps(rows))
+
+
 def curve(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -77,15 +90,7 @@ def test_sft_two_processes_match_one_with_the_same_global_batch(tmp_path):
     and the loss is normalised by the response tokens of the whole step, so the curves agree."""
     if not torch.distributed.is_gloo_available():
         pytest.skip("this PyTorch has no gloo backend")
-    from ownlm.model.checkpoint import save_model
-    from ownlm.model.gpt import GPT, GPTConfig
-
-    torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=320, block_size=192, n_layer=2, n_head=2, n_embd=32, pos="rope", bias=False)
-    save_model(tmp_path / "base", GPT(cfg), Tokenizer(special_tokens={"<|endoftext|>": 256}))
-    rows = [{"instruction": "Say it twice.", "input": w * (1 + i % 4), "output": (w * (1 + i % 4) + " ") * 2}
-            for i, w in enumerate(["cat", "dog", "sun", "moon", "tree"] * 12)]  # fmt: skip
-    (tmp_path / "d.json").write_text(json.dumps(rows))
+    say_it_twice(tmp_path)
     args = ["finetune", "sft", str(tmp_path / "base"), "--data", str(tmp_path / "d.json"), "--max-iters", "10",
             "--eval-interval", "5", "--responses", "0", "--threads", "1", "--dtype", "fp32", "--no-progress",
             "--device", "cpu", "--lr", "1e-3"]  # fmt: skip

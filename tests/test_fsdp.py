@@ -3,7 +3,6 @@ holds half the weights and half the AdamW moments, checkpoints are one consolida
 command reads, and a run killed with SIGKILL resumes to the same weights as an uninterrupted one."""
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_ddp import run_torchrun
+from test_ddp import curve, run_torchrun, say_it_twice
 
 from ownlm.cli import main
 from ownlm.data.encode import EncodeConfig, encode_corpus
@@ -68,10 +67,6 @@ def kill_9(pid: int) -> None:
     for p in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-
-
-def curve(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def weights(run) -> dict:
@@ -138,15 +133,7 @@ def test_fsdp_sft_matches_one_process(tmp_path):
     """Full fine-tuning under --strategy fsdp: the held-out batches split unevenly over the processes (3 batches,
     2 processes), so the one with fewer runs an extra pass to keep step with the other; with activation
     checkpointing (recomputed blocks gather their shards again) the curve is still one process' curve."""
-    from ownlm.model.checkpoint import save_model
-    from ownlm.model.gpt import GPT, GPTConfig
-
-    torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=320, block_size=192, n_layer=2, n_head=2, n_embd=32, pos="rope", bias=False)
-    save_model(tmp_path / "base", GPT(cfg), Tokenizer(special_tokens={"<|endoftext|>": 256}))
-    rows = [{"instruction": "Say it twice.", "input": w * (1 + i % 4), "output": (w * (1 + i % 4) + " ") * 2}
-            for i, w in enumerate(["cat", "dog", "sun", "moon", "tree"] * 12)]  # fmt: skip
-    (tmp_path / "d.json").write_text(json.dumps(rows))
+    say_it_twice(tmp_path)
     args = ["finetune", "sft", str(tmp_path / "base"), "--data", str(tmp_path / "d.json"), "--max-iters", "6",
             "--eval-interval", "3", "--responses", "0", "--threads", "1", "--dtype", "fp32", "--no-progress",
             "--device", "cpu", "--lr", "1e-3"]  # fmt: skip

@@ -36,6 +36,7 @@ def one_line(capsys, argv, *words):
     assert err.count("\n") == 1 and "internal error" not in err, err
     for w in words:
         assert w in err, err
+    return err
 
 
 def edited(model: Path, tmp_path: Path, name: str, edit) -> Path:

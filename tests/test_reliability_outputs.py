@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_reliability_errors import one_line as refused
 
 from ownlm import cli
 from ownlm.model.checkpoint import save_model
@@ -32,16 +33,6 @@ def snapshot(*roots: Path) -> dict:
             elif p.is_dir():
                 out[str(p)] = "dir"
     return out
-
-
-def refused(capsys, argv, *words):
-    code = cli.main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.count("\n") == 1 and "internal error" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 @pytest.fixture
