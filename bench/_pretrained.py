@@ -129,11 +129,12 @@ def describe(run: Path) -> str:
             f"{info['val_loss']:.3f}")  # fmt: skip
 
 
-def base_flags(base: Path, config: type) -> list[str]:
+def base_flags(base: Path, config: type, memory_mode: str = "auto") -> list[str]:
     """The flags ``ownlm build --base`` gives its fine-tuning stages (LoRA rank 8 on a frozen bf16 base, packing
     into rows of 512 tokens: ``pipeline._adapt_values``; activation checkpointing: ``pipeline._sft_train``), as
     command-line flags of the command whose config class is ``config`` (``SFTConfig``, ``ClassifyConfig``),
-    keeping those it takes (its own fields and those of its sections).
+    keeping those it takes (its own fields and those of its sections). ``memory_mode`` as ``build --memory-mode``
+    (a flag only when not "auto").
 
     >>> from ownlm.finetune.sft import SFTConfig
     >>> flags = base_flags(Path("smol"), SFTConfig)
@@ -157,10 +158,9 @@ def base_flags(base: Path, config: type) -> list[str]:
 
     known = names(config)
     cfg = BuildConfig(out="-", base=str(base))
-    values = {
-        **_adapt_values(cfg),
-        **{k: v for k, v in _sft_train(cfg).items() if k == "checkpoint_activations"},
-    }
+    cfg.train.memory_mode = memory_mode
+    keep = ("checkpoint_activations", "memory_mode") if memory_mode != "auto" else ("checkpoint_activations",)
+    values = {**_adapt_values(cfg), **{k: v for k, v in _sft_train(cfg).items() if k in keep}}
     flags: list[str] = []
     for key, value in values.items():
         if key not in known:

@@ -154,6 +154,8 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="*", default=[], help="more seeds for the balanced comparison")
+    ap.add_argument("--memory-mode", default="auto", choices=["auto", "lean", "fast"],
+                    help="with --base: --memory-mode of the fine-tuning runs (fast: twice the speed of lean, more memory)")
     ap.add_argument(
         "--base",
         type=Path,
@@ -175,7 +177,7 @@ def main() -> None:
 
         from ownlm.finetune.classify import ClassifyConfig
 
-        extra = base_flags(a.base, ClassifyConfig)
+        extra = base_flags(a.base, ClassifyConfig, a.memory_mode)
         results["base"] = {"run": str(a.base), "description": describe_imported(a.base), "flags": extra}
         print(results["base"]["description"] + "; " + " ".join(extra), flush=True)
         results["ownlm_pretrained"] = finetune("imported-balanced", a.base, "downsample", a, extra=extra)

@@ -120,22 +120,23 @@ def run_ownlm(a, enc, pad_id: int) -> dict:
 
     torch.manual_seed(0)
     if a.base:  # the real weights, adapted as `ownlm build --base` adapts them
-        from ownlm.finetune.common import store_frozen
+        from ownlm.finetune.common import frozen_layout, store_frozen
         from ownlm.model.adapt import AdaptConfig
         from ownlm.model.checkpoint import load_model
         from ownlm.model.lora import adapt_model
         from ownlm.pipeline import BuildConfig, _adapt_values, _sft_train
+        from ownlm.train.config import TrainingConfig
         from ownlm.train.device import return_freed_memory
 
-        model, _, _ = load_model(a.base)
         build = BuildConfig(out="-", base=a.base)
         values = _adapt_values(build)
-        recompute = _sft_train(build)["checkpoint_activations"]  # the Trainer applies it to the model
-        adapt_model(
-            model, AdaptConfig(**{k: v for k, v in values.items() if k in AdaptConfig.__dataclass_fields__})
-        )
+        recompute = _sft_train(build)["checkpoint_activations"] and not a.no_checkpoint  # the Trainer applies it
+        adapt = AdaptConfig(**{k: v for k, v in values.items() if k in AdaptConfig.__dataclass_fields__})
+        if TrainingConfig(checkpoint_activations=recompute, memory_mode=a.memory_mode).lean_memory:
+            return_freed_memory()  # from the start, as `ownlm finetune sft` does
+        model, _, _ = load_model(a.base, prepare=frozen_layout(adapt))  # the frozen weights read into bf16
+        adapt_model(model, adapt)
         store_frozen(model, values["base_dtype"])
-        return_freed_memory()
         rss_model = _vm_rss_mib()
         reset_peak_rss()
     else:
@@ -149,7 +150,8 @@ def run_ownlm(a, enc, pad_id: int) -> dict:
     total = a.warmup + a.steps
     tc = fine_tuning_defaults(**SFT_TRAINING, max_iters=total, batch_size=a.batch_size, eval_interval=1, device=a.device,
                                dtype=a.dtype, threads=a.threads, progress=False, seed=0,
-                               checkpoint_interval=10**9, keep_checkpoints=1, checkpoint_activations=recompute)  # fmt: skip
+                               checkpoint_interval=10**9, keep_checkpoints=1, checkpoint_activations=recompute,
+                               memory_mode=a.memory_mode)  # fmt: skip
     records: list[dict] = []
     peak: list[float] = []
 
@@ -300,6 +302,10 @@ def main() -> None:
         help="ownlm-fullhead: ownlm with the output head on every position (an A/B of that change)",
     )
     ap.add_argument("--base", default=None, help="an imported model: LoRA on its own weights (see above)")
+    ap.add_argument("--no-checkpoint", action="store_true",
+                    help="ownlm without the activation checkpointing `build --base` gives (the peer keeps its own)")
+    ap.add_argument("--memory-mode", default="auto", choices=["auto", "lean", "fast"],
+                    help="ownlm's --memory-mode (auto: lean with the checkpointing a real base gets)")  # fmt: skip
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "SHAPE", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--pad-id", type=int, help=argparse.SUPPRESS)
@@ -334,6 +340,7 @@ def main() -> None:
                            "--pad-id", str(info["pad_id"]), "--steps", str(a.steps), "--warmup", str(a.warmup),
                            "--batch-size", str(a.batch_size), "--max-length", str(a.max_length),
                            "--dtype", a.dtype, "--threads", str(a.threads), "--device", a.device,
+                           "--memory-mode", a.memory_mode, *(["--no-checkpoint"] if a.no_checkpoint else []),
                            *extra]  # fmt: skip
                     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
                     if out.returncode != 0:

@@ -311,19 +311,23 @@ def test_pretrain_with_checkpointed_activations_follows_the_plain_run(tokens, tm
     np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5)
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_cpu_training_chooses_glibcs_memory_mode(tokens, tmp_path, monkeypatch, checkpointing):
-    """CPU training keeps freed blocks for the next step (speed); --checkpoint-activations gives them back (memory)."""
+@pytest.mark.parametrize(
+    "checkpointing, mode, chosen",
+    [(False, "auto", "keep"), (True, "auto", "return"), (True, "fast", "keep"), (False, "lean", "return")],
+)
+def test_cpu_training_chooses_glibcs_memory_mode(tokens, tmp_path, monkeypatch, checkpointing, mode, chosen):
+    """CPU training keeps freed blocks for the next step (speed); --checkpoint-activations gives them back (memory)
+    unless --memory-mode says otherwise, and --memory-mode lean gives them back without checkpointing."""
     from ownlm.train import device
 
     calls = []
     monkeypatch.setattr(device, "keep_freed_memory", lambda: calls.append("keep"))
     monkeypatch.setattr(device, "return_freed_memory", lambda: calls.append("return"))
-    args = [*TINY, "--max-iters", "1", "--eval-iters", "1"] + (
+    args = [*TINY, "--max-iters", "1", "--eval-iters", "1", "--memory-mode", mode] + (
         ["--checkpoint-activations"] if checkpointing else []
     )
     assert main(["pretrain", "--data", str(tokens), "--out", str(tmp_path / "run"), *args]) == 0
-    assert calls == (["return"] if checkpointing else ["keep"])
+    assert calls == [chosen]
 
 
 def test_glibc_memory_modes_apply_here():

@@ -529,7 +529,8 @@ def _sft_train(cfg: BuildConfig) -> dict:
     always recomputes activations, so that a 100 M+ model fine-tunes in a laptop's memory."""
     return {"lr": cfg.sft_lr, "min_lr": cfg.sft_lr / 10, "device": cfg.train.device, "dtype": cfg.train.dtype,
             "seed": cfg.train.seed,
-            "checkpoint_activations": cfg.train.checkpoint_activations or cfg.base is not None}  # fmt: skip
+            "checkpoint_activations": cfg.train.checkpoint_activations or cfg.base is not None,
+            "memory_mode": cfg.train.memory_mode}  # fmt: skip
 
 
 def budget_text(tc: TrainingConfig) -> str:

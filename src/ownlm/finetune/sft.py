@@ -480,8 +480,8 @@ def make_task(cfg: SFTConfig, run: Run) -> Prepared:
     tc, resume, rank, world = cfg.train, run.resume, run.rank, run.world
     if resume:
         check_resume_settings(cfg, run.state)
-    if tc.checkpoint_activations:  # the low-memory mode gives freed memory back from the start (loading too)
-        return_freed_memory()
+    if tc.lean_memory:
+        return_freed_memory()  # the lean mode gives freed memory back from the start (loading too)
     model, tok, folder = load_base(cfg.base, run.folder, prepare=frozen_layout(cfg.adapt))
     base_n_vocab = tok.n_vocab
     template, tok, train_ex, val_ex, counts = prepare(cfg, tok, folder)

@@ -148,14 +148,21 @@ class Task:
 
 def checkpoint_activations(model) -> None:
     """``--checkpoint-activations``: every GPT inside ``model`` (a classifier's trunk too) recomputes its blocks'
-    activations in the backward pass, and freed memory goes back to the system at once (the low-memory mode)."""
+    activations in the backward pass."""
     from ownlm.model.gpt import GPT
-    from ownlm.train.device import return_freed_memory
 
     for m in model.modules():
         if isinstance(m, GPT):
             m.checkpoint_activations = True
-    return_freed_memory()
+
+
+def set_memory_mode(cfg) -> None:
+    """``--memory-mode`` for CPU training: lean (glibc gives freed memory back at once) or fast (freed blocks stay
+    for the next step); auto is lean with ``--checkpoint-activations``, whose point is memory. SmolLM2-135M LoRA at
+    8 x 512 with checkpointing: lean 1.2 GB at ~250 tokens/s, fast 2.1 GB at ~500 (docs/benchmarks.md)."""
+    from ownlm.train.device import keep_freed_memory, return_freed_memory
+
+    (return_freed_memory if cfg.lean_memory else keep_freed_memory)()
 
 
 class Trainer:
@@ -200,12 +207,8 @@ class Trainer:
         self.raw = unwrap(self.model).to(device)
         if cfg.checkpoint_activations:
             checkpoint_activations(self.raw)
-        elif (
-            device.type == "cpu"
-        ):  # steps reuse freed blocks instead of faulting in fresh pages (see the function)
-            from ownlm.train.device import keep_freed_memory
-
-            keep_freed_memory()
+        if device.type == "cpu":  # lean: memory back at once; fast: freed blocks reused (see the functions)
+            set_memory_mode(cfg)
 
         dtype = state.dtype or choose_dtype(cfg.dtype, device, self.log if self.master else (lambda s: None))
         if self.world > 1:  # machines of a multi-node run may differ: all use process 0's choice
