@@ -220,8 +220,12 @@ def main() -> None:
     ap.add_argument(
         "--batch-size", type=int, default=8, help="fine-tuning batch (rows of 512 tokens with --base)"
     )
-    ap.add_argument("--memory-mode", default="auto", choices=["auto", "lean", "fast"],
-                    help="with --base: --memory-mode of the fine-tuning runs (fast: twice the speed of lean, more memory)")
+    ap.add_argument(
+        "--memory-mode",
+        default="auto",
+        choices=["auto", "lean", "fast"],
+        help="with --base: --memory-mode of the fine-tuning runs (fast: twice the speed of lean, more memory)",
+    )
     ap.add_argument(
         "--base", type=Path, default=None, help="fine-tune this imported model instead (see above)"
     )

@@ -130,7 +130,9 @@ def run_ownlm(a, enc, pad_id: int) -> dict:
 
         build = BuildConfig(out="-", base=a.base)
         values = _adapt_values(build)
-        recompute = _sft_train(build)["checkpoint_activations"] and not a.no_checkpoint  # the Trainer applies it
+        recompute = (
+            _sft_train(build)["checkpoint_activations"] and not a.no_checkpoint
+        )  # the Trainer applies it
         adapt = AdaptConfig(**{k: v for k, v in values.items() if k in AdaptConfig.__dataclass_fields__})
         if TrainingConfig(checkpoint_activations=recompute, memory_mode=a.memory_mode).lean_memory:
             return_freed_memory()  # from the start, as `ownlm finetune sft` does
@@ -302,8 +304,11 @@ def main() -> None:
         help="ownlm-fullhead: ownlm with the output head on every position (an A/B of that change)",
     )
     ap.add_argument("--base", default=None, help="an imported model: LoRA on its own weights (see above)")
-    ap.add_argument("--no-checkpoint", action="store_true",
-                    help="ownlm without the activation checkpointing `build --base` gives (the peer keeps its own)")
+    ap.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="ownlm without the activation checkpointing `build --base` gives (the peer keeps its own)",
+    )
     ap.add_argument("--memory-mode", default="auto", choices=["auto", "lean", "fast"],
                     help="ownlm's --memory-mode (auto: lean with the checkpointing a real base gets)")  # fmt: skip
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "SHAPE", "MODE"), help=argparse.SUPPRESS)
