@@ -186,6 +186,16 @@ def _sha(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# settings of how a stage runs on this machine, not of what it makes: changing one neither re-runs a finished stage
+# nor restarts an interrupted one (a build stopped in lean memory mode resumes in fast)
+MACHINE_ONLY = frozenset({"threads", "progress", "log_seconds", "memory_mode"})
+
+
+def _made_by(values: dict) -> dict:
+    """A stage's config without its ``MACHINE_ONLY`` settings (in every section): what its key is made of."""
+    return {k: _made_by(v) if isinstance(v, dict) else v for k, v in values.items() if k not in MACHINE_ONLY}
+
+
 def files_fingerprint(paths: list[str]) -> str:
     """The sha256 of every file under ``paths``: an edited source is seen even when its size and modification
     time were put back (about a second per GB read)."""
@@ -268,7 +278,7 @@ class Pipeline:
         """Run ``ownlm WORDS`` with config ``values`` unless up to date; return the output fingerprint."""
         cls, entry = stage(*words)
         cfg = from_dict(cls, values, source=f"ownlm build ({name})")
-        key = _sha(name, to_dict(cfg), inputs)
+        key = _sha(name, _made_by(to_dict(cfg)), inputs)
         self.n += 1
         head = f"[{self.n}/{self.total}] {name}"
         old = self.state.stages.get(name, {})
