@@ -129,6 +129,16 @@ def describe(run: Path) -> str:
             f"{info['val_loss']:.3f}")  # fmt: skip
 
 
+MEMORY_MODES = ("auto", "lean", "fast")
+
+
+def add_memory_mode(ap) -> None:
+    """The benchmarks' ``--memory-mode``: ownlm's (``TrainingConfig.memory_mode``) for their fine-tuning runs."""
+    ap.add_argument("--memory-mode", default="auto", choices=MEMORY_MODES,
+                    help="ownlm's --memory-mode for the fine-tuning runs (auto: lean with the activation "
+                    "checkpointing a real base gets; fast: about twice the speed, more memory)")  # fmt: skip
+
+
 def base_flags(base: Path, config: type, memory_mode: str = "auto") -> list[str]:
     """The flags ``ownlm build --base`` gives its fine-tuning stages (LoRA rank 8 on a frozen bf16 base, packing
     into rows of 512 tokens: ``pipeline._adapt_values``; activation checkpointing: ``pipeline._sft_train``), as

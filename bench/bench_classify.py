@@ -154,12 +154,9 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="*", default=[], help="more seeds for the balanced comparison")
-    ap.add_argument(
-        "--memory-mode",
-        default="auto",
-        choices=["auto", "lean", "fast"],
-        help="with --base: --memory-mode of the fine-tuning runs (fast: twice the speed of lean, more memory)",
-    )
+    from _pretrained import add_memory_mode  # bench/ is on the path (above)
+
+    add_memory_mode(ap)
     ap.add_argument(
         "--base",
         type=Path,

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _pretrained import DATA, ROOT, base_flags, describe_imported, pretrained_base  # noqa: E402
+from _pretrained import DATA, ROOT, add_memory_mode, base_flags, describe_imported, pretrained_base  # noqa: E402
 
 INSTRUCTIONS = DATA / "instructions" / "instruction-data.json"
 
@@ -57,12 +57,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-iters", type=int, default=0, help="fine-tuning steps at most (0: --epochs alone)")
     ap.add_argument("--evals", type=int, default=2, help="held-out evaluations after the one at step 0")
-    ap.add_argument(
-        "--memory-mode",
-        default="auto",
-        choices=["auto", "lean", "fast"],
-        help="with --base: --memory-mode of the fine-tuning runs (fast: twice the speed of lean, more memory)",
-    )
+    add_memory_mode(ap)
     ap.add_argument(
         "--base", type=Path, default=None, help="fine-tune this imported model instead (see above)"
     )

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _pretrained import ROOT, SHAKESPEARE, ownlm, pretrained_base, shakespeare_split  # noqa: E402
+from _pretrained import ROOT, SHAKESPEARE, add_memory_mode, ownlm, pretrained_base, shakespeare_split  # noqa: E402
 
 
 def speeches(text: str) -> list[tuple[str, str]]:
@@ -220,12 +220,7 @@ def main() -> None:
     ap.add_argument(
         "--batch-size", type=int, default=8, help="fine-tuning batch (rows of 512 tokens with --base)"
     )
-    ap.add_argument(
-        "--memory-mode",
-        default="auto",
-        choices=["auto", "lean", "fast"],
-        help="with --base: --memory-mode of the fine-tuning runs (fast: twice the speed of lean, more memory)",
-    )
+    add_memory_mode(ap)
     ap.add_argument(
         "--base", type=Path, default=None, help="fine-tune this imported model instead (see above)"
     )

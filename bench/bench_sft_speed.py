@@ -309,8 +309,9 @@ def main() -> None:
         action="store_true",
         help="ownlm without the activation checkpointing `build --base` gives (the peer keeps its own)",
     )
-    ap.add_argument("--memory-mode", default="auto", choices=["auto", "lean", "fast"],
-                    help="ownlm's --memory-mode (auto: lean with the checkpointing a real base gets)")  # fmt: skip
+    from _pretrained import add_memory_mode  # bench/, this script's folder, is on the path
+
+    add_memory_mode(ap)
     ap.add_argument("--child", nargs=3, metavar=("SIDE", "SHAPE", "MODE"), help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--pad-id", type=int, help=argparse.SUPPRESS)
